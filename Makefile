@@ -1,0 +1,38 @@
+# ocimount — see README.md.
+GO      ?= go
+BIN     := bin/ocimount
+DEMO    ?= /tmp/ocimount-demo
+FUZZTIME ?= 20s
+
+.PHONY: build demo test vet fuzz bench clean deps
+
+build:
+	$(GO) build -o $(BIN) ./cmd/ocimount
+
+deps:
+	scripts/deps.sh
+
+# Build, make a small multi-layer demo image (gzip, zstd and plain tar
+# layers with whiteouts, an opaque dir, hardlinks and xattrs), mount it,
+# show it, unmount.
+demo: build
+	scripts/demo.sh $(BIN) $(DEMO)
+
+# The test command (CI runs this). Integration tests mount through FUSE and
+# need root, /dev/fuse and umoci; set OCIMOUNT_INTEGRATION=1 to make their
+# absence a failure instead of a skip.
+test: deps vet
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+fuzz:
+	$(GO) test ./layerindex -run '^$$' -fuzz FuzzIndexingReader -fuzztime $(FUZZTIME)
+	$(GO) test ./layerindex -run '^$$' -fuzz FuzzBuild -fuzztime $(FUZZTIME)
+	$(GO) test ./overlay -run '^$$' -fuzz FuzzMerge -fuzztime $(FUZZTIME)
+	$(GO) test ./blobs -run '^$$' -fuzz FuzzParseSource -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+)
+
+// readyFDEnv tells the background child which inherited fd to report on.
+const readyFDEnv = "OCIMOUNT_READY_FD"
+
+// daemonize re-executes ocimount as a background server in its own session
+// and waits until it says "ok" (the mount is serving) or reports an error,
+// so that `ocimount mount` returns only once the mount is usable and fails
+// with the server's message otherwise. Re-exec rather than fork: the Go
+// runtime cannot fork safely.
+func daemonize(o mountOptions) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer pr.Close()
+	devnull, err := os.OpenFile(os.DevNull, os.O_RDWR, 0)
+	if err != nil {
+		pw.Close()
+		return err
+	}
+	defer devnull.Close()
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.ExtraFiles = []*os.File{pw}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		pw.Close()
+		return err
+	}
+	pw.Close()
+	msg, rerr := bufio.NewReader(pr).ReadString('\n')
+	msg = strings.TrimSpace(msg)
+	switch {
+	case msg == "ok":
+		cmd.Process.Release()
+		return nil
+	case strings.HasPrefix(msg, "error: "):
+		cmd.Wait()
+		return errors.New(strings.TrimPrefix(msg, "error: "))
+	}
+	werr := cmd.Wait()
+	if rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return fmt.Errorf("server exited before the mount was ready (%v); see %s", werr, o.logFile)
+}
+
+// readyPipe returns the pipe to the waiting parent, or nil in the
+// foreground.
+func readyPipe() *os.File {
+	if os.Getenv(readyFDEnv) != "3" {
+		return nil
+	}
+	os.Unsetenv(readyFDEnv)
+	return os.NewFile(3, "ready")
+}

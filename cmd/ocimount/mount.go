@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/ocimount/ocimount/blobs"
+	ocifs "github.com/ocimount/ocimount/fs"
+	"github.com/ocimount/ocimount/internal/loader"
+)
+
+func mountFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image (default: this machine's)"},
+		&cli.StringFlag{Name: "cache-dir", Usage: "where decoded layer caches and logs live (default: $OCIMOUNT_CACHE, /var/cache/ocimount as root, else $XDG_CACHE_HOME/ocimount)"},
+		&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "serve in the foreground; unmount on SIGINT/SIGTERM"},
+		&cli.BoolFlag{Name: "allow-other", Usage: "let other users see the mount (non-root needs user_allow_other in /etc/fuse.conf)"},
+		&cli.BoolFlag{Name: "suid", Usage: "honour setuid/setgid bits and file capabilities (default nosuid)"},
+		&cli.BoolFlag{Name: "dev", Usage: "allow device nodes to be opened as devices (default nodev)"},
+		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
+		&cli.StringFlag{Name: "log-file", Usage: "where the background server logs read errors (default: CACHE-DIR/ocimount.log)"},
+		&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request (foreground)"},
+	}
+}
+
+func mountCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "mount",
+		Usage:     "mount an image read-only at MOUNTPOINT",
+		ArgsUsage: "SOURCE MOUNTPOINT",
+		Description: "Returns once the mount is up and serving; the server keeps running in the\n" +
+			"background until `ocimount umount MOUNTPOINT` (or umount/fusermount3 -u).\n" +
+			"On any error nothing is left mounted and the exit status is non-zero.",
+		Flags:  mountFlags(),
+		Action: mountAction,
+	}
+}
+
+type mountOptions struct {
+	source     blobs.Source
+	mountpoint string
+	platform   *blobs.Options
+	cacheDir   string
+	foreground bool
+	allowOther bool
+	suid, dev  bool
+	quiet      bool
+	logFile    string
+	debug      bool
+}
+
+func mountAction(c *cli.Context) error {
+	if c.NArg() != 2 {
+		return fmt.Errorf("mount needs SOURCE and MOUNTPOINT, got %d argument(s)", c.NArg())
+	}
+	src, err := blobs.ParseSource(c.Args().Get(0))
+	if err != nil {
+		return err
+	}
+	o := mountOptions{
+		source:     src,
+		mountpoint: c.Args().Get(1),
+		platform:   &blobs.Options{},
+		cacheDir:   c.String("cache-dir"),
+		foreground: c.Bool("foreground"),
+		allowOther: c.Bool("allow-other"),
+		suid:       c.Bool("suid"),
+		dev:        c.Bool("dev"),
+		quiet:      c.Bool("quiet"),
+		logFile:    c.String("log-file"),
+		debug:      c.Bool("debug"),
+	}
+	if p := c.String("platform"); p != "" {
+		pl, err := blobs.ParsePlatform(p)
+		if err != nil {
+			return err
+		}
+		o.platform.Platform = &pl
+	}
+	if o.cacheDir == "" {
+		o.cacheDir = defaultCacheDir()
+	}
+	if o.logFile == "" {
+		o.logFile = filepath.Join(o.cacheDir, "ocimount.log")
+	}
+	if o.mountpoint, err = filepath.Abs(o.mountpoint); err != nil {
+		return err
+	}
+	if st, err := os.Stat(o.mountpoint); err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	} else if !st.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", o.mountpoint)
+	}
+	if !o.foreground && os.Getenv(readyFDEnv) == "" {
+		return daemonize(o)
+	}
+	return serve(c.Context, o)
+}
+
+// serve loads the image, mounts it and serves until unmounted. In the
+// background child it reports readiness (or the error) through the pipe
+// its parent waits on.
+func serve(ctx context.Context, o mountOptions) (err error) {
+	ready := readyPipe()
+	defer func() {
+		if err != nil && ready != nil {
+			fmt.Fprintf(ready, "error: %v\n", err)
+			ready.Close()
+		}
+	}()
+	if err := os.MkdirAll(o.cacheDir, 0o700); err != nil {
+		return fmt.Errorf("cache dir: %w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if ready != nil {
+		// The background server has no terminal: log to a file.
+		lf, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("log file: %w", err)
+		}
+		defer lf.Close()
+		logger = slog.New(slog.NewTextHandler(lf, nil)).With("mountpoint", o.mountpoint)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	t0 := time.Now()
+	im, err := loader.Load(ctx, o.source, *o.platform, loader.Options{CacheDir: o.cacheDir})
+	if err != nil {
+		return fmt.Errorf("%s: %w", o.source, err)
+	}
+	defer im.Close()
+	srv, err := ocifs.Mount(o.mountpoint, im.Tree, ocifs.Options{
+		FsName:     o.source.String(),
+		AllowOther: o.allowOther,
+		Suid:       o.suid,
+		Dev:        o.dev,
+		Logger:     logger,
+		Debug:      o.debug,
+	})
+	if err != nil {
+		return fmt.Errorf("mount %s: %w", o.mountpoint, err)
+	}
+	if err := srv.WaitMount(); err != nil {
+		srv.Unmount()
+		return fmt.Errorf("mount %s: %w", o.mountpoint, err)
+	}
+	logger.Info("mounted", "source", o.source.String(), "entries", im.Tree.Len(), "layers", len(im.Indexes), "elapsed", time.Since(t0))
+	if ready != nil {
+		fmt.Fprintln(ready, "ok")
+		ready.Close()
+		ready = nil
+	} else if !o.quiet {
+		fmt.Fprintf(os.Stderr, "mounted %s at %s (%d entries, %d layers) in %v; Ctrl-C unmounts\n",
+			o.source, o.mountpoint, im.Tree.Len(), len(im.Indexes), time.Since(t0).Round(time.Millisecond))
+	}
+	done := make(chan struct{})
+	go func() { srv.Wait(); close(done) }()
+	select {
+	case <-done: // unmounted from outside (ocimount umount, umount, fusermount3 -u)
+	case <-ctx.Done():
+		if err := srv.Unmount(); err != nil {
+			// Busy: detach so the mountpoint is free now and the kernel
+			// drops the mount when its last user goes.
+			logger.Warn("unmount failed, detaching", "err", err)
+			if err := unix.Unmount(o.mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("unmount %s: %w", o.mountpoint, err)
+			}
+		}
+		<-done
+	}
+	logger.Info("unmounted")
+	return nil
+}

@@ -1,0 +1,321 @@
+// Package fs serves an overlay.Tree read-only through FUSE. It is a thin
+// adapter: all semantics live in overlay; this package only translates
+// tree nodes to go-fuse inodes, attributes to fuse.Attr and errors to
+// errnos. It is the only package that imports go-fuse.
+//
+// Inodes are created lazily on LOOKUP (never a go-fuse inode per image
+// entry up front), so the kernel's FORGET frees them again; the tree itself
+// is immutable, so every handler runs concurrently without locks.
+package fs
+
+import (
+	"context"
+	"errors"
+	"io"
+	iofs "io/fs"
+	"log/slog"
+	"syscall"
+	"time"
+
+	fusefs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/ocimount/ocimount/layerindex"
+	"github.com/ocimount/ocimount/overlay"
+)
+
+// Options configure a mount. The zero value mounts nosuid,nodev, visible
+// to the mounting user only.
+type Options struct {
+	FsName     string // shown as the source in /proc/mounts
+	AllowOther bool
+	Suid       bool
+	Dev        bool
+	Logger     *slog.Logger
+	Debug      bool
+}
+
+type root struct {
+	tree *overlay.Tree
+	log  *slog.Logger
+	// statfs figures, computed once at mount: the tree never changes.
+	blocks uint64
+}
+
+type node struct {
+	fusefs.Inode
+	r  *root
+	id overlay.NodeID
+}
+
+var (
+	_ fusefs.NodeGetattrer   = (*node)(nil)
+	_ fusefs.NodeLookuper    = (*node)(nil)
+	_ fusefs.NodeReaddirer   = (*node)(nil)
+	_ fusefs.NodeReadlinker  = (*node)(nil)
+	_ fusefs.NodeOpener      = (*node)(nil)
+	_ fusefs.NodeReader      = (*node)(nil)
+	_ fusefs.NodeGetxattrer  = (*node)(nil)
+	_ fusefs.NodeListxattrer = (*node)(nil)
+	_ fusefs.NodeStatfser    = (*node)(nil)
+)
+
+// cacheTimeout is how long the kernel may trust entries, attributes and
+// negative lookups: the image never changes while mounted, and negative
+// caching matters (dynamic loaders and interpreters probe many paths).
+const cacheTimeout = 24 * time.Hour
+
+// Mount serves tree at dir and returns once the kernel mount is up.
+func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
+	lg := o.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	r := &root{tree: tree, log: lg, blocks: usedBlocks(tree)}
+	to := cacheTimeout
+	mopts := []string{"ro", "default_permissions"}
+	flags := uintptr(unix.MS_RDONLY)
+	if o.Suid {
+		mopts = append(mopts, "suid")
+	} else {
+		mopts = append(mopts, "nosuid")
+		flags |= unix.MS_NOSUID
+	}
+	if o.Dev {
+		mopts = append(mopts, "dev")
+	} else {
+		mopts = append(mopts, "nodev")
+		flags |= unix.MS_NODEV
+	}
+	opts := &fusefs.Options{
+		MountOptions: fuse.MountOptions{
+			FsName:               o.FsName,
+			Name:                 "ocimount",
+			Options:              mopts,
+			AllowOther:           o.AllowOther,
+			MaxWrite:             1 << 20, // also max_read: fewer, larger reads
+			DirectMount:          true,    // as root: no fusermount needed; falls back to it otherwise
+			DirectMountFlags:     flags,
+			EnableSymlinkCaching: true,
+			DisableXAttrs:        !hasXattrs(tree),
+			Debug:                o.Debug,
+		},
+		EntryTimeout:    &to,
+		AttrTimeout:     &to,
+		NegativeTimeout: &to,
+		NullPermissions: true, // mode 000 stays 000; default_permissions enforces
+		RootStableAttr:  &fusefs.StableAttr{Ino: uint64(overlay.RootID), Gen: 1},
+	}
+	return fusefs.Mount(dir, &node{r: r, id: overlay.RootID}, opts)
+}
+
+func hasXattrs(t *overlay.Tree) bool {
+	for id := overlay.RootID; int(id) <= t.Len(); id++ {
+		if len(t.Attr(id).Xattrs) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// errno is the only place errors become errnos. go-fuse's own conversion
+// cannot see through %w, so map with errors.Is here and log the rest.
+func (r *root) errno(op, path string, err error) syscall.Errno {
+	var en syscall.Errno
+	switch {
+	case err == nil:
+		return 0
+	case errors.As(err, &en):
+		return en
+	case errors.Is(err, iofs.ErrNotExist):
+		return syscall.ENOENT
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return syscall.EINTR
+	}
+	r.log.Error("I/O error", "op", op, "path", path, "err", err)
+	return syscall.EIO
+}
+
+func fileType(k layerindex.Kind) uint32 {
+	switch k {
+	case layerindex.KindDir:
+		return syscall.S_IFDIR
+	case layerindex.KindSymlink:
+		return syscall.S_IFLNK
+	case layerindex.KindChar:
+		return syscall.S_IFCHR
+	case layerindex.KindBlock:
+		return syscall.S_IFBLK
+	case layerindex.KindFIFO:
+		return syscall.S_IFIFO
+	}
+	return syscall.S_IFREG
+}
+
+func fillAttr(in *overlay.Inode, a *fuse.Attr) {
+	a.Ino = in.Ino
+	a.Mode = fileType(in.Kind) | in.Mode
+	a.Nlink = in.Nlink
+	a.Uid, a.Gid = in.UID, in.GID
+	if in.Kind != layerindex.KindDir {
+		a.Size = uint64(in.Size)
+	} else {
+		a.Size = 4096
+	}
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 4096
+	sec, nsec := uint64(in.ModSec), in.ModNsec
+	a.Mtime, a.Mtimensec = sec, nsec
+	a.Atime, a.Atimensec = sec, nsec
+	a.Ctime, a.Ctimensec = sec, nsec
+	if in.Kind == layerindex.KindChar || in.Kind == layerindex.KindBlock {
+		a.Rdev = uint32(unix.Mkdev(in.DevMajor, in.DevMinor))
+	}
+}
+
+func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	fillAttr(n.r.tree.Attr(n.id), &out.Attr)
+	return 0
+}
+
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	t := n.r.tree
+	if t.Attr(n.id).Kind != layerindex.KindDir {
+		return nil, syscall.ENOTDIR
+	}
+	id, ok := t.Lookup(n.id, name)
+	if !ok {
+		return nil, syscall.ENOENT
+	}
+	return n.child(ctx, id, out), 0
+}
+
+func (n *node) child(ctx context.Context, id overlay.NodeID, out *fuse.EntryOut) *fusefs.Inode {
+	in := n.r.tree.Attr(id)
+	fillAttr(in, &out.Attr)
+	// Hardlinks share in.Ino, so go-fuse hands every name of one file the
+	// same *Inode.
+	return n.NewInode(ctx, &node{r: n.r, id: id}, fusefs.StableAttr{Mode: fileType(in.Kind), Ino: in.Ino, Gen: 1})
+}
+
+// dirStream walks a directory's child range without materialising it.
+type dirStream struct {
+	t         *overlay.Tree
+	next, end overlay.NodeID
+}
+
+func (d *dirStream) HasNext() bool { return d.next < d.end }
+func (d *dirStream) Next() (fuse.DirEntry, syscall.Errno) {
+	id := d.next
+	d.next++
+	in := d.t.Attr(id)
+	return fuse.DirEntry{Name: d.t.Name(id), Ino: in.Ino, Mode: fileType(in.Kind)}, 0
+}
+func (d *dirStream) Close() {}
+
+func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
+	first, count := n.r.tree.Children(n.id)
+	return &dirStream{t: n.r.tree, next: first, end: first + overlay.NodeID(count)}, 0
+}
+
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	in := n.r.tree.Attr(n.id)
+	if in.Kind != layerindex.KindSymlink {
+		return nil, syscall.EINVAL
+	}
+	return []byte(in.Link), 0
+}
+
+// handle is an open regular file: random access to its content.
+type handle struct {
+	ra   io.ReaderAt
+	size int64
+}
+
+func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if flags&(syscall.O_WRONLY|syscall.O_RDWR|syscall.O_TRUNC|syscall.O_APPEND) != 0 {
+		return nil, 0, syscall.EROFS
+	}
+	t := n.r.tree
+	ra, err := t.Open(n.id)
+	if err != nil {
+		return nil, 0, n.r.errno("open", t.Path(n.id), err)
+	}
+	// Content never changes: let the page cache survive re-opens.
+	return &handle{ra: ra, size: t.Attr(n.id).Size}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	h, ok := f.(*handle)
+	if !ok {
+		return nil, syscall.EBADF
+	}
+	if off >= h.size {
+		return fuse.ReadResultData(nil), 0
+	}
+	if rem := h.size - off; int64(len(dest)) > rem {
+		dest = dest[:rem]
+	}
+	m, err := h.ra.ReadAt(dest, off)
+	if err != nil && !(errors.Is(err, io.EOF) && m == len(dest)) {
+		return nil, n.r.errno("read", n.r.tree.Path(n.id), err)
+	}
+	return fuse.ReadResultData(dest[:m]), 0
+}
+
+func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	for _, x := range n.r.tree.Attr(n.id).Xattrs {
+		if x.Name == attr {
+			if len(dest) == 0 {
+				return uint32(len(x.Value)), 0
+			}
+			if len(dest) < len(x.Value) {
+				return uint32(len(x.Value)), syscall.ERANGE
+			}
+			return uint32(copy(dest, x.Value)), 0
+		}
+	}
+	return 0, syscall.ENODATA
+}
+
+func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	size := 0
+	for _, x := range n.r.tree.Attr(n.id).Xattrs {
+		size += len(x.Name) + 1
+	}
+	if len(dest) == 0 {
+		return uint32(size), 0
+	}
+	if len(dest) < size {
+		return uint32(size), syscall.ERANGE
+	}
+	p := 0
+	for _, x := range n.r.tree.Attr(n.id).Xattrs {
+		p += copy(dest[p:], x.Name)
+		dest[p] = 0
+		p++
+	}
+	return uint32(size), 0
+}
+
+// usedBlocks counts 4 KiB blocks of file content, each hardlinked file once.
+func usedBlocks(t *overlay.Tree) uint64 {
+	var blocks uint64
+	for id := overlay.RootID; int(id) <= t.Len(); id++ {
+		if in := t.Attr(id); in.Kind == layerindex.KindReg && in.Ino == uint64(id) {
+			blocks += uint64(in.Size+4095) / 4096
+		}
+	}
+	return blocks
+}
+
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	t := n.r.tree
+	out.Blocks = n.r.blocks
+	out.Files = uint64(t.Len())
+	out.Bsize = 4096
+	out.Frsize = 4096
+	out.NameLen = 255
+	return 0
+}

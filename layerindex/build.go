@@ -1,0 +1,333 @@
+package layerindex
+
+import (
+	"archive/tar"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"math"
+	"net/url"
+	"sort"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Sentinel errors. Every error Build returns for bad input wraps one of
+// these (or ErrCorrupt from the codec) so callers can tell bad layers from
+// I/O trouble.
+var (
+	// ErrFormat: the tar stream is malformed or uses something we refuse.
+	ErrFormat = errors.New("invalid tar entry")
+	// ErrUnsafePath: an entry name or hardlink target climbs out of the root.
+	ErrUnsafePath = errors.New("unsafe path")
+	// ErrDigestMismatch: the blob or its uncompressed stream does not hash
+	// to what the manifest or config promised.
+	ErrDigestMismatch = errors.New("digest mismatch")
+)
+
+// EntryError says which entry of a layer is at fault.
+type EntryError struct {
+	Entry  string // the name as stored in the tar
+	Offset int64  // uncompressed offset of the entry's data
+	Err    error
+}
+
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("entry %q (at %d): %v", e.Entry, e.Offset, e.Err)
+}
+func (e *EntryError) Unwrap() error { return e.Err }
+
+// Options tune Build. The zero value is usable.
+type Options struct {
+	// Span is the distance between decompression checkpoints in
+	// uncompressed bytes; 0 means DefaultSpan.
+	Span int64
+	// Digest, if set, is the blob digest the stream must hash to.
+	Digest digest.Digest
+	// DiffID, if set, is the digest the uncompressed stream must hash to
+	// (config rootfs.diff_ids).
+	DiffID digest.Digest
+	// Size, if > 0, is the blob size the stream must have.
+	Size int64
+	// Tee, if non-nil, receives the whole uncompressed stream as it is
+	// decoded. It is how a single-frame zstd layer is decoded once into a
+	// local cache file instead of being re-decoded from its start.
+	Tee io.Writer
+}
+
+// Build reads a layer blob once, sequentially, and returns its index. The
+// same pass decompresses (recording checkpoints), parses the tar, and
+// verifies the blob digest, size and DiffID, so that a mounted image never
+// serves bytes that were not verified.
+func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Index, error) {
+	var blobHash hash.Hash = sha256.New()
+	if o.Digest != "" && o.Digest.Algorithm() != digest.SHA256 && o.Digest.Algorithm().Available() {
+		blobHash = o.Digest.Algorithm().Hash()
+	}
+	cin := &countingReader{r: io.TeeReader(blob, blobHash), ctx: ctx}
+	ir, err := NewIndexingReader(c, cin, o.Span)
+	if err != nil {
+		return nil, err
+	}
+	diffHash := sha256.New()
+	un := &countingReader{r: ir, hash: diffHash, tee: o.Tee, ctx: ctx}
+
+	ix := &Index{Compression: c}
+	if err := readTar(un, ix); err != nil {
+		return nil, err
+	}
+	// The diffID covers the whole uncompressed stream, including the
+	// end-of-archive blocks and any padding after them, and draining it
+	// lets the codec check the trailer of the last gzip member or frame.
+	if _, err := io.Copy(io.Discard, un); err != nil {
+		return nil, fmt.Errorf("after end of archive: %w", err)
+	}
+	// Drain any compressed bytes the decoder did not need (only zeros can
+	// be there for a valid stream; the codec checks that) so the blob
+	// digest covers every byte.
+	if _, err := io.Copy(io.Discard, cin); err != nil {
+		return nil, err
+	}
+	ix.CompressedSize = cin.n
+	ix.UncompressedSize = un.n
+	ix.Digest = digest.NewDigest(digest.SHA256, blobHash)
+	if o.Digest != "" {
+		ix.Digest = digest.NewDigest(o.Digest.Algorithm(), blobHash)
+	}
+	ix.DiffID = digest.NewDigest(digest.SHA256, diffHash)
+	if o.Size > 0 && o.Size != ix.CompressedSize {
+		return nil, fmt.Errorf("blob is %d bytes, descriptor says %d: %w", ix.CompressedSize, o.Size, ErrDigestMismatch)
+	}
+	if o.Digest != "" && o.Digest != ix.Digest {
+		return nil, fmt.Errorf("blob hashes to %s, descriptor says %s: %w", ix.Digest, o.Digest, ErrDigestMismatch)
+	}
+	if o.DiffID != "" && o.DiffID != ix.DiffID {
+		return nil, fmt.Errorf("uncompressed layer hashes to %s, config diff_id says %s: %w", ix.DiffID, o.DiffID, ErrDigestMismatch)
+	}
+	if c != None {
+		ix.Checkpoints = ir.Checkpoints()
+	}
+	return ix, nil
+}
+
+// countingReader counts (and optionally hashes and tees) what passes
+// through it, and checks for cancellation every few MiB.
+type countingReader struct {
+	r    io.Reader
+	n    int64
+	hash hash.Hash
+	tee  io.Writer
+	ctx  context.Context
+	tick int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.ctx != nil && c.n-c.tick > 8<<20 {
+		c.tick = c.n
+		if err := c.ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.n += int64(n)
+		if c.hash != nil {
+			c.hash.Write(p[:n])
+		}
+		if c.tee != nil {
+			if _, werr := c.tee.Write(p[:n]); werr != nil {
+				return n, werr
+			}
+		}
+	}
+	return n, err
+}
+
+// readTar parses the tar stream with archive/tar (which handles ustar, GNU
+// and PAX headers, long names and sparse maps) and records where each
+// entry's data starts by watching how far the reader got: archive/tar reads
+// headers in whole 512-byte blocks and never reads ahead of them.
+func readTar(un *countingReader, ix *Index) error {
+	tr := tar.NewReader(un)
+	next := int64(0) // where the next entry's first header block starts
+	for {
+		hdrStart := next
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("tar header at %d: %w: %w", hdrStart, ErrFormat, err)
+		}
+		dataStart := un.n
+		sparse := hdr.Typeflag == tar.TypeGNUSparse
+		for k := range hdr.PAXRecords {
+			if strings.HasPrefix(k, "GNU.sparse.") {
+				sparse = true
+			}
+		}
+		if sparse {
+			// The physical size of a sparse entry is not exposed; drain
+			// it so the counter lands at the end of its data.
+			if _, err := io.Copy(io.Discard, tr); err != nil {
+				return &EntryError{Entry: hdr.Name, Offset: dataStart, Err: fmt.Errorf("%w: %w", ErrFormat, err)}
+			}
+			next = align512(un.n)
+		} else {
+			next = dataStart + align512(hdr.Size)
+		}
+		if hdr.Typeflag == tar.TypeXGlobalHeader {
+			continue // PAX global headers are ignored, as by Go-based extractors
+		}
+		e, err := entryFromHeader(hdr)
+		if err != nil {
+			return &EntryError{Entry: hdr.Name, Offset: dataStart, Err: err}
+		}
+		e.Offset = dataStart
+		if sparse {
+			e.Sparse = true
+			e.Offset = hdrStart
+		}
+		ix.Entries = append(ix.Entries, e)
+	}
+}
+
+func align512(n int64) int64 { return (n + 511) &^ 511 }
+
+func entryFromHeader(h *tar.Header) (Entry, error) {
+	var e Entry
+	name, err := CleanPath(h.Name)
+	if err != nil {
+		return e, err
+	}
+	e.Name = name
+	switch h.Typeflag {
+	case tar.TypeReg, tar.TypeRegA, tar.TypeCont, tar.TypeGNUSparse:
+		e.Kind = KindReg
+		e.Size = h.Size
+		if e.Size < 0 {
+			return e, fmt.Errorf("negative size: %w", ErrFormat)
+		}
+	case tar.TypeDir:
+		e.Kind = KindDir
+	case tar.TypeSymlink:
+		e.Kind = KindSymlink
+		e.Link = h.Linkname
+		if e.Link == "" {
+			return e, fmt.Errorf("symlink with empty target: %w", ErrFormat)
+		}
+	case tar.TypeLink:
+		e.Kind = KindHardlink
+		t, err := CleanPath(h.Linkname)
+		if err != nil {
+			return e, fmt.Errorf("hardlink target %q: %w", h.Linkname, err)
+		}
+		if t == "" {
+			return e, fmt.Errorf("hardlink to the root directory: %w", ErrFormat)
+		}
+		e.Link = t
+	case tar.TypeChar:
+		e.Kind = KindChar
+	case tar.TypeBlock:
+		e.Kind = KindBlock
+	case tar.TypeFifo:
+		e.Kind = KindFIFO
+	default:
+		return e, fmt.Errorf("unsupported tar type %q: %w", h.Typeflag, ErrFormat)
+	}
+	if e.Name == "" && e.Kind != KindDir {
+		return e, fmt.Errorf("root entry is a %s, not a directory: %w", e.Kind, ErrFormat)
+	}
+	if e.Kind == KindChar || e.Kind == KindBlock {
+		if h.Devmajor < 0 || h.Devmajor > math.MaxUint32 || h.Devminor < 0 || h.Devminor > math.MaxUint32 {
+			return e, fmt.Errorf("device number out of range: %w", ErrFormat)
+		}
+		e.DevMajor, e.DevMinor = uint32(h.Devmajor), uint32(h.Devminor)
+	}
+	if h.Uid < 0 || int64(h.Uid) > math.MaxUint32 || h.Gid < 0 || int64(h.Gid) > math.MaxUint32 {
+		return e, fmt.Errorf("uid/gid %d/%d out of range: %w", h.Uid, h.Gid, ErrFormat)
+	}
+	e.UID, e.GID = uint32(h.Uid), uint32(h.Gid)
+	e.Mode = uint32(h.Mode) & 0o7777
+	e.ModSec = h.ModTime.Unix()
+	e.ModNsec = uint32(h.ModTime.Nanosecond())
+	xs, err := xattrsFromPAX(h.PAXRecords)
+	if err != nil {
+		return e, err
+	}
+	e.Xattrs = xs
+	return e, nil
+}
+
+// xattrsFromPAX collects extended attributes from the two PAX conventions
+// seen in layers: SCHILY.xattr.NAME=raw bytes (GNU tar, Go, Docker) and
+// LIBARCHIVE.xattr.URLENCODED-NAME=base64 (bsdtar).
+func xattrsFromPAX(recs map[string]string) ([]Xattr, error) {
+	var xs []Xattr
+	seen := map[string]bool{}
+	for k, v := range recs {
+		switch {
+		case strings.HasPrefix(k, "SCHILY.xattr."):
+			n := k[len("SCHILY.xattr."):]
+			if n == "" {
+				return nil, fmt.Errorf("empty xattr name: %w", ErrFormat)
+			}
+			xs = append(xs, Xattr{Name: n, Value: v})
+			seen[n] = true
+		}
+	}
+	for k, v := range recs {
+		if !strings.HasPrefix(k, "LIBARCHIVE.xattr.") {
+			continue
+		}
+		n, err := url.PathUnescape(k[len("LIBARCHIVE.xattr."):])
+		if err != nil || n == "" {
+			return nil, fmt.Errorf("bad LIBARCHIVE xattr name %q: %w", k, ErrFormat)
+		}
+		if seen[n] {
+			continue // the SCHILY form wins when both are present
+		}
+		val, err := base64.StdEncoding.DecodeString(v)
+		if err != nil {
+			if val, err = base64.RawStdEncoding.DecodeString(v); err != nil {
+				return nil, fmt.Errorf("bad LIBARCHIVE xattr value for %q: %w", n, ErrFormat)
+			}
+		}
+		xs = append(xs, Xattr{Name: n, Value: string(val)})
+	}
+	sort.Slice(xs, func(i, j int) bool { return xs[i].Name < xs[j].Name })
+	return xs, nil
+}
+
+// CleanPath normalises a tar entry name or hardlink target: leading "/" and
+// "./" are dropped (absolute names are confined to the root, as GNU tar and
+// every container extractor do), "//" and "." components collapse, a
+// trailing "/" goes; ".." is resolved lexically, and a name that would
+// climb above the root is refused with ErrUnsafePath rather than silently
+// rewritten, because such an entry is hostile, never an accident. The root
+// itself is "".
+func CleanPath(name string) (string, error) {
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", fmt.Errorf("NUL in name: %w", ErrFormat)
+	}
+	parts := strings.Split(name, "/")
+	out := parts[:0]
+	for _, p := range parts {
+		switch p {
+		case "", ".":
+		case "..":
+			if len(out) == 0 {
+				return "", fmt.Errorf("%q climbs out of the root: %w", name, ErrUnsafePath)
+			}
+			out = out[:len(out)-1]
+		default:
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, "/"), nil
+}

@@ -1,0 +1,109 @@
+package layerindex
+
+import (
+	"github.com/opencontainers/go-digest"
+)
+
+// Kind is the type of a tar entry, after normalisation of the many tar
+// typeflags that mean the same thing (e.g. '0' and '\x00' and '7').
+type Kind uint8
+
+const (
+	KindReg      Kind = iota + 1 // regular file
+	KindDir                      // directory
+	KindSymlink                  // symbolic link; Entry.Link is the target as stored
+	KindHardlink                 // hard link; Entry.Link is the normalised path of the target
+	KindChar                     // character device
+	KindBlock                    // block device
+	KindFIFO                     // named pipe
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindReg:
+		return "file"
+	case KindDir:
+		return "dir"
+	case KindSymlink:
+		return "symlink"
+	case KindHardlink:
+		return "hardlink"
+	case KindChar:
+		return "char"
+	case KindBlock:
+		return "block"
+	case KindFIFO:
+		return "fifo"
+	}
+	return "unknown"
+}
+
+// Compression is the encoding of a layer blob.
+type Compression uint8
+
+const (
+	None Compression = iota // plain tar
+	Gzip                    // RFC 1952, possibly several members
+	Zstd                    // RFC 8878, possibly several frames and skippable frames
+)
+
+func (c Compression) String() string {
+	switch c {
+	case None:
+		return "none"
+	case Gzip:
+		return "gzip"
+	case Zstd:
+		return "zstd"
+	}
+	return "unknown"
+}
+
+// Xattr is one extended attribute from a PAX SCHILY.xattr.* (or
+// LIBARCHIVE.xattr.*) record. Value is raw bytes: security.capability is binary.
+type Xattr struct {
+	Name  string
+	Value string
+}
+
+// Entry is one tar entry of a layer, in tar order. Whiteout entries
+// (.wh.*) are kept as they are stored: classifying them is the union's job
+// (overlay), so that a raw per-layer view can show them.
+type Entry struct {
+	// Name is the normalised path: relative, cleaned, no leading "./" or
+	// "/", no trailing "/"; "" is the root directory entry ("./").
+	Name string
+	Kind Kind
+	// Mode holds the permission bits plus setuid/setgid/sticky (07777).
+	Mode     uint32
+	UID, GID uint32
+	// Size is the logical size of a regular file's content (0 otherwise).
+	Size int64
+	// ModTime as Unix seconds and nanoseconds.
+	ModSec  int64
+	ModNsec uint32
+	// Link is a symlink's target (verbatim) or a hardlink's target
+	// (normalised like Name).
+	Link               string
+	DevMajor, DevMinor uint32
+	Xattrs             []Xattr // sorted by Name
+	// Offset is where the entry's content starts in the uncompressed tar
+	// stream. For a sparse file it is where its header starts.
+	Offset int64
+	// Sparse marks a GNU/PAX sparse file: its content is rebuilt by
+	// re-reading the entry's headers at Offset (rare; see DESIGN.md).
+	Sparse bool
+}
+
+// Index is the result of one pass over a layer blob: its entry table, its
+// checksums and where decoding can restart. It is immutable once built and
+// safe for concurrent use.
+type Index struct {
+	Compression      Compression
+	CompressedSize   int64
+	UncompressedSize int64
+	Digest           digest.Digest // sha256 of the blob as stored
+	DiffID           digest.Digest // sha256 of the uncompressed tar stream
+	Entries          []Entry
+	Checkpoints      *Checkpoints // nil for uncompressed layers
+}

@@ -1,0 +1,338 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+
+	"github.com/ocimount/ocimount/layerindex"
+)
+
+// Errors of the merge; each is wrapped in a *MergeError naming layer and entry.
+var (
+	// ErrBadWhiteout: a whiteout name that cannot be applied (".wh.",
+	// ".wh..", ".wh...").
+	ErrBadWhiteout = errors.New("invalid whiteout")
+	// ErrNotDir: an entry's parent path runs into something that is not
+	// a directory.
+	ErrNotDir = errors.New("parent is not a directory")
+	// ErrLinkTarget: a hardlink names a target that does not exist at
+	// that point of the merge, or that is a directory.
+	ErrLinkTarget = errors.New("bad hardlink target")
+	// ErrSymlinkLoop: too many symlinks while resolving a parent path.
+	ErrSymlinkLoop = errors.New("too many levels of symbolic links")
+)
+
+// MergeError says which layer and entry could not be applied.
+type MergeError struct {
+	Layer int
+	Entry string
+	Err   error
+}
+
+func (e *MergeError) Error() string {
+	return fmt.Sprintf("layer %d: entry %q: %v", e.Layer, e.Entry, e.Err)
+}
+func (e *MergeError) Unwrap() error { return e.Err }
+
+// Layer is one input of Merge: a layer's index and random access to its
+// uncompressed tar stream (Content may be nil for trees that are only
+// listed, never read).
+type Layer struct {
+	Index   *layerindex.Index
+	Content io.ReaderAt
+}
+
+const (
+	whPrefix  = ".wh."
+	whOpaque  = ".wh..wh..opq"
+	whMetaPfx = ".wh..wh." // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not whiteouts
+	maxHops   = 40         // symlinks followed while resolving one path, as Linux's MAXSYMLINKS
+)
+
+// mnode is a name in the tree being merged; minode is the file it names.
+// Several mnodes share one minode when they are hardlinks of each other.
+// This mutable, pointer-based form lives only during Merge; Freeze turns it
+// into the compact Tree.
+type mnode struct {
+	name     string
+	parent   *mnode
+	children map[string]*mnode // dirs only
+	ino      *minode
+}
+
+type minode struct {
+	kind               layerindex.Kind
+	mode, uid, gid     uint32
+	size               int64
+	modSec             int64
+	modNsec            uint32
+	devMajor, devMinor uint32
+	link               string
+	xattrs             []layerindex.Xattr
+	layer              int32 // layer whose entry made this inode, -1 for implicit dirs
+	entry              int32 // index into that layer's Entries
+	sparse             bool
+	nlink              int32 // names referring to it (files only)
+}
+
+type merger struct {
+	root   *mnode
+	layers []Layer
+	layer  int
+}
+
+// Merge applies layers in order (layers[0] is the base) with the OCI
+// image-spec's changeset rules (layer.md):
+//
+//   - A whiteout ".wh.NAME" hides NAME of lower layers only, wherever it
+//     sits in its own layer; an opaque marker ".wh..wh..opq" hides all
+//     lower children of its directory. Both are applied before the layer's
+//     other entries, which makes the result independent of entry order and
+//     never hides what the layer itself adds (image-spec: whiteouts apply
+//     to lower layers only; umoci does the same via its upper-path set).
+//   - Directory over directory replaces the attributes and keeps the
+//     children; any other collision replaces the path entirely.
+//   - Within a layer, a later duplicate wins.
+//   - Missing parents appear as 0755 root:root directories.
+//   - Parent components that are symlinks are followed, confined to the
+//     root, as a safe extractor (umoci, containerd) would; the last
+//     component is never followed.
+//   - A hardlink shares the inode its target has at that point, including
+//     targets in lower layers; replacing either name later breaks the link
+//     (as an overlay copy-up does), not the other names.
+//
+// Entries are classified by base name before type, so a whiteout stored as
+// a hardlink (seen in the wild) is still a whiteout.
+func Merge(layers []Layer) (*Tree, error) {
+	m := &merger{layers: layers}
+	m.root = &mnode{children: map[string]*mnode{}, ino: implicitDir()}
+	for li, l := range layers {
+		m.layer = li
+		if err := m.apply(l.Index); err != nil {
+			return nil, err
+		}
+	}
+	return freeze(m.root, layers), nil
+}
+
+func implicitDir() *minode {
+	return &minode{kind: layerindex.KindDir, mode: 0o755, layer: -1, entry: -1}
+}
+
+func (m *merger) fail(e *layerindex.Entry, err error) error {
+	return &MergeError{Layer: m.layer, Entry: e.Name, Err: err}
+}
+
+func (m *merger) apply(ix *layerindex.Index) error {
+	// Pass 1: whiteouts and opaque markers, against the lower layers only.
+	for i := range ix.Entries {
+		e := &ix.Entries[i]
+		dir, base := splitPath(e.Name)
+		if !strings.HasPrefix(base, whPrefix) {
+			continue
+		}
+		switch {
+		case base == whOpaque:
+			d, err := m.resolveDir(dir, false)
+			if err != nil {
+				return m.fail(e, err)
+			}
+			if d != nil {
+				for _, c := range d.children {
+					unlinkTree(c)
+				}
+				d.children = map[string]*mnode{}
+			}
+		case strings.HasPrefix(base, whMetaPfx):
+			// AUFS bookkeeping; no effect on the tree.
+		default:
+			target := base[len(whPrefix):]
+			if target == "" || target == "." || target == ".." {
+				return m.fail(e, fmt.Errorf("%w: %q", ErrBadWhiteout, base))
+			}
+			d, err := m.resolveDir(dir, false)
+			if err != nil {
+				return m.fail(e, err)
+			}
+			if d != nil {
+				if c := d.children[target]; c != nil {
+					unlinkTree(c)
+					delete(d.children, target)
+				}
+			}
+		}
+	}
+	// Pass 2: everything else, in tar order.
+	for i := range ix.Entries {
+		e := &ix.Entries[i]
+		_, base := splitPath(e.Name)
+		if strings.HasPrefix(base, whPrefix) {
+			continue
+		}
+		if err := m.add(e, int32(i)); err != nil {
+			return m.fail(e, err)
+		}
+	}
+	return nil
+}
+
+func (m *merger) add(e *layerindex.Entry, idx int32) error {
+	if e.Name == "" { // "./": the root's own metadata
+		setDirAttrs(m.root.ino, e, int32(m.layer), idx)
+		return nil
+	}
+	dir, base := splitPath(e.Name)
+	parent, err := m.resolveDir(dir, true)
+	if err != nil {
+		return err
+	}
+	old := parent.children[base]
+	if e.Kind == layerindex.KindDir && old != nil && old.ino.kind == layerindex.KindDir {
+		setDirAttrs(old.ino, e, int32(m.layer), idx)
+		return nil
+	}
+	var ino *minode
+	if e.Kind == layerindex.KindHardlink {
+		t, err := m.lookup(e.Link)
+		if err != nil {
+			return fmt.Errorf("%w: %q: %w", ErrLinkTarget, e.Link, err)
+		}
+		if t == nil {
+			return fmt.Errorf("%w: %q does not exist", ErrLinkTarget, e.Link)
+		}
+		if t.ino.kind == layerindex.KindDir {
+			return fmt.Errorf("%w: %q is a directory", ErrLinkTarget, e.Link)
+		}
+		if t == old {
+			return nil // a link to itself changes nothing
+		}
+		ino = t.ino
+	} else {
+		ino = &minode{
+			kind: e.Kind, mode: e.Mode, uid: e.UID, gid: e.GID, size: e.Size,
+			modSec: e.ModSec, modNsec: e.ModNsec, devMajor: e.DevMajor, devMinor: e.DevMinor,
+			link: e.Link, xattrs: e.Xattrs, layer: int32(m.layer), entry: idx, sparse: e.Sparse,
+		}
+	}
+	if old != nil {
+		unlinkTree(old)
+	}
+	n := &mnode{name: base, parent: parent, ino: ino}
+	if ino.kind == layerindex.KindDir {
+		n.children = map[string]*mnode{}
+	} else {
+		ino.nlink++
+	}
+	parent.children[base] = n
+	return nil
+}
+
+func setDirAttrs(ino *minode, e *layerindex.Entry, layer, idx int32) {
+	ino.mode, ino.uid, ino.gid = e.Mode, e.UID, e.GID
+	ino.modSec, ino.modNsec = e.ModSec, e.ModNsec
+	ino.xattrs = e.Xattrs
+	ino.layer, ino.entry = layer, idx
+}
+
+// unlinkTree drops a name and, for a directory, everything below it, so
+// that the link counts of hardlinked files stay right.
+func unlinkTree(n *mnode) {
+	if n.ino.kind != layerindex.KindDir {
+		n.ino.nlink--
+		return
+	}
+	for _, c := range n.children {
+		unlinkTree(c)
+	}
+}
+
+// splitPath splits a cleaned, non-root path into parent and base name.
+func splitPath(p string) (dir, base string) {
+	i := strings.LastIndexByte(p, '/')
+	if i < 0 {
+		return "", p
+	}
+	return p[:i], p[i+1:]
+}
+
+// resolveDir walks a cleaned directory path from the root, following
+// symlinks (confined to the root) in every component. With create, missing
+// directories are made (0755 root:root, as extractors make implicit
+// parents); without it, a missing component yields (nil, nil).
+func (m *merger) resolveDir(p string, create bool) (*mnode, error) {
+	hops := 0
+	return m.walk(m.root, p, create, &hops)
+}
+
+func (m *merger) walk(cur *mnode, p string, create bool, hops *int) (*mnode, error) {
+	for p != "" {
+		var c string
+		if i := strings.IndexByte(p, '/'); i >= 0 {
+			c, p = p[:i], p[i+1:]
+		} else {
+			c, p = p, ""
+		}
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if cur.parent != nil {
+				cur = cur.parent
+			}
+			continue
+		}
+		child := cur.children[c]
+		if child == nil {
+			if !create {
+				return nil, nil
+			}
+			child = &mnode{name: c, parent: cur, children: map[string]*mnode{}, ino: implicitDir()}
+			cur.children[c] = child
+		}
+		if child.ino.kind == layerindex.KindSymlink {
+			*hops++
+			if *hops > maxHops {
+				return nil, ErrSymlinkLoop
+			}
+			start := cur
+			if strings.HasPrefix(child.ino.link, "/") {
+				start = m.root
+			}
+			t, err := m.walk(start, child.ino.link, create, hops)
+			if err != nil || t == nil {
+				return t, err
+			}
+			child = t
+		}
+		if child.ino.kind != layerindex.KindDir {
+			return nil, fmt.Errorf("%w: %q", ErrNotDir, child.pathName())
+		}
+		cur = child
+	}
+	return cur, nil
+}
+
+// lookup finds a cleaned path without following its last component (a
+// hardlink to a symlink links the symlink itself).
+func (m *merger) lookup(p string) (*mnode, error) {
+	dir, base := splitPath(p)
+	d, err := m.resolveDir(dir, false)
+	if err != nil || d == nil {
+		return nil, err
+	}
+	return d.children[base], nil
+}
+
+func (n *mnode) pathName() string {
+	var parts []string
+	for ; n != nil && n.parent != nil; n = n.parent {
+		parts = append(parts, n.name)
+	}
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return path.Join(parts...)
+}
