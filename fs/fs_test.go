@@ -1,0 +1,217 @@
+package fs_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	ocifs "github.com/ocimount/ocimount/fs"
+	"github.com/ocimount/ocimount/internal/tartest"
+	"github.com/ocimount/ocimount/layerindex"
+	"github.com/ocimount/ocimount/overlay"
+)
+
+// canMount reports whether this test can mount FUSE; with
+// OCIMOUNT_INTEGRATION=1 a missing prerequisite is a failure.
+func canMount(t *testing.T) {
+	t.Helper()
+	why := ""
+	if os.Geteuid() != 0 {
+		why = "not root"
+	} else if _, err := os.Stat("/dev/fuse"); err != nil {
+		why = "no /dev/fuse"
+	}
+	if why == "" {
+		return
+	}
+	if os.Getenv("OCIMOUNT_INTEGRATION") == "1" {
+		t.Fatalf("cannot mount FUSE: %s", why)
+	}
+	t.Skipf("cannot mount FUSE: %s", why)
+}
+
+func build(t *testing.T, c tartest.Compression, tarball []byte) overlay.Layer {
+	t.Helper()
+	blob := tartest.Compress(t, c, tarball)
+	comp := map[tartest.Compression]layerindex.Compression{tartest.Uncompressed: layerindex.None, tartest.Gzip: layerindex.Gzip, tartest.Zstd: layerindex.Zstd}[c]
+	ix, err := layerindex.Build(context.Background(), bytes.NewReader(blob), comp, layerindex.Options{Span: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var content io.ReaderAt = bytes.NewReader(blob)
+	if ix.Checkpoints != nil {
+		content = ix.Checkpoints.NewReaderAt(bytes.NewReader(blob), layerindex.NewSpanCache(1<<20), string(ix.Digest))
+	}
+	return overlay.Layer{Index: ix, Content: content}
+}
+
+func mount(t *testing.T, layers ...overlay.Layer) string {
+	t.Helper()
+	tree, err := overlay.Merge(layers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := t.TempDir()
+	srv, err := ocifs.Mount(mnt, tree, ocifs.Options{FsName: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Unmount(); err != nil {
+			unix.Unmount(mnt, unix.MNT_DETACH)
+		}
+	})
+	return mnt
+}
+
+func TestServe(t *testing.T) {
+	canMount(t)
+	big := make([]byte, 3<<20+123)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range big {
+		big[i] = byte(r.IntN(16)) // compressible but not trivially
+	}
+	mt := time.Date(2020, 2, 29, 12, 34, 56, 123456789, time.UTC)
+	capv := "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+	l0 := build(t, tartest.Gzip, tartest.Tar(t,
+		tartest.Dir("etc", 0o755),
+		tartest.File("etc/passwd", "root:x:0:0\n", 0o644, tartest.MTime(mt), tartest.Owner(70000, 4294967294)),
+		tartest.File("etc/shadow", "secret\n", 0o000),
+		tartest.FileBytes("big.bin", big, 0o644),
+		tartest.File("suid", "x", 0o4755),
+		tartest.Char("null", 1, 3),
+		tartest.FIFO("fifo"),
+		tartest.Symlink("link", "/etc/passwd"),
+		tartest.File("cap", "c", 0o755, tartest.Xattr("security.capability", capv), tartest.Xattr("user.bin", "a\x00b\xff")),
+	))
+	l1 := build(t, tartest.Zstd, tartest.Tar(t,
+		tartest.Whiteout("etc/shadow"),
+		tartest.Hardlink("etc/passwd2", "etc/passwd"),
+	))
+	mnt := mount(t, l0, l1)
+
+	ents, err := os.ReadDir(filepath.Join(mnt, "etc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{"passwd", "passwd2"}; !sort.StringsAreSorted(names) || len(names) != 2 || names[0] != want[0] || names[1] != want[1] {
+		t.Errorf("readdir etc = %v, want %v", names, want)
+	}
+
+	var a, b unix.Stat_t
+	if err := unix.Lstat(filepath.Join(mnt, "etc/passwd"), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lstat(filepath.Join(mnt, "etc/passwd2"), &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Ino != b.Ino || a.Nlink != 2 {
+		t.Errorf("hardlinks: ino %d vs %d, nlink %d; want same ino, nlink 2", a.Ino, b.Ino, a.Nlink)
+	}
+	if a.Uid != 70000 || a.Gid != 4294967294 || a.Mode != syscall.S_IFREG|0o644 || a.Size != 11 {
+		t.Errorf("passwd stat: uid %d gid %d mode %o size %d", a.Uid, a.Gid, a.Mode, a.Size)
+	}
+	if a.Mtim.Sec != mt.Unix() || a.Mtim.Nsec != int64(mt.Nanosecond()) {
+		t.Errorf("mtime = %v, want %v", a.Mtim, mt)
+	}
+	if _, err := os.Lstat(filepath.Join(mnt, "etc/shadow")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("whited-out etc/shadow: %v, want ENOENT", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(mnt, "null"), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFCHR || unix.Major(st.Rdev) != 1 || unix.Minor(st.Rdev) != 3 {
+		t.Errorf("null: %v mode %o rdev %d:%d", err, st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	}
+	if err := unix.Lstat(filepath.Join(mnt, "suid"), &st); err != nil || st.Mode != syscall.S_IFREG|0o4755 {
+		t.Errorf("suid: %v mode %o", err, st.Mode)
+	}
+	if err := unix.Lstat(filepath.Join(mnt, "fifo"), &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFIFO {
+		t.Errorf("fifo: %v mode %o", err, st.Mode)
+	}
+	if tg, err := os.Readlink(filepath.Join(mnt, "link")); err != nil || tg != "/etc/passwd" {
+		t.Errorf("readlink = %q, %v", tg, err)
+	}
+	buf := make([]byte, 64)
+	n, err := unix.Lgetxattr(filepath.Join(mnt, "cap"), "security.capability", buf)
+	if err != nil || string(buf[:n]) != capv {
+		t.Errorf("security.capability = %q, %v", buf[:n], err)
+	}
+	n, err = unix.Lgetxattr(filepath.Join(mnt, "cap"), "user.bin", buf)
+	if err != nil || string(buf[:n]) != "a\x00b\xff" {
+		t.Errorf("user.bin = %q, %v", buf[:n], err)
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(mnt, "cap"), "user.none", buf); !errors.Is(err, unix.ENODATA) {
+		t.Errorf("missing xattr: %v, want ENODATA", err)
+	}
+	n, err = unix.Llistxattr(filepath.Join(mnt, "cap"), buf)
+	if err != nil || string(buf[:n]) != "security.capability\x00user.bin\x00" {
+		t.Errorf("listxattr = %q, %v", buf[:n], err)
+	}
+	if _, err := os.OpenFile(filepath.Join(mnt, "big.bin"), os.O_WRONLY, 0); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("open for write: %v, want EROFS", err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "new"), nil, 0o644); !errors.Is(err, syscall.EROFS) {
+		t.Errorf("create: %v, want EROFS", err)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mnt, &sfs); err != nil || sfs.Files == 0 {
+		t.Errorf("statfs: %v files %d", err, sfs.Files)
+	}
+
+	// Concurrent readers at random offsets of a file spanning many gzip
+	// checkpoints (64 KiB span) must all get the right bytes.
+	want := sha256.Sum256(big)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := os.Open(filepath.Join(mnt, "big.bin"))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer f.Close()
+			if g%2 == 0 {
+				h := sha256.New()
+				if _, err := io.Copy(h, f); err != nil {
+					t.Error(err)
+				}
+				if got := h.Sum(nil); !bytes.Equal(got, want[:]) {
+					t.Errorf("reader %d: sequential content hash mismatch", g)
+				}
+				return
+			}
+			r := rand.New(rand.NewPCG(uint64(g), 9))
+			p := make([]byte, 10000)
+			for range 50 {
+				off := r.Int64N(int64(len(big)))
+				n, err := f.ReadAt(p, off)
+				if err != nil && err != io.EOF {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(p[:n], big[off:off+int64(n)]) {
+					t.Errorf("reader %d: wrong bytes at %d", g, off)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
