@@ -124,6 +124,7 @@ type countingReader struct {
 	tee  io.Writer
 	ctx  context.Context
 	tick int64
+	err  error // the first error other than io.EOF from r
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
@@ -134,6 +135,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		}
 	}
 	n, err := c.r.Read(p)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
 	if n > 0 {
 		c.n += int64(n)
 		if c.hash != nil {
@@ -162,6 +166,11 @@ func readTar(un *countingReader, ix *Index) error {
 			return nil
 		}
 		if err != nil {
+			if un.err != nil {
+				// A decompression or I/O error surfaced through the tar
+				// reader: report it as what it is.
+				return fmt.Errorf("at uncompressed offset %d: %w", un.n, un.err)
+			}
 			return fmt.Errorf("tar header at %d: %w: %w", hdrStart, ErrFormat, err)
 		}
 		dataStart := un.n
@@ -175,7 +184,12 @@ func readTar(un *countingReader, ix *Index) error {
 			// The physical size of a sparse entry is not exposed; drain
 			// it so the counter lands at the end of its data.
 			if _, err := io.Copy(io.Discard, tr); err != nil {
-				return &EntryError{Entry: hdr.Name, Offset: dataStart, Err: fmt.Errorf("%w: %w", ErrFormat, err)}
+				if un.err != nil {
+					err = un.err
+				} else {
+					err = fmt.Errorf("%w: %w", ErrFormat, err)
+				}
+				return &EntryError{Entry: hdr.Name, Offset: dataStart, Err: err}
 			}
 			next = align512(un.n)
 		} else {

@@ -137,7 +137,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	t0 := time.Now()
 	im, err := loader.Load(ctx, o.source, *o.platform, loader.Options{CacheDir: o.cacheDir})
 	if err != nil {
-		return fmt.Errorf("%s: %w", o.source, err)
+		return err
 	}
 	defer im.Close()
 	srv, err := ocifs.Mount(o.mountpoint, im.Tree, ocifs.Options{

@@ -154,15 +154,15 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 		}
 	}
 	if first != nil {
-		return nil, first
+		return nil, fmt.Errorf("%s: %w", src, first)
 	}
 	tree, err := overlay.Merge(layers)
 	if err != nil {
 		var me *overlay.MergeError
 		if errors.As(err, &me) && me.Layer < n {
-			return nil, &LayerError{Index: me.Layer, Digest: bi.Layers[me.Layer].Descriptor.Digest, Err: err}
+			err = &LayerError{Index: me.Layer, Digest: bi.Layers[me.Layer].Descriptor.Digest, Err: err}
 		}
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	im.Tree = tree
 	return im, nil
