@@ -227,10 +227,14 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	return []byte(in.Link), 0
 }
 
-// handle is an open regular file: random access to its content.
+// handle is an open regular file: random access to its content, and for
+// content that lies uncompressed in a local file, where (for splice).
 type handle struct {
 	ra   io.ReaderAt
 	size int64
+	fd   uintptr
+	off  int64 // offset of the content in fd
+	fdOK bool
 }
 
 func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
@@ -242,8 +246,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if err != nil {
 		return nil, 0, n.r.errno("open", t.Path(n.id), err)
 	}
+	h := &handle{ra: ra, size: t.Attr(n.id).Size}
+	if f, off, ok := t.BackingFile(n.id); ok {
+		h.fd, h.off, h.fdOK = f.Fd(), off, true
+	}
 	// Content never changes: let the page cache survive re-opens.
-	return &handle{ra: ra, size: t.Attr(n.id).Size}, fuse.FOPEN_KEEP_CACHE, 0
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -256,6 +264,10 @@ func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off i
 	}
 	if rem := h.size - off; int64(len(dest)) > rem {
 		dest = dest[:rem]
+	}
+	if h.fdOK {
+		// Zero-copy: the kernel splices from the backing file.
+		return fuse.ReadResultFd(h.fd, h.off+off, len(dest)), 0
 	}
 	m, err := h.ra.ReadAt(dest, off)
 	if err != nil && !(errors.Is(err, io.EOF) && m == len(dest)) {

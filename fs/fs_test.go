@@ -57,6 +57,34 @@ func build(t *testing.T, c tartest.Compression, tarball []byte) overlay.Layer {
 	return overlay.Layer{Index: ix, Content: content}
 }
 
+// fileLayer is a plain tar layer kept in a local file at an offset, as a
+// blob inside an archive is, so reads take the splice path.
+type fileLayer struct {
+	f    *os.File
+	base int64
+}
+
+func (l fileLayer) ReadAt(p []byte, off int64) (int, error) { return l.f.ReadAt(p, l.base+off) }
+func (l fileLayer) File() (*os.File, int64)                 { return l.f, l.base }
+
+func buildFile(t *testing.T, tarball []byte) overlay.Layer {
+	t.Helper()
+	ix, err := layerindex.Build(context.Background(), bytes.NewReader(tarball), layerindex.None, layerindex.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "archive")
+	if err := os.WriteFile(p, append(bytes.Repeat([]byte{'x'}, 777), tarball...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return overlay.Layer{Index: ix, Content: fileLayer{f, 777}}
+}
+
 func mount(t *testing.T, layers ...overlay.Layer) string {
 	t.Helper()
 	tree, err := overlay.Merge(layers)
@@ -100,7 +128,20 @@ func TestServe(t *testing.T) {
 		tartest.Whiteout("etc/shadow"),
 		tartest.Hardlink("etc/passwd2", "etc/passwd"),
 	))
-	mnt := mount(t, l0, l1)
+	plain := make([]byte, 1<<20+5)
+	for i := range plain {
+		plain[i] = byte(i * 7)
+	}
+	l2 := buildFile(t, tartest.Tar(t, tartest.FileBytes("plain.bin", plain, 0o644), tartest.File("small", "hello", 0o644)))
+	mnt := mount(t, l0, l1, l2)
+
+	// Spliced from the backing file at the right offset.
+	if got, err := os.ReadFile(filepath.Join(mnt, "plain.bin")); err != nil || !bytes.Equal(got, plain) {
+		t.Errorf("plain.bin: %v, equal=%v", err, bytes.Equal(got, plain))
+	}
+	if got, err := os.ReadFile(filepath.Join(mnt, "small")); err != nil || string(got) != "hello" {
+		t.Errorf("small = %q, %v", got, err)
+	}
 
 	ents, err := os.ReadDir(filepath.Join(mnt, "etc"))
 	if err != nil {

@@ -3,6 +3,7 @@ package overlay
 import (
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 
@@ -184,6 +185,31 @@ func (t *Tree) Open(id NodeID) (io.ReaderAt, error) {
 		return nil, fmt.Errorf("%s: layer %d has no content source", t.Path(id), in.Layer)
 	}
 	return layerindex.Content(l.Content, &l.Index.Entries[in.Entry]), nil
+}
+
+// FileBacked is implemented by layer content that is an uncompressed tar
+// stream stored in a local file (a plain tar layer on disk, a decoded zstd
+// cache), so that FUSE can splice file data straight from the page cache
+// instead of copying it through the server.
+type FileBacked interface {
+	// File returns the file and the offset in it where the tar stream
+	// starts.
+	File() (f *os.File, base int64)
+}
+
+// BackingFile says where a regular file's bytes lie in a local file, if
+// they do (see FileBacked); sparse entries never qualify.
+func (t *Tree) BackingFile(id NodeID) (f *os.File, off int64, ok bool) {
+	in := t.Attr(id)
+	if in.Kind != layerindex.KindReg || in.Sparse || in.Layer < 0 {
+		return nil, 0, false
+	}
+	fb, ok := t.layers[in.Layer].Content.(FileBacked)
+	if !ok {
+		return nil, 0, false
+	}
+	f, base := fb.File()
+	return f, base + t.layers[in.Layer].Index.Entries[in.Entry].Offset, true
 }
 
 // Layers returns the layers the tree was merged from.

@@ -239,7 +239,7 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (*layerindex.Ind
 	if o.CacheDir == "" {
 		// Anonymous: the open handle keeps the data until Close.
 		os.Remove(tmp.Name())
-		return ix, tmp, tmp, nil
+		return ix, decodedFile{tmp}, tmp, nil
 	}
 	// Keep the decoded copy, named by the blob digest so that later
 	// mounts (issue: index cache) can find it; the open handle serves
@@ -251,5 +251,12 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (*layerindex.Ind
 			return nil, nil, nil, err
 		}
 	}
-	return ix, tmp, tmp, nil
+	return ix, decodedFile{tmp}, tmp, nil
 }
+
+// decodedFile is a decoded layer stream in a local file; FUSE splices
+// from it (overlay.FileBacked).
+type decodedFile struct{ f *os.File }
+
+func (d decodedFile) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
+func (d decodedFile) File() (*os.File, int64)                 { return d.f, 0 }
