@@ -135,7 +135,10 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	t0 := time.Now()
-	im, err := loader.Load(ctx, o.source, *o.platform, loader.Options{CacheDir: o.cacheDir})
+	im, err := loader.Load(ctx, o.source, *o.platform, loader.Options{
+		CacheDir: o.cacheDir,
+		Logf:     func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
+	})
 	if err != nil {
 		return err
 	}

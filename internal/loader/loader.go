@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -17,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/ocimount/ocimount/blobs"
+	"github.com/ocimount/ocimount/internal/cache"
 	"github.com/ocimount/ocimount/layerindex"
 	"github.com/ocimount/ocimount/overlay"
 )
@@ -24,9 +26,15 @@ import (
 // Options tune Load. The zero value works: without CacheDir, decoded zstd
 // layers go to unlinked files in the system temp dir and die with the mount.
 type Options struct {
-	// CacheDir holds decoded copies of zstd layers that have no usable
-	// frame checkpoints.
+	// CacheDir holds layer indexes (so a remount reads no layer bytes)
+	// and decoded copies of zstd layers that have no usable frame
+	// checkpoints; "" caches nothing.
 	CacheDir string
+	// Rebuild ignores cached indexes (and overwrites them).
+	Rebuild bool
+	// Logf, if set, receives non-fatal problems (a damaged cache file
+	// that is being rebuilt, a cache write that failed).
+	Logf func(format string, args ...any)
 	// Span is the gzip/zstd checkpoint spacing (0: layerindex default).
 	Span int64
 	// SpanCacheBytes bounds the decoded-span cache (0: 64 MiB).
@@ -44,7 +52,9 @@ type Image struct {
 	Indexes []*layerindex.Index
 	Tree    *overlay.Tree
 	Cache   *layerindex.SpanCache
-	closers []io.Closer
+	// FromCache[i] says whether layer i's index came from the cache.
+	FromCache []bool
+	closers   []io.Closer
 }
 
 // Close releases blob files and decoded caches.
@@ -95,6 +105,7 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 
 	n := len(bi.Layers)
 	im.Indexes = make([]*layerindex.Index, n)
+	im.FromCache = make([]bool, n)
 	layers := make([]overlay.Layer, n)
 	closers := make([]io.Closer, n)
 	jobs := o.Jobs
@@ -117,13 +128,14 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 				return
 			}
 			l := &bi.Layers[i]
-			ix, content, c, err := indexLayer(ctx, l, o)
+			ix, content, c, cached, err := indexLayer(ctx, l, o)
 			if err != nil {
 				errs[i] = &LayerError{Index: i, Digest: l.Descriptor.Digest, Err: err}
 				cancel() // one bad layer fails the image: stop the others early
 				return
 			}
 			im.Indexes[i] = ix
+			im.FromCache[i] = cached
 			layers[i] = overlay.Layer{Index: ix, Content: content}
 			closers[i] = c
 			if ix.Checkpoints != nil && content == nil {
@@ -180,14 +192,49 @@ func compressionOf(f blobs.LayerFormat) (layerindex.Compression, error) {
 	return 0, fmt.Errorf("unknown layer format %d", f)
 }
 
-// indexLayer runs the one indexing pass over a layer. It returns the
-// index and, when the layer is served from somewhere other than its
+// cacheKey is the digest a layer's index is cached under: the blob digest,
+// or for a legacy docker-archive layer (plain tar, blob digest unknown) its
+// DiffID, which for an uncompressed layer is the same thing.
+func cacheKey(l *blobs.Layer) digest.Digest {
+	if l.Descriptor.Digest != "" {
+		return l.Descriptor.Digest
+	}
+	if l.Format == blobs.FormatTar {
+		return l.DiffID
+	}
+	return ""
+}
+
+// indexLayer returns a layer's index — from the cache when a valid one is
+// there (reading no layer bytes), else from one indexing pass over the
+// blob — and, when the layer is served from somewhere other than its
 // checkpoints (plain tar, decoded zstd file), that content source.
-func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (*layerindex.Index, io.ReaderAt, io.Closer, error) {
+func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (ix *layerindex.Index, content io.ReaderAt, closer io.Closer, cached bool, err error) {
 	c, err := compressionOf(l.Format)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, false, err
 	}
+	span := o.Span
+	if span <= 0 {
+		span = layerindex.DefaultSpan
+	}
+	dir := cache.Dir{Root: o.CacheDir}
+	key := cacheKey(l)
+	if dir.Enabled() && key != "" && !o.Rebuild {
+		ix, err := dir.LoadIndex(key)
+		switch {
+		case err == nil && ix.Compression == c && ix.CompressedSize == l.Blob.Size() && (l.DiffID == "" || ix.DiffID == l.DiffID):
+			content, closer, ok := servedFrom(ix, l, dir, span)
+			if ok {
+				return ix, content, closer, true, nil
+			}
+		case err == nil:
+			logf(o, "cached index of %s does not match the layer; rebuilding", key)
+		case !errors.Is(err, fs.ErrNotExist):
+			logf(o, "cached index of %s unusable (%v); rebuilding", key, err)
+		}
+	}
+
 	bo := layerindex.Options{
 		Span:   o.Span,
 		Digest: l.Descriptor.Digest,
@@ -199,15 +246,15 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (*layerindex.Ind
 		// Single-frame zstd (the common case) cannot be entered in the
 		// middle, so keep the decoded stream; dropped below if the frames
 		// turn out small enough to serve as checkpoints.
-		dir := os.TempDir()
-		if o.CacheDir != "" {
-			dir = filepath.Join(o.CacheDir, "decoded")
+		tdir := os.TempDir()
+		if dir.Enabled() {
+			tdir = filepath.Dir(dir.DecodedPath(key))
 		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, nil, nil, err
+		if err := os.MkdirAll(tdir, 0o700); err != nil {
+			return nil, nil, nil, false, err
 		}
-		if tmp, err = os.CreateTemp(dir, "layer-*.tmp"); err != nil {
-			return nil, nil, nil, err
+		if tmp, err = os.CreateTemp(tdir, ".tmp-layer-*"); err != nil {
+			return nil, nil, nil, false, err
 		}
 		bo.Tee = tmp
 	}
@@ -217,41 +264,64 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (*layerindex.Ind
 			os.Remove(tmp.Name())
 		}
 	}
-	ix, err := layerindex.Build(ctx, io.NewSectionReader(l.Blob, 0, l.Blob.Size()), c, bo)
+	ix, err = layerindex.Build(ctx, io.NewSectionReader(l.Blob, 0, l.Blob.Size()), c, bo)
 	if err != nil {
 		cleanup()
-		return nil, nil, nil, err
+		return nil, nil, nil, false, err
 	}
-	switch c {
-	case layerindex.None:
-		return ix, l.Blob, nil, nil
-	case layerindex.Gzip:
-		return ix, nil, nil, nil
-	}
-	span := o.Span
-	if span <= 0 {
-		span = layerindex.DefaultSpan
-	}
-	if ix.Checkpoints.MaxSpanLen() <= 4*span {
-		cleanup()
-		return ix, nil, nil, nil
-	}
-	if o.CacheDir == "" {
-		// Anonymous: the open handle keeps the data until Close.
-		os.Remove(tmp.Name())
-		return ix, decodedFile{tmp}, tmp, nil
-	}
-	// Keep the decoded copy, named by the blob digest so that later
-	// mounts (issue: index cache) can find it; the open handle serves
-	// reads even if another mount replaces the file meanwhile.
-	final := filepath.Join(o.CacheDir, "decoded", ix.Digest.Encoded()+".tar")
-	if err := tmp.Sync(); err == nil {
-		if err := os.Rename(tmp.Name(), final); err != nil {
-			cleanup()
-			return nil, nil, nil, err
+	if dir.Enabled() {
+		if err := dir.StoreIndex(ix); err != nil {
+			logf(o, "caching index of %s: %v", ix.Digest, err)
 		}
 	}
-	return ix, decodedFile{tmp}, tmp, nil
+	switch {
+	case c == layerindex.None:
+		return ix, l.Blob, nil, false, nil
+	case c == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= 4*span:
+		cleanup()
+		return ix, nil, nil, false, nil
+	case !dir.Enabled():
+		// Anonymous: the open handle keeps the data until Close.
+		os.Remove(tmp.Name())
+		return ix, decodedFile{tmp}, tmp, false, nil
+	}
+	// Keep the decoded copy under the blob digest for later mounts; the
+	// open handle serves reads even if another mount replaces the file.
+	err = tmp.Sync()
+	if err == nil {
+		err = os.Rename(tmp.Name(), dir.DecodedPath(ix.Digest))
+	}
+	if err != nil {
+		cleanup()
+		return nil, nil, nil, false, err
+	}
+	return ix, decodedFile{tmp}, tmp, false, nil
+}
+
+// servedFrom says how a layer with a cached index is read; ok is false if
+// something it needs is gone (a decoded zstd file pruned away).
+func servedFrom(ix *layerindex.Index, l *blobs.Layer, dir cache.Dir, span int64) (io.ReaderAt, io.Closer, bool) {
+	switch {
+	case ix.Compression == layerindex.None:
+		return l.Blob, nil, true
+	case ix.Compression == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= 4*span:
+		return nil, nil, true
+	}
+	f, err := os.Open(dir.DecodedPath(ix.Digest))
+	if err != nil {
+		return nil, nil, false
+	}
+	if fi, err := f.Stat(); err != nil || fi.Size() != ix.UncompressedSize {
+		f.Close()
+		return nil, nil, false
+	}
+	return decodedFile{f}, f, true
+}
+
+func logf(o Options, format string, args ...any) {
+	if o.Logf != nil {
+		o.Logf(format, args...)
+	}
 }
 
 // decodedFile is a decoded layer stream in a local file; FUSE splices

@@ -1,0 +1,189 @@
+// Package cache is ocimount's on-disk cache directory: layer indexes keyed
+// by layer digest (shared by every image that uses the layer) and decoded
+// copies of zstd layers that cannot be entered mid-frame.
+//
+// Layout (see docs/DESIGN.md):
+//
+//	ROOT/index/v1/<alg>/<hex>     serialized layerindex.Index (checksummed)
+//	ROOT/decoded/<hex>.tar        decoded single-frame zstd layers
+//	ROOT/ocimount.log             background servers' log
+//
+// Writes are atomic (temp file in the same directory, fsync, rename), so
+// concurrent mounts of one image never see a torn file: each either finds
+// a complete index or builds and renames its own. A damaged file fails its
+// checksum and is rebuilt, never trusted.
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/ocimount/ocimount/layerindex"
+)
+
+// Dir is a cache directory. The zero Dir caches nothing.
+type Dir struct{ Root string }
+
+// Enabled reports whether the cache is in use.
+func (d Dir) Enabled() bool { return d.Root != "" }
+
+func (d Dir) indexPath(dg digest.Digest) (string, error) {
+	if err := dg.Validate(); err != nil {
+		return "", fmt.Errorf("cache key %q: %w", dg, err)
+	}
+	return filepath.Join(d.Root, "index", "v1", string(dg.Algorithm()), dg.Encoded()), nil
+}
+
+// DecodedPath is where the decoded stream of the zstd layer dg lives.
+func (d Dir) DecodedPath(dg digest.Digest) string {
+	return filepath.Join(d.Root, "decoded", dg.Encoded()+".tar")
+}
+
+// LoadIndex returns the cached index of layer dg. A missing entry is
+// fs.ErrNotExist; a damaged one wraps layerindex.ErrBadIndex (the caller
+// rebuilds and overwrites it).
+func (d Dir) LoadIndex(dg digest.Digest) (*layerindex.Index, error) {
+	p, err := d.indexPath(dg)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	ix, err := layerindex.UnmarshalIndex(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if ix.Digest != dg {
+		return nil, fmt.Errorf("%s: holds the index of %s: %w", p, ix.Digest, layerindex.ErrBadIndex)
+	}
+	now := time.Now()
+	os.Chtimes(p, now, now) // last use, for prune; best effort
+	return ix, nil
+}
+
+// StoreIndex writes ix under its digest, atomically.
+func (d Dir) StoreIndex(ix *layerindex.Index) error {
+	p, err := d.indexPath(ix.Digest)
+	if err != nil {
+		return err
+	}
+	b, err := ix.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return WriteAtomic(p, b)
+}
+
+// WriteAtomic writes b to path so that readers see either the old file or
+// the complete new one: temp file in the same directory, fsync, rename.
+func WriteAtomic(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+	}
+	return err
+}
+
+// Entry is one cached item, for `ocimount cache ls|prune`.
+type Entry struct {
+	Kind    string // "index" or "decoded"
+	Digest  digest.Digest
+	Path    string
+	Size    int64
+	LastUse time.Time
+}
+
+// List returns the cached items, least recently used first.
+func (d Dir) List() ([]Entry, error) {
+	var out []Entry
+	idx := filepath.Join(d.Root, "index", "v1")
+	err := filepath.WalkDir(idx, func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if de.IsDir() || strings.HasPrefix(de.Name(), ".tmp-") {
+			return nil
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return nil
+		}
+		alg := filepath.Base(filepath.Dir(p))
+		out = append(out, Entry{Kind: "index", Digest: digest.NewDigestFromEncoded(digest.Algorithm(alg), de.Name()), Path: p, Size: fi.Size(), LastUse: fi.ModTime()})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	dec, _ := os.ReadDir(filepath.Join(d.Root, "decoded"))
+	for _, de := range dec {
+		n := de.Name()
+		if !strings.HasSuffix(n, ".tar") {
+			continue
+		}
+		fi, err := de.Info()
+		if err != nil {
+			continue
+		}
+		out = append(out, Entry{Kind: "decoded", Digest: digest.NewDigestFromEncoded(digest.SHA256, strings.TrimSuffix(n, ".tar")),
+			Path: filepath.Join(d.Root, "decoded", n), Size: fi.Size(), LastUse: fi.ModTime()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].LastUse.Before(out[j].LastUse) })
+	return out, nil
+}
+
+// Prune removes least recently used items until the cache holds at most
+// maxBytes, and returns what it removed. Files in use by a running mount
+// stay readable by it (unlinked files live while open).
+func (d Dir) Prune(maxBytes int64) ([]Entry, error) {
+	all, err := d.List()
+	if err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, e := range all {
+		total += e.Size
+	}
+	var removed []Entry
+	for _, e := range all {
+		if total <= maxBytes {
+			break
+		}
+		if err := os.Remove(e.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, err
+		}
+		total -= e.Size
+		removed = append(removed, e)
+	}
+	return removed, nil
+}

@@ -1,0 +1,356 @@
+package layerindex
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/klauspost/compress/flate"
+	"github.com/opencontainers/go-digest"
+)
+
+// On-disk index format, version 1 (see docs/DESIGN.md "Index cache"):
+//
+//	magic "OCIMIDX\x00" | u32le version | body | sha256(magic..body)
+//
+// The body is a sequence of uvarints/varints and length-prefixed strings:
+// header (compression, sizes, digest, diffID), entries in tar order with
+// front-coded names (bytes shared with the previous name + suffix) and
+// delta-coded offsets, then the checkpoint table with each 32 KiB window
+// deflated. Front coding and deltas make the table a few tens of bytes per
+// entry; deflating windows roughly thirds them. The trailing checksum makes
+// a torn or corrupt file detectable, so a cached index is never trusted
+// unless it is exactly what was written.
+const (
+	indexMagic   = "OCIMIDX\x00"
+	indexVersion = 1
+)
+
+// ErrBadIndex: a serialized index is corrupt, truncated or of another
+// version. Callers rebuild the index from the layer.
+var ErrBadIndex = errors.New("bad index file")
+
+type encoder struct{ b []byte }
+
+func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
+func (e *encoder) str(s string)     { e.uvarint(uint64(len(s))); e.b = append(e.b, s...) }
+func (e *encoder) byte1(v byte)     { e.b = append(e.b, v) }
+
+// MarshalBinary serializes the index in the versioned on-disk format.
+func (ix *Index) MarshalBinary() ([]byte, error) {
+	e := &encoder{b: make([]byte, 0, 64+40*len(ix.Entries))}
+	e.b = append(e.b, indexMagic...)
+	e.b = binary.LittleEndian.AppendUint32(e.b, indexVersion)
+	e.uvarint(uint64(ix.Compression))
+	e.uvarint(uint64(ix.CompressedSize))
+	e.uvarint(uint64(ix.UncompressedSize))
+	e.str(string(ix.Digest))
+	e.str(string(ix.DiffID))
+	e.uvarint(uint64(len(ix.Entries)))
+	prev, prevOff := "", int64(0)
+	for i := range ix.Entries {
+		en := &ix.Entries[i]
+		p := commonPrefix(prev, en.Name)
+		e.uvarint(uint64(p))
+		e.str(en.Name[p:])
+		prev = en.Name
+		k := byte(en.Kind)
+		if en.Sparse {
+			k |= 0x80
+		}
+		e.byte1(k)
+		e.uvarint(uint64(en.Mode))
+		e.uvarint(uint64(en.UID))
+		e.uvarint(uint64(en.GID))
+		e.uvarint(uint64(en.Size))
+		e.varint(en.ModSec)
+		e.uvarint(uint64(en.ModNsec))
+		e.str(en.Link)
+		if en.Kind == KindChar || en.Kind == KindBlock {
+			e.uvarint(uint64(en.DevMajor))
+			e.uvarint(uint64(en.DevMinor))
+		}
+		e.uvarint(uint64(len(en.Xattrs)))
+		for _, x := range en.Xattrs {
+			e.str(x.Name)
+			e.str(x.Value)
+		}
+		e.varint(en.Offset - prevOff)
+		prevOff = en.Offset
+	}
+	cp := ix.Checkpoints
+	if cp == nil {
+		e.byte1(0)
+	} else {
+		e.byte1(1)
+		e.uvarint(uint64(cp.Compression))
+		e.uvarint(uint64(cp.CompressedSize))
+		e.uvarint(uint64(cp.UncompressedSize))
+		e.uvarint(uint64(len(cp.Points)))
+		var pin, pout int64
+		var zbuf bytes.Buffer
+		zw, _ := flate.NewWriter(&zbuf, flate.BestSpeed)
+		for _, pt := range cp.Points {
+			e.byte1(byte(pt.Kind))
+			e.varint(pt.In - pin)
+			e.varint(pt.Out - pout)
+			pin, pout = pt.In, pt.Out
+			e.byte1(pt.Bits)
+			if pt.Final {
+				e.byte1(1)
+			} else {
+				e.byte1(0)
+			}
+			e.uvarint(uint64(pt.Member))
+			e.varint(pt.DeflateIn)
+			e.varint(pt.MemberOut)
+			e.uvarint(uint64(len(pt.Window)))
+			if len(pt.Window) > 0 {
+				zbuf.Reset()
+				zw.Reset(&zbuf)
+				zw.Write(pt.Window)
+				if err := zw.Close(); err != nil {
+					return nil, err
+				}
+				e.str(zbuf.String())
+			}
+		}
+	}
+	sum := sha256.Sum256(e.b)
+	return append(e.b, sum[:]...), nil
+}
+
+func commonPrefix(a, b string) int {
+	n := min(len(a), len(b))
+	for i := 0; i < n; i++ {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return n
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: %s", ErrBadIndex, what)
+	}
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("truncated number")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail("truncated number")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a length and checks it can be satisfied by the remaining
+// bytes at min bytes per item, so hostile counts cannot allocate much.
+func (d *decoder) count(minBytes int) int {
+	v := d.uvarint()
+	if d.err == nil && v > uint64(len(d.b)/max(minBytes, 1)) {
+		d.fail("count larger than the file")
+		return 0
+	}
+	return int(v)
+}
+
+func (d *decoder) str() string {
+	n := d.count(1)
+	if d.err != nil {
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) byte1() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) == 0 {
+		d.fail("truncated")
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) u32() uint32 {
+	v := d.uvarint()
+	if v > 1<<32-1 {
+		d.fail("value out of range")
+	}
+	return uint32(v)
+}
+
+func (d *decoder) size() int64 {
+	v := d.uvarint()
+	if v > 1<<62 {
+		d.fail("size out of range")
+	}
+	return int64(v)
+}
+
+// UnmarshalIndex parses what MarshalBinary wrote. Any damage, a version
+// it does not know, or inconsistent contents yield an error wrapping
+// ErrBadIndex; it never panics on hostile input.
+func UnmarshalIndex(b []byte) (*Index, error) {
+	if len(b) < len(indexMagic)+4+sha256.Size || string(b[:len(indexMagic)]) != indexMagic {
+		return nil, fmt.Errorf("%w: not an index file", ErrBadIndex)
+	}
+	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, fmt.Errorf("%w: checksum mismatch (torn or corrupt file)", ErrBadIndex)
+	}
+	if v := binary.LittleEndian.Uint32(body[len(indexMagic):]); v != indexVersion {
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadIndex, v, indexVersion)
+	}
+	return parseIndexBody(body[len(indexMagic)+4:])
+}
+
+// parseIndexBody decodes the checksummed body. It is separate so the fuzz
+// target can reach it without forging checksums.
+func parseIndexBody(body []byte) (*Index, error) {
+	d := &decoder{b: body}
+	ix := &Index{}
+	ix.Compression = Compression(d.uvarint())
+	ix.CompressedSize = d.size()
+	ix.UncompressedSize = d.size()
+	ix.Digest = digest.Digest(d.str())
+	ix.DiffID = digest.Digest(d.str())
+	n := d.count(12)
+	if d.err == nil {
+		ix.Entries = make([]Entry, n)
+	}
+	prev, prevOff := "", int64(0)
+	for i := 0; i < n && d.err == nil; i++ {
+		en := &ix.Entries[i]
+		p := d.uvarint()
+		if p > uint64(len(prev)) {
+			d.fail("bad name prefix")
+			break
+		}
+		en.Name = prev[:p] + d.str()
+		prev = en.Name
+		k := d.byte1()
+		en.Sparse = k&0x80 != 0
+		en.Kind = Kind(k &^ 0x80)
+		if en.Kind < KindReg || en.Kind > KindFIFO {
+			d.fail("bad entry kind")
+		}
+		en.Mode = d.u32()
+		en.UID = d.u32()
+		en.GID = d.u32()
+		en.Size = d.size()
+		en.ModSec = d.varint()
+		en.ModNsec = d.u32()
+		en.Link = d.str()
+		if en.Kind == KindChar || en.Kind == KindBlock {
+			en.DevMajor = d.u32()
+			en.DevMinor = d.u32()
+		}
+		if nx := d.count(2); nx > 0 {
+			en.Xattrs = make([]Xattr, nx)
+			for j := range en.Xattrs {
+				en.Xattrs[j] = Xattr{Name: d.str(), Value: d.str()}
+			}
+		}
+		en.Offset = prevOff + d.varint()
+		prevOff = en.Offset
+		if en.Offset < 0 || en.Offset > ix.UncompressedSize {
+			d.fail("entry offset out of range")
+		}
+		if !en.Sparse && en.Kind == KindReg && en.Offset+en.Size > ix.UncompressedSize {
+			d.fail("entry data beyond the stream")
+		}
+	}
+	if d.byte1() == 1 {
+		cp := &Checkpoints{}
+		cp.Compression = Compression(d.uvarint())
+		cp.CompressedSize = d.size()
+		cp.UncompressedSize = d.size()
+		np := d.count(8)
+		if d.err == nil {
+			cp.Points = make([]Checkpoint, np)
+		}
+		var pin, pout int64
+		var zr io.ReadCloser
+		for i := 0; i < np && d.err == nil; i++ {
+			pt := &cp.Points[i]
+			pt.Kind = CheckpointKind(d.byte1())
+			pt.In = pin + d.varint()
+			pt.Out = pout + d.varint()
+			pin, pout = pt.In, pt.Out
+			pt.Bits = d.byte1()
+			pt.Final = d.byte1() == 1
+			pt.Member = int64(d.uvarint())
+			pt.DeflateIn = d.varint()
+			pt.MemberOut = d.varint()
+			if wl := d.uvarint(); wl > 0 && d.err == nil {
+				if wl > 1<<16 {
+					d.fail("window too large")
+					break
+				}
+				z := bytes.NewReader([]byte(d.str()))
+				if zr == nil {
+					zr = flate.NewReader(z)
+				} else {
+					zr.(flate.Resetter).Reset(z, nil)
+				}
+				w, err := io.ReadAll(io.LimitReader(zr, int64(wl)+1))
+				if err != nil || uint64(len(w)) != wl {
+					d.fail("bad window")
+					break
+				}
+				pt.Window = w
+			}
+			if pt.In < 0 || pt.In > cp.CompressedSize || pt.Out < 0 || pt.Out > cp.UncompressedSize || pt.Bits > 7 ||
+				(i == 0 && pt.Out != 0) || (i > 0 && pt.Out <= cp.Points[i-1].Out) {
+				d.fail("bad checkpoint")
+			}
+		}
+		if d.err == nil && (np == 0 || cp.Compression != ix.Compression || cp.UncompressedSize != ix.UncompressedSize) {
+			d.fail("checkpoints do not match the index")
+		}
+		ix.Checkpoints = cp
+	} else if ix.Compression != None {
+		d.fail("compressed layer without checkpoints")
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes")
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	return ix, nil
+}

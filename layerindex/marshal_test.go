@@ -1,0 +1,112 @@
+package layerindex
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/ocimount/ocimount/internal/tartest"
+)
+
+func marshalFixture(t testing.TB, c tartest.Compression) *Index {
+	big := bytes.Repeat([]byte("some compressible text 0123456789\n"), 20000)
+	tarball := tartest.Tar(t,
+		tartest.Dir("etc", 0o755),
+		tartest.File("etc/passwd", "root:x:0:0\n", 0o644, tartest.Owner(70000, 4294967295), tartest.MTime(time.Unix(1, 5))),
+		tartest.File("etc/cap", "x", 0o4755, tartest.Xattr("security.capability", "\x01\x00\x00\x02"), tartest.Xattr("user.a", "")),
+		tartest.FileBytes("data/big", big, 0o644),
+		tartest.Symlink("lib", "usr/lib"),
+		tartest.Hardlink("etc/passwd2", "etc/passwd"),
+		tartest.Char("dev/null", 1, 3),
+		tartest.Block("dev/loop0", 7, 0),
+		tartest.FIFO("fifo"),
+		tartest.Whiteout("etc/shadow"),
+	)
+	comp := map[tartest.Compression]Compression{tartest.Uncompressed: None, tartest.Gzip: Gzip, tartest.Zstd: Zstd}[c]
+	blob := tartest.CompressMulti(t, c, tarball, 200<<10)
+	if c == tartest.Uncompressed {
+		blob = tarball
+	}
+	ix, err := Build(context.Background(), bytes.NewReader(blob), comp, Options{Span: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ix
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	for _, c := range []tartest.Compression{tartest.Uncompressed, tartest.Gzip, tartest.Zstd} {
+		t.Run(string(c), func(t *testing.T) {
+			ix := marshalFixture(t, c)
+			if c != tartest.Uncompressed && len(ix.Checkpoints.Points) < 2 {
+				t.Fatalf("fixture has %d checkpoints, want several", len(ix.Checkpoints.Points))
+			}
+			b, err := ix.MarshalBinary()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := UnmarshalIndex(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(ix, got); d != "" {
+				t.Errorf("round trip differs (-want +got):\n%s", d)
+			}
+			t.Logf("%d entries: %d bytes", len(ix.Entries), len(b))
+		})
+	}
+}
+
+// Every single-byte corruption and every truncation must be detected.
+func TestUnmarshalDetectsDamage(t *testing.T) {
+	b, err := marshalFixture(t, tartest.Gzip).MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := max(1, len(b)/500)
+	for i := 0; i < len(b); i += step {
+		c := bytes.Clone(b)
+		c[i] ^= 0x40
+		if _, err := UnmarshalIndex(c); !errors.Is(err, ErrBadIndex) {
+			t.Fatalf("flipping byte %d: err = %v, want ErrBadIndex", i, err)
+		}
+		if _, err := UnmarshalIndex(b[:i]); !errors.Is(err, ErrBadIndex) {
+			t.Fatalf("truncating to %d: err = %v, want ErrBadIndex", i, err)
+		}
+	}
+}
+
+func FuzzUnmarshalIndex(f *testing.F) {
+	for _, c := range []tartest.Compression{tartest.Uncompressed, tartest.Gzip, tartest.Zstd} {
+		b, err := marshalFixture(f, c).MarshalBinary()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b[len(indexMagic)+4 : len(b)-32])
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ix, err := parseIndexBody(body)
+		if err != nil {
+			if !errors.Is(err, ErrBadIndex) {
+				t.Fatalf("error %v does not wrap ErrBadIndex", err)
+			}
+			return
+		}
+		// Whatever parses must serialize and parse back to the same index.
+		b, err := ix.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := UnmarshalIndex(b)
+		if err != nil {
+			t.Fatalf("re-parse: %v", err)
+		}
+		if d := cmp.Diff(ix, again); d != "" {
+			t.Fatalf("re-parse differs:\n%s", d)
+		}
+	})
+}
