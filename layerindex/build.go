@@ -54,6 +54,9 @@ type Options struct {
 	DiffID digest.Digest
 	// Size, if > 0, is the blob size the stream must have.
 	Size int64
+	// Progress, if set, is called with the number of blob bytes read so
+	// far, every few MiB and at the end.
+	Progress func(done int64)
 	// Tee, if non-nil, receives the whole uncompressed stream as it is
 	// decoded. It is how a single-frame zstd layer is decoded once into a
 	// local cache file instead of being re-decoded from its start.
@@ -69,7 +72,7 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	if o.Digest != "" && o.Digest.Algorithm() != digest.SHA256 && o.Digest.Algorithm().Available() {
 		blobHash = o.Digest.Algorithm().Hash()
 	}
-	cin := &countingReader{r: io.TeeReader(blob, blobHash), ctx: ctx}
+	cin := &countingReader{r: io.TeeReader(blob, blobHash), ctx: ctx, progress: o.Progress}
 	ir, err := NewIndexingReader(c, cin, o.Span)
 	if err != nil {
 		return nil, err
@@ -95,6 +98,9 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	}
 	ix.CompressedSize = cin.n
 	ix.UncompressedSize = un.n
+	if o.Progress != nil {
+		o.Progress(cin.n)
+	}
 	ix.Digest = digest.NewDigest(digest.SHA256, blobHash)
 	if o.Digest != "" {
 		ix.Digest = digest.NewDigest(o.Digest.Algorithm(), blobHash)
@@ -125,13 +131,20 @@ type countingReader struct {
 	ctx  context.Context
 	tick int64
 	err  error // the first error other than io.EOF from r
+	// progress is told the count every few MiB.
+	progress func(int64)
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
-	if c.ctx != nil && c.n-c.tick > 8<<20 {
+	if c.n-c.tick > 4<<20 {
 		c.tick = c.n
-		if err := c.ctx.Err(); err != nil {
-			return 0, err
+		if c.progress != nil {
+			c.progress(c.n)
+		}
+		if c.ctx != nil {
+			if err := c.ctx.Err(); err != nil {
+				return 0, err
+			}
 		}
 	}
 	n, err := c.r.Read(p)

@@ -45,8 +45,29 @@ func daemonize(o mountOptions) error {
 		return err
 	}
 	pw.Close()
-	msg, rerr := bufio.NewReader(pr).ReadString('\n')
-	msg = strings.TrimSpace(msg)
+	var pg *progress
+	if !o.quiet && isTerminal(os.Stderr) {
+		pg = newProgress(os.Stderr, 0)
+	}
+	br := bufio.NewReader(pr)
+	var msg string
+	var rerr error
+	for {
+		msg, rerr = br.ReadString('\n')
+		msg = strings.TrimSpace(msg)
+		var i int
+		var done, total int64
+		if n, _ := fmt.Sscanf(msg, "progress %d %d %d", &i, &done, &total); n == 3 {
+			if pg != nil {
+				pg.update(i, done, total)
+			}
+			continue
+		}
+		break
+	}
+	if pg != nil {
+		pg.finish()
+	}
 	switch {
 	case msg == "ok":
 		cmd.Process.Release()

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -135,10 +136,28 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	t0 := time.Now()
-	im, err := loader.Load(ctx, o.source, *o.platform, loader.Options{
+	lo := loader.Options{
 		CacheDir: o.cacheDir,
 		Logf:     func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
-	})
+	}
+	var pg *progress
+	switch {
+	case ready != nil:
+		// The parent draws progress on its terminal; send it the counts.
+		var mu sync.Mutex
+		lo.Progress = func(i int, done, total int64) {
+			mu.Lock()
+			fmt.Fprintf(ready, "progress %d %d %d\n", i, done, total)
+			mu.Unlock()
+		}
+	case !o.quiet && isTerminal(os.Stderr):
+		pg = newProgress(os.Stderr, 0)
+		lo.Progress = pg.update
+	}
+	im, err := loader.Load(ctx, o.source, *o.platform, lo)
+	if pg != nil {
+		pg.finish()
+	}
 	if err != nil {
 		return err
 	}

@@ -41,7 +41,9 @@ type Options struct {
 	SpanCacheBytes int64
 	// Jobs bounds parallel layer indexing (0: number of CPUs).
 	Jobs int
-	// Progress, if set, is called as layers are indexed.
+	// Progress, if set, is called (from several goroutines) as layer i's
+	// blob is read: done of total bytes. Layers served from the cache
+	// report done == total at once.
 	Progress func(layer int, done, total int64)
 }
 
@@ -226,6 +228,9 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (ix *layerindex.
 		case err == nil && ix.Compression == c && ix.CompressedSize == l.Blob.Size() && (l.DiffID == "" || ix.DiffID == l.DiffID):
 			content, closer, ok := servedFrom(ix, l, dir, span)
 			if ok {
+				if o.Progress != nil {
+					o.Progress(l.Index, l.Blob.Size(), l.Blob.Size())
+				}
 				return ix, content, closer, true, nil
 			}
 		case err == nil:
@@ -240,6 +245,9 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (ix *layerindex.
 		Digest: l.Descriptor.Digest,
 		Size:   l.Descriptor.Size,
 		DiffID: l.DiffID,
+	}
+	if o.Progress != nil {
+		bo.Progress = func(done int64) { o.Progress(l.Index, done, l.Blob.Size()) }
 	}
 	var tmp *os.File
 	if c == layerindex.Zstd {

@@ -1,0 +1,56 @@
+// Package blobs finds an image's manifest, config and layer blobs and gives
+// random access to blob bytes. It reads OCI image layouts (directories and
+// tar archives) and `docker save` archives, without extracting anything.
+//
+// # What is verified where
+//
+// Metadata is verified here, before OpenImage returns: every image index,
+// manifest and config that is read has its digest (and size, when the
+// descriptor gives one) checked, and each is read whole under a size cap so
+// a hostile source cannot exhaust memory. Digests from JSON are validated
+// before they become paths, so "sha256:../../x" cannot escape blobs/. The
+// config's rootfs.diff_ids must have one valid digest per layer.
+//
+// Layer blobs are NOT verified here: hashing gigabytes twice would double
+// the cost of a mount. OpenImage only checks that each layer file exists
+// and has the size its descriptor says. The layer indexer reads every layer
+// once, streaming, and verifies it there: the compressed digest
+// (Layer.Descriptor.Digest) when known, and always the DiffID of the
+// uncompressed tar. A layer whose bytes fail that check must not be served.
+//
+// In the legacy docker-archive format the compressed digest of a layer is
+// not recorded anywhere. Layer.Descriptor.Digest is then the sha256 in the
+// member name when it is blobs/sha256/<hex> (newer docker save), and empty
+// otherwise; with an empty digest only the DiffID can be verified. The
+// Manifest of a docker-archive Image is synthesised (OCI media types,
+// sniffed layer formats, member sizes) so callers can treat every source
+// alike; its ManifestDigest is the digest of that synthesised JSON.
+//
+// # Selection
+//
+// A source's REF picks an image (ref.name annotation, RepoTag or @N); an
+// image index is resolved by Options.Platform (default HostPlatform),
+// through nested indexes. A source that holds a single manifest is used
+// whatever its platform: mounting reads files and runs nothing.
+//
+// # Archives
+//
+// oci-archive and docker-archive files are indexed in one pass over the
+// tar headers (seeking past member data); a blob is then a region of the
+// archive file. Compressed archives are refused: a region of a compressed
+// stream cannot be read at random.
+//
+// # Concurrency and lifetime
+//
+// An Image is immutable after OpenImage. Its Blobs are safe for concurrent
+// ReadAt (pread on an *os.File; blobs of one archive share the file). Every
+// Blob is a FileBlob, so the FUSE layer can splice from the file. The files
+// stay open until Image.Close; reads after Close fail.
+package blobs
+
+import (
+	// Register the hashes go-digest needs; without them Validate reports
+	// every sha256 digest as unsupported.
+	_ "crypto/sha256"
+	_ "crypto/sha512"
+)

@@ -1,0 +1,227 @@
+package blobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Options tune OpenImage.
+type Options struct {
+	// Platform chooses among the manifests of an image index. nil = the
+	// host's (HostPlatform). It is not checked against a source that holds
+	// a single manifest: mounting only reads files, so a foreign-arch
+	// image is as useful as a native one.
+	Platform *ocispec.Platform
+}
+
+// LayerFormat is how a layer blob is encoded.
+type LayerFormat uint8
+
+// Layer formats. The zero value is deliberately not a format, so a Layer
+// that was never filled in is not mistaken for an uncompressed one.
+const (
+	FormatTar LayerFormat = iota + 1
+	FormatTarGzip
+	FormatTarZstd
+)
+
+func (f LayerFormat) String() string {
+	switch f {
+	case FormatTar:
+		return "tar"
+	case FormatTarGzip:
+		return "tar+gzip"
+	case FormatTarZstd:
+		return "tar+zstd"
+	}
+	return fmt.Sprintf("LayerFormat(%d)", uint8(f))
+}
+
+// Layer is one layer of an image, bottom-most first.
+type Layer struct {
+	Index int // position in Manifest.Layers
+	// Descriptor is the manifest's, with MediaType normalised to the OCI
+	// name (Docker's rootfs.diff.tar.gzip → OCI tar+gzip, the foreign type
+	// → OCI nondistributable tar+gzip), so callers switch on OCI names
+	// only. Image.Manifest keeps the original. In a docker-archive the
+	// Digest is empty unless the member is named blobs/sha256/<hex>.
+	Descriptor ocispec.Descriptor
+	Format     LayerFormat
+	DiffID     digest.Digest // Config.RootFS.DiffIDs[Index]
+	Blob       Blob          // also a FileBlob; bytes are not verified here
+}
+
+// Image is an opened image: its metadata (verified) and its layer blobs
+// (open, not verified). Close releases the files.
+type Image struct {
+	Source         Source
+	ManifestDigest digest.Digest
+	Manifest       ocispec.Manifest
+	ConfigDigest   digest.Digest
+	Config         ocispec.Image
+	Platform       ocispec.Platform // of the chosen manifest
+	Layers         []Layer
+
+	closeOnce sync.Once
+	closers   []func() error
+	closeErr  error
+}
+
+// Close closes the files behind the layer blobs; their ReadAt fails
+// afterwards. Safe to call more than once.
+func (im *Image) Close() error {
+	im.closeOnce.Do(func() {
+		var errs []error
+		for _, c := range im.closers {
+			errs = append(errs, c())
+		}
+		im.closers = nil
+		im.closeErr = errors.Join(errs...)
+	})
+	return im.closeErr
+}
+
+// Limits on metadata blobs. They are read whole into memory, so a hostile
+// source must not be able to make us allocate gigabytes; real manifests and
+// configs are a few KiB, index.json and manifest.json grow with the number
+// of tags.
+const (
+	maxMetaBlob = 4 << 20
+	maxTopFile  = 16 << 20
+)
+
+// OpenImage finds the image src names, verifies its index, manifest and
+// config, and opens its layer blobs. It does not read layer contents.
+func OpenImage(ctx context.Context, src Source, o Options) (*Image, error) {
+	want := HostPlatform()
+	if o.Platform != nil {
+		want = *o.Platform
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	switch src.Transport {
+	case TransportDocker:
+		return nil, fmt.Errorf("%s: registry sources are %w yet; copy the image with `skopeo copy %s oci:DIR` first", src, ErrUnsupported, src)
+	case TransportOCI:
+		fi, err := os.Stat(src.Path)
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("%s: %w: %w", src, ErrNotFound, err)
+			}
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("%s: not a directory (an archive? use oci-archive:): %w", src, ErrInvalid)
+		}
+		return openOCI(ctx, src, dirStore{root: src.Path}, want)
+	case TransportOCIArchive, TransportDockerArchive:
+		a, err := openArchiveCtx(ctx, src.Path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", src, err)
+		}
+		var im *Image
+		if src.Transport == TransportOCIArchive {
+			im, err = openOCI(ctx, src, a, want)
+		} else {
+			im, err = openDockerArchive(ctx, src, a)
+		}
+		if err != nil {
+			a.close()
+			return nil, err
+		}
+		im.closers = append(im.closers, a.close)
+		return im, nil
+	case "":
+		return nil, fmt.Errorf("%q: source without transport: %w", src.Path, ErrInvalid)
+	}
+	return nil, fmt.Errorf("%s: transport %q is %w", src, string(src.Transport), ErrUnsupported)
+}
+
+// layerType is what a layer media type means to us.
+type layerType struct {
+	format LayerFormat
+	norm   string // OCI media type
+}
+
+const (
+	mtDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
+	mtDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
+	mtDockerConfig   = "application/vnd.docker.container.image.v1+json"
+	mtDockerLayer    = "application/vnd.docker.image.rootfs.diff.tar"
+	mtDockerLayerGz  = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+	mtDockerForeign  = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+	mtSchema1        = "application/vnd.docker.distribution.manifest.v1+json"
+	mtSchema1Signed  = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+)
+
+var layerTypes = map[string]layerType{
+	ocispec.MediaTypeImageLayer:                     {FormatTar, ocispec.MediaTypeImageLayer},
+	ocispec.MediaTypeImageLayerGzip:                 {FormatTarGzip, ocispec.MediaTypeImageLayerGzip},
+	ocispec.MediaTypeImageLayerZstd:                 {FormatTarZstd, ocispec.MediaTypeImageLayerZstd},
+	ocispec.MediaTypeImageLayerNonDistributable:     {FormatTar, ocispec.MediaTypeImageLayerNonDistributable},         //nolint:staticcheck // still in the wild
+	ocispec.MediaTypeImageLayerNonDistributableGzip: {FormatTarGzip, ocispec.MediaTypeImageLayerNonDistributableGzip}, //nolint:staticcheck
+	ocispec.MediaTypeImageLayerNonDistributableZstd: {FormatTarZstd, ocispec.MediaTypeImageLayerNonDistributableZstd}, //nolint:staticcheck
+	mtDockerLayer:   {FormatTar, ocispec.MediaTypeImageLayer},
+	mtDockerLayerGz: {FormatTarGzip, ocispec.MediaTypeImageLayerGzip},
+	mtDockerForeign: {FormatTarGzip, ocispec.MediaTypeImageLayerNonDistributableGzip}, //nolint:staticcheck
+}
+
+// normMediaType drops media type parameters and case, which RFC 6838 says
+// do not change the type.
+func normMediaType(mt string) string {
+	mt, _, _ = strings.Cut(mt, ";")
+	return strings.ToLower(strings.TrimSpace(mt))
+}
+
+func isIndexType(mt string) bool {
+	mt = normMediaType(mt)
+	return mt == ocispec.MediaTypeImageIndex || mt == mtDockerList
+}
+
+func isManifestType(mt string) bool {
+	mt = normMediaType(mt)
+	return mt == ocispec.MediaTypeImageManifest || mt == mtDockerManifest
+}
+
+func isSchema1Type(mt string) bool {
+	mt = normMediaType(mt)
+	return mt == mtSchema1 || mt == mtSchema1Signed
+}
+
+// typeOfFormat maps a format to its media type (for synthesised
+// descriptors).
+func typeOfFormat(f LayerFormat) string {
+	switch f {
+	case FormatTarGzip:
+		return ocispec.MediaTypeImageLayerGzip
+	case FormatTarZstd:
+		return ocispec.MediaTypeImageLayerZstd
+	}
+	return ocispec.MediaTypeImageLayer
+}
+
+// sniffFormat recognises a layer by its first bytes, for docker archives,
+// whose manifest.json carries no media types.
+func sniffFormat(b Blob) (LayerFormat, error) {
+	var m [4]byte
+	n, err := b.ReadAt(m[:], 0)
+	if n < len(m) && err != nil && !errors.Is(err, io.EOF) {
+		return 0, err
+	}
+	switch {
+	case n >= 2 && m[0] == 0x1f && m[1] == 0x8b:
+		return FormatTarGzip, nil
+	case n >= 4 && m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd:
+		return FormatTarZstd, nil
+	}
+	return FormatTar, nil
+}
