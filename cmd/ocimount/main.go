@@ -22,6 +22,8 @@ func main() {
 		Commands: []*cli.Command{
 			mountCommand(),
 			umountCommand(),
+			indexCommand(),
+			cacheCommand(),
 		},
 		// The shorthand: two arguments and no command name mean mount.
 		Action: func(c *cli.Context) error {

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ocimount/ocimount/internal/cache"
+)
+
+func cacheCommand() *cli.Command {
+	dirFlag := &cli.StringFlag{Name: "cache-dir", Usage: "cache directory (default as for mount)"}
+	dirOf := func(c *cli.Context) cache.Dir {
+		d := c.String("cache-dir")
+		if d == "" {
+			d = defaultCacheDir()
+		}
+		return cache.Dir{Root: d}
+	}
+	return &cli.Command{
+		Name:  "cache",
+		Usage: "show or trim the cache of layer indexes and decoded layers",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "ls",
+				Usage: "list cached items, least recently used first",
+				Flags: []cli.Flag{dirFlag},
+				Action: func(c *cli.Context) error {
+					d := dirOf(c)
+					es, err := d.List()
+					if err != nil {
+						return err
+					}
+					tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+					fmt.Fprintln(tw, "KIND\tDIGEST\tSIZE\tLAST USED")
+					var total int64
+					for _, e := range es {
+						total += e.Size
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Kind, e.Digest, humanSize(e.Size), e.LastUse.Format(time.DateTime))
+					}
+					fmt.Fprintf(tw, "total\t%d items in %s\t%s\t\n", len(es), d.Root, humanSize(total))
+					return tw.Flush()
+				},
+			},
+			{
+				Name:  "prune",
+				Usage: "remove least recently used items until the cache is at most --max-size",
+				Flags: []cli.Flag{dirFlag,
+					&cli.StringFlag{Name: "max-size", Value: "0", Usage: "size to trim to, e.g. 500M, 10G (0 empties the cache)"},
+				},
+				Action: func(c *cli.Context) error {
+					max, err := parseSize(c.String("max-size"))
+					if err != nil {
+						return err
+					}
+					removed, err := dirOf(c).Prune(max)
+					var freed int64
+					for _, e := range removed {
+						freed += e.Size
+					}
+					fmt.Printf("removed %d items, %s\n", len(removed), humanSize(freed))
+					return err
+				},
+			},
+		},
+	}
+}
+
+// parseSize reads "123", "10K", "500M", "2G", "1T" (powers of 1024).
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(strings.ToUpper(strings.TrimSuffix(strings.TrimSuffix(s, "B"), "i")))
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			s = s[:n-1]
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("bad size %q (want e.g. 500M or 10G)", s)
+	}
+	return int64(v * float64(mult)), nil
+}
+
+func humanSize(n int64) string {
+	const u = "KMGTP"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f := float64(n)
+	i := -1
+	for f >= 1024 && i < len(u)-1 {
+		f /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", f, u[i])
+}
