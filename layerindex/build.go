@@ -2,6 +2,7 @@ package layerindex
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -72,13 +73,13 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	if o.Digest != "" && o.Digest.Algorithm() != digest.SHA256 && o.Digest.Algorithm().Available() {
 		blobHash = o.Digest.Algorithm().Hash()
 	}
-	cin := &countingReader{r: io.TeeReader(blob, blobHash), ctx: ctx, progress: o.Progress}
+	cin := &countingReader{r: io.TeeReader(blob, blobHash), ctx: ctx, progress: o.Progress, recFrom: -1}
 	ir, err := NewIndexingReader(c, cin, o.Span)
 	if err != nil {
 		return nil, err
 	}
 	diffHash := sha256.New()
-	un := &countingReader{r: ir, hash: diffHash, tee: o.Tee, ctx: ctx}
+	un := &countingReader{r: ir, hash: diffHash, tee: o.Tee, ctx: ctx, recFrom: -1}
 
 	ix := &Index{Compression: c}
 	if err := readTar(un, ix); err != nil {
@@ -131,6 +132,11 @@ type countingReader struct {
 	ctx  context.Context
 	tick int64
 	err  error // the first error other than io.EOF from r
+	// rec, when recFrom >= 0, collects the bytes at stream positions >=
+	// recFrom: the raw header blocks of the entry being parsed, where old
+	// GNU and PAX 1.0 sparse maps live.
+	rec     []byte
+	recFrom int64
 	// progress is told the count every few MiB.
 	progress func(int64)
 }
@@ -150,6 +156,11 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	if err != nil && err != io.EOF && c.err == nil {
 		c.err = err
+	}
+	if c.recFrom >= 0 && n > 0 && len(c.rec) < maxHeaderBytes {
+		if skip := c.recFrom - c.n; skip < int64(n) {
+			c.rec = append(c.rec, p[max(skip, 0):n]...)
+		}
 	}
 	if n > 0 {
 		c.n += int64(n)
@@ -174,8 +185,24 @@ func readTar(un *countingReader, ix *Index) error {
 	next := int64(0) // where the next entry's first header block starts
 	for {
 		hdrStart := next
+		un.rec, un.recFrom = un.rec[:0], hdrStart
 		hdr, err := tr.Next()
+		un.recFrom = -1
+		if errors.Is(err, tar.ErrInsecurePath) && hdr != nil {
+			// With GODEBUG=tarinsecurepath=0 archive/tar flags names we
+			// confine or refuse ourselves (CleanPath); carry on.
+			err = nil
+		}
 		if err == io.EOF {
+			if un.n%512 != 0 {
+				return fmt.Errorf("tar stream ends mid-block at %d (truncated): %w", un.n, ErrFormat)
+			}
+			// archive/tar ends quietly when the stream stops after a PAX
+			// or long-name header; such a header without its entry means
+			// the layer was cut short.
+			if bytes.ContainsFunc(un.rec, func(r rune) bool { return r != 0 }) {
+				return fmt.Errorf("tar stream ends after a header at %d without its entry (truncated): %w", hdrStart, ErrFormat)
+			}
 			return nil
 		}
 		if err != nil {
@@ -193,19 +220,23 @@ func readTar(un *countingReader, ix *Index) error {
 				sparse = true
 			}
 		}
-		if sparse {
-			// The physical size of a sparse entry is not exposed; drain
-			// it so the counter lands at the end of its data.
-			if _, err := io.Copy(io.Discard, tr); err != nil {
-				if un.err != nil {
-					err = un.err
-				} else {
-					err = fmt.Errorf("%w: %w", ErrFormat, err)
-				}
+		var frags []Fragment
+		switch {
+		case sparse:
+			var phys int64
+			frags, phys, err = sparseMap(hdr, un.rec)
+			if err != nil {
 				return &EntryError{Entry: hdr.Name, Offset: dataStart, Err: err}
 			}
+			next = dataStart + align512(phys)
+		case hdr.Typeflag == tar.TypeXGlobalHeader:
+			// archive/tar has consumed the records already.
 			next = align512(un.n)
-		} else {
+		case headerOnly(hdr.Typeflag):
+			// archive/tar treats these as having no data whatever their
+			// size field says; so do we.
+			next = dataStart
+		default:
 			next = dataStart + align512(hdr.Size)
 		}
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
@@ -217,14 +248,25 @@ func readTar(un *countingReader, ix *Index) error {
 		}
 		e.Offset = dataStart
 		if sparse {
-			e.Sparse = true
-			e.Offset = hdrStart
+			e.Sparse, e.SparseMap = true, frags
 		}
 		ix.Entries = append(ix.Entries, e)
 	}
 }
 
 func align512(n int64) int64 { return (n + 511) &^ 511 }
+
+// maxHeaderBytes bounds the raw header bytes kept per entry (long names,
+// PAX records, sparse maps); larger sparse maps are refused.
+const maxHeaderBytes = 4 << 20
+
+func headerOnly(t byte) bool {
+	switch t {
+	case tar.TypeLink, tar.TypeSymlink, tar.TypeChar, tar.TypeBlock, tar.TypeDir, tar.TypeFifo:
+		return true
+	}
+	return false
+}
 
 func entryFromHeader(h *tar.Header) (Entry, error) {
 	var e Entry

@@ -81,6 +81,13 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 		}
 		e.varint(en.Offset - prevOff)
 		prevOff = en.Offset
+		if en.Sparse {
+			e.uvarint(uint64(len(en.SparseMap)))
+			for _, f := range en.SparseMap {
+				e.uvarint(uint64(f.Off))
+				e.uvarint(uint64(f.Len))
+			}
+		}
 	}
 	cp := ix.Checkpoints
 	if cp == nil {
@@ -292,6 +299,25 @@ func parseIndexBody(body []byte) (*Index, error) {
 		}
 		if !en.Sparse && en.Kind == KindReg && en.Offset+en.Size > ix.UncompressedSize {
 			d.fail("entry data beyond the stream")
+		}
+		if en.Sparse {
+			nf := d.count(2)
+			if d.err == nil && nf > 0 {
+				en.SparseMap = make([]Fragment, nf)
+			}
+			var end, phys int64
+			for j := 0; j < nf && d.err == nil; j++ {
+				f := Fragment{Off: d.size(), Len: d.size()}
+				if f.Off < end || f.Len <= 0 || f.Off+f.Len > en.Size {
+					d.fail("bad sparse map")
+				}
+				end = f.Off + f.Len
+				phys += f.Len
+				en.SparseMap[j] = f
+			}
+			if en.Offset+phys > ix.UncompressedSize {
+				d.fail("sparse data beyond the stream")
+			}
 		}
 	}
 	if d.byte1() == 1 {

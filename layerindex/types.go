@@ -88,11 +88,18 @@ type Entry struct {
 	DevMajor, DevMinor uint32
 	Xattrs             []Xattr // sorted by Name
 	// Offset is where the entry's content starts in the uncompressed tar
-	// stream. For a sparse file it is where its header starts.
+	// stream (for a sparse file: where its stored fragments start).
 	Offset int64
-	// Sparse marks a GNU/PAX sparse file: its content is rebuilt by
-	// re-reading the entry's headers at Offset (rare; see DESIGN.md).
-	Sparse bool
+	// Sparse marks a GNU/PAX sparse file. Its stored bytes are the
+	// SparseMap fragments, back to back from Offset; the rest reads as
+	// zeros.
+	Sparse    bool
+	SparseMap []Fragment
+}
+
+// Fragment is a stretch of a sparse file that holds data (not a hole).
+type Fragment struct {
+	Off, Len int64 // logical offset and length
 }
 
 // Index is the result of one pass over a layer blob: its entry table, its

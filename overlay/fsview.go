@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"errors"
 	"io"
 	"io/fs"
 	"path"
@@ -216,10 +215,11 @@ func (f *regFile) Close() error                              { return nil }
 type otherFile struct{ fi fs.FileInfo }
 
 func (f *otherFile) Stat() (fs.FileInfo, error) { return f.fi, nil }
-func (f *otherFile) Read([]byte) (int, error) {
-	return 0, &fs.PathError{Op: "read", Path: f.fi.Name(), Err: errors.New("not a regular file")}
-}
-func (f *otherFile) Close() error { return nil }
+
+// Read of a device, FIFO or symlink yields no bytes: they have size 0 in
+// the image and nothing to serve.
+func (f *otherFile) Read([]byte) (int, error) { return 0, io.EOF }
+func (f *otherFile) Close() error             { return nil }
 
 type dirFile struct {
 	fsys treeFS

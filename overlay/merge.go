@@ -127,20 +127,26 @@ func (m *merger) fail(e *layerindex.Entry, err error) error {
 }
 
 func (m *merger) apply(ix *layerindex.Index) error {
+	// Directories this layer declares: a whiteout below such a path that
+	// is not a directory in the lower layers (rm f; mkdir f, as overlayfs
+	// records it with an opaque f/) has no lower children to hide, and
+	// must not follow the lower symlink it replaces.
+	declared := map[string]bool{}
+	for i := range ix.Entries {
+		if e := &ix.Entries[i]; e.Kind == layerindex.KindDir {
+			declared[e.Name] = true
+		}
+	}
 	// Pass 1: whiteouts and opaque markers, against the lower layers only.
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
 		dir, base := splitPath(e.Name)
-		if !strings.HasPrefix(base, whPrefix) {
+		if !strings.HasPrefix(base, whPrefix) || hasWhiteoutDir(dir) {
 			continue
 		}
 		switch {
 		case base == whOpaque:
-			d, err := m.resolveDir(dir, false)
-			if err != nil {
-				return m.fail(e, err)
-			}
-			if d != nil {
+			if d := m.lowerDir(dir, declared); d != nil {
 				for _, c := range d.children {
 					unlinkTree(c)
 				}
@@ -153,11 +159,7 @@ func (m *merger) apply(ix *layerindex.Index) error {
 			if target == "" || target == "." || target == ".." {
 				return m.fail(e, fmt.Errorf("%w: %q", ErrBadWhiteout, base))
 			}
-			d, err := m.resolveDir(dir, false)
-			if err != nil {
-				return m.fail(e, err)
-			}
-			if d != nil {
+			if d := m.lowerDir(dir, declared); d != nil {
 				if c := d.children[target]; c != nil {
 					unlinkTree(c)
 					delete(d.children, target)
@@ -168,8 +170,8 @@ func (m *merger) apply(ix *layerindex.Index) error {
 	// Pass 2: everything else, in tar order.
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
-		_, base := splitPath(e.Name)
-		if strings.HasPrefix(base, whPrefix) {
+		dir, base := splitPath(e.Name)
+		if strings.HasPrefix(base, whPrefix) || hasWhiteoutDir(dir) {
 			continue
 		}
 		if err := m.add(e, int32(i)); err != nil {
@@ -177,6 +179,63 @@ func (m *merger) apply(ix *layerindex.Index) error {
 		}
 	}
 	return nil
+}
+
+// hasWhiteoutDir reports whether a directory path has a component named
+// .wh.*: such names cannot exist in an image's filesystem (image-spec), so
+// entries below them (AUFS's .wh..wh.plnk/ hardlink store, hostile names)
+// are never shown.
+func hasWhiteoutDir(dir string) bool {
+	return strings.HasPrefix(dir, whPrefix) || strings.Contains(dir, "/"+whPrefix)
+}
+
+// lowerDir finds the directory a whiteout in dir applies to, in the tree
+// as the lower layers left it: parent symlinks are followed (confined to
+// the root) unless this layer replaces that very path with a directory.
+// Anything that does not lead to an existing lower directory — a missing
+// path, a file, a loop — makes the whiteout a no-op: there is nothing
+// below to hide.
+func (m *merger) lowerDir(dir string, declared map[string]bool) *mnode {
+	cur := m.root
+	hops := 0
+	lit := ""
+	for dir != "" {
+		var c string
+		if i := strings.IndexByte(dir, '/'); i >= 0 {
+			c, dir = dir[:i], dir[i+1:]
+		} else {
+			c, dir = dir, ""
+		}
+		if lit == "" {
+			lit = c
+		} else {
+			lit += "/" + c
+		}
+		child := cur.children[c]
+		if child == nil {
+			return nil
+		}
+		if child.ino.kind == layerindex.KindSymlink {
+			if declared[lit] {
+				return nil
+			}
+			hops++
+			start := cur
+			if strings.HasPrefix(child.ino.link, "/") {
+				start = m.root
+			}
+			t, err := m.walk(start, child.ino.link, false, &hops)
+			if err != nil || t == nil {
+				return nil
+			}
+			child = t
+		}
+		if child.ino.kind != layerindex.KindDir {
+			return nil
+		}
+		cur = child
+	}
+	return cur
 }
 
 func (m *merger) add(e *layerindex.Entry, idx int32) error {

@@ -1,0 +1,487 @@
+package layerindex
+
+// This file is the compression codec layer: it turns a compressed layer blob
+// into (a) a sequential uncompressed stream, read once while indexing, that
+// records decompression checkpoints as a side effect, and (b) random access
+// to the uncompressed stream that decodes only the span holding the bytes
+// asked for. The format-specific parts live in gzip.go and zstd.go; the
+// shared cache of decoded spans in spancache.go.
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"sync"
+)
+
+// DefaultSpan is the uncompressed distance between checkpoints used when the
+// caller does not choose one. 4 MiB keeps the checkpoint table small (one
+// 32 KiB window per deflate checkpoint is under 1% of the data) while a
+// random read decodes at most a few milliseconds' worth of data.
+const DefaultSpan = 4 << 20
+
+// ErrCorrupt is wrapped by every error that comes from the bytes of a blob
+// not being a valid stream of its compression (bad magic, bad checksum,
+// truncation, trailing garbage...). Errors from reading the blob itself (I/O)
+// do not wrap it. Truncated input wraps both ErrCorrupt and
+// io.ErrUnexpectedEOF.
+var ErrCorrupt = errors.New("corrupt compressed stream")
+
+// CheckpointKind tells how decoding restarts at a Checkpoint.
+type CheckpointKind uint8
+
+const (
+	// CheckpointGzipMember: In is the first byte of a gzip member header;
+	// decoding needs no history.
+	CheckpointGzipMember CheckpointKind = iota + 1
+	// CheckpointDeflate: a deflate block boundary inside a gzip member;
+	// Bits, Final, Window, DeflateIn and MemberOut are valid.
+	CheckpointDeflate
+	// CheckpointZstdFrame: In is the first byte of a zstd frame (or of a
+	// skippable frame, for the checkpoint at offset 0).
+	CheckpointZstdFrame
+	// CheckpointRaw: uncompressed data, In == Out.
+	CheckpointRaw
+)
+
+func (k CheckpointKind) String() string {
+	switch k {
+	case CheckpointGzipMember:
+		return "gzip-member"
+	case CheckpointDeflate:
+		return "deflate"
+	case CheckpointZstdFrame:
+		return "zstd-frame"
+	case CheckpointRaw:
+		return "raw"
+	}
+	return fmt.Sprintf("checkpoint-kind(%d)", uint8(k))
+}
+
+// Checkpoint is a place where decoding of the blob can restart.
+type Checkpoint struct {
+	Kind CheckpointKind
+	// In is the byte offset in the compressed blob.
+	In int64
+	// Bits (CheckpointDeflate only) is the number of bits of byte In that
+	// belong to the previous block (klauspost InflateCheckpoint.BitOffset).
+	Bits uint8
+	// Final is klauspost InflateCheckpoint.Final (always false for recorded
+	// checkpoints: nothing restarts after a final block).
+	Final bool
+	// Out is the offset in the uncompressed stream.
+	Out int64
+	// Window (CheckpointDeflate only) is the up to 32 KiB of output that
+	// precede Out: the history that back-references may reach. It is
+	// shorter only near the start of a member.
+	Window []byte
+
+	// Member is the ordinal (from 0) of the gzip member or zstd frame
+	// (skippable frames included) the checkpoint is in; it only serves to
+	// name the place in error messages.
+	Member int64
+	// DeflateIn (CheckpointDeflate only) is the blob offset where the
+	// member's deflate data starts (just after its header), and MemberOut
+	// the uncompressed offset where the member's output starts. Together
+	// they rebuild the member-relative offsets of an InflateCheckpoint and
+	// let the member's ISIZE be checked when a span reaches its trailer.
+	DeflateIn int64
+	MemberOut int64
+}
+
+// Checkpoints is the decode table of one blob. It is immutable after
+// indexing and safe for concurrent use.
+type Checkpoints struct {
+	Compression      Compression
+	Points           []Checkpoint // sorted by Out, strictly increasing; Points[0].Out == 0
+	CompressedSize   int64
+	UncompressedSize int64
+}
+
+// NumSpans is the number of spans: one per checkpoint.
+func (c *Checkpoints) NumSpans() int { return len(c.Points) }
+
+// Span is the uncompressed range [start, end) of span i: from checkpoint i
+// to checkpoint i+1 (or the end of the stream).
+func (c *Checkpoints) Span(i int) (start, end int64) {
+	start = c.Points[i].Out
+	if i+1 < len(c.Points) {
+		return start, c.Points[i+1].Out
+	}
+	return start, c.UncompressedSize
+}
+
+// SpanAt is the span containing uncompressed offset off. Offsets before 0
+// map to span 0 and offsets at or after the end to the last span.
+func (c *Checkpoints) SpanAt(off int64) int {
+	// First point with Out > off, minus one.
+	i := sort.Search(len(c.Points), func(i int) bool { return c.Points[i].Out > off })
+	if i == 0 {
+		return 0
+	}
+	return i - 1
+}
+
+// MaxSpanLen is the length of the longest span. It can be far larger than
+// the indexing span: a gzip member or zstd frame written as one deflate
+// block or one frame cannot be cut (a single-frame zstd layer is one span).
+func (c *Checkpoints) MaxSpanLen() int64 {
+	var m int64
+	for i := range c.Points {
+		s, e := c.Span(i)
+		m = max(m, e-s)
+	}
+	return m
+}
+
+// DecodeSpan decodes span i into dst[:0] (growing it when needed) and
+// returns exactly that span's bytes. It fails, wrapping ErrCorrupt, if the
+// blob does not decode to exactly the span's length; where the span ends at
+// a gzip member's end or a zstd frame's end, the member's or frame's
+// trailer and checksum are verified too.
+func (c *Checkpoints) DecodeSpan(blob io.ReaderAt, i int, dst []byte) ([]byte, error) {
+	if i < 0 || i >= len(c.Points) {
+		return dst[:0], fmt.Errorf("decode span %d: out of range [0,%d)", i, len(c.Points))
+	}
+	start, end := c.Span(i)
+	need := end - start
+	if need < 0 || need > maxSpanAlloc {
+		return dst[:0], fmt.Errorf("decode span %d: invalid length %d", i, need)
+	}
+	if int64(cap(dst)) < need {
+		dst = make([]byte, need)
+	}
+	dst = dst[:need]
+	s, err := c.openSpan(blob, i, end, true)
+	if err != nil {
+		return dst[:0], err
+	}
+	defer s.release()
+	n, err := io.ReadFull(s, dst)
+	if err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("span %d: stream ends after %d of %d bytes: %w: %w", i, n, need, io.ErrUnexpectedEOF, ErrCorrupt)
+		}
+		return dst[:0], err
+	}
+	// A last read surfaces the end-of-span checks (trailer, checksum, no
+	// extra output).
+	var one [1]byte
+	if m, err := s.Read(one[:]); m != 0 || err != io.EOF {
+		if err == nil || err == io.EOF {
+			err = fmt.Errorf("span %d: decodes to more than %d bytes: %w", i, need, ErrCorrupt)
+		}
+		return dst[:0], err
+	}
+	return dst, nil
+}
+
+// maxSpanAlloc bounds what DecodeSpan will allocate, so that a damaged table
+// cannot ask for an absurd buffer.
+const maxSpanAlloc = 1 << 40
+
+// spanStream is the uncompressed stream from a checkpoint up to a limit.
+type spanStream interface {
+	io.Reader
+	// release returns pooled decoders and buffers; the stream is dead after.
+	release()
+}
+
+// openSpan returns the uncompressed stream from checkpoint i up to the
+// absolute uncompressed offset limit. With verify, the stream checks at limit
+// that the data really ends there (the span's end), else it just stops.
+func (c *Checkpoints) openSpan(blob io.ReaderAt, i int, limit int64, verify bool) (spanStream, error) {
+	p := &c.Points[i]
+	if p.In < 0 || p.In > c.CompressedSize || p.Out < 0 || p.Out > limit {
+		return nil, fmt.Errorf("span %d: invalid checkpoint (in %d, out %d, compressed size %d): %w", i, p.In, p.Out, c.CompressedSize, ErrCorrupt)
+	}
+	switch c.Compression {
+	case None:
+		if p.Kind != CheckpointRaw || p.In != p.Out {
+			return nil, fmt.Errorf("span %d: invalid checkpoint kind %v for uncompressed blob: %w", i, p.Kind, ErrCorrupt)
+		}
+		return &rawStream{r: io.NewSectionReader(blob, p.In, limit-p.In)}, nil
+	case Gzip:
+		verifyEnd := verify && (i+1 == len(c.Points) || c.Points[i+1].Kind == CheckpointGzipMember)
+		return openGzipSpan(blob, c.CompressedSize, p, limit, verifyEnd, i)
+	case Zstd:
+		return openZstdSpan(blob, c.CompressedSize, p, limit, verify, i)
+	}
+	return nil, fmt.Errorf("span %d: unknown compression %v", i, c.Compression)
+}
+
+type rawStream struct{ r *io.SectionReader }
+
+func (s *rawStream) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if err == io.EOF && s.r.Size() > 0 {
+		// io.SectionReader says EOF both at its end and when the blob is
+		// shorter; tell them apart.
+		if pos, _ := s.r.Seek(0, io.SeekCurrent); pos < s.r.Size() {
+			err = fmt.Errorf("uncompressed blob ends %d bytes early: %w: %w", s.r.Size()-pos, io.ErrUnexpectedEOF, ErrCorrupt)
+		}
+	}
+	return n, err
+}
+func (s *rawStream) release() {}
+
+// NewReaderAt gives random access to the uncompressed stream. Decoded spans
+// go through cache, shared by all readers of all blobs; key names the blob in
+// it (its digest, say). With a nil cache every ReadAt decodes, from the
+// nearest checkpoint, just the bytes up to the end of the read.
+func (c *Checkpoints) NewReaderAt(blob io.ReaderAt, cache *SpanCache, key string) io.ReaderAt {
+	if c.Compression == None {
+		return &rawReaderAt{r: io.NewSectionReader(blob, 0, c.UncompressedSize)}
+	}
+	return &spanReaderAt{c: c, blob: blob, cache: cache, key: key}
+}
+
+type rawReaderAt struct{ r *io.SectionReader }
+
+func (r *rawReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	n, err := r.r.ReadAt(p, off)
+	if err == io.EOF && off+int64(n) < r.r.Size() {
+		err = fmt.Errorf("uncompressed blob shorter than indexed: %w: %w", io.ErrUnexpectedEOF, ErrCorrupt)
+	}
+	return n, err
+}
+
+type spanReaderAt struct {
+	c     *Checkpoints
+	blob  io.ReaderAt
+	cache *SpanCache
+	key   string
+}
+
+func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
+	size := r.c.UncompressedSize
+	if off >= size {
+		return 0, io.EOF
+	}
+	n := 0
+	for n < len(p) && off+int64(n) < size {
+		pos := off + int64(n)
+		i := r.c.SpanAt(pos)
+		start, end := r.c.Span(i)
+		var m int
+		var err error
+		if r.cache != nil {
+			var data []byte
+			data, err = r.cache.get(spanKey{key: r.key, span: i}, func() ([]byte, error) {
+				return r.c.DecodeSpan(r.blob, i, nil)
+			})
+			if err == nil {
+				m = copy(p[n:], data[pos-start:])
+			}
+		} else {
+			m, err = r.readUncached(p[n:], pos, i, start, end)
+		}
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// readUncached decodes span i from its checkpoint only up to the end of the
+// read, discarding what lies before pos, into p.
+func (r *spanReaderAt) readUncached(p []byte, pos int64, i int, start, end int64) (int, error) {
+	upto := min(end, pos+int64(len(p)))
+	s, err := r.c.openSpan(r.blob, i, upto, upto == end)
+	if err != nil {
+		return 0, err
+	}
+	defer s.release()
+	if skip := pos - start; skip > 0 {
+		if _, err := io.CopyN(io.Discard, s, skip); err != nil {
+			return 0, spanShort(i, err)
+		}
+	}
+	n, err := io.ReadFull(s, p[:upto-pos])
+	if err != nil {
+		return n, spanShort(i, err)
+	}
+	return n, nil
+}
+
+func spanShort(i int, err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("span %d: stream ends early: %w: %w", i, io.ErrUnexpectedEOF, ErrCorrupt)
+	}
+	return err
+}
+
+// IndexingReader yields the uncompressed stream of a compressed blob read
+// sequentially, recording checkpoints on the way, so that a layer is
+// decompressed exactly once to be both indexed (by whoever reads the tar
+// stream out of it) and made randomly accessible.
+type IndexingReader struct {
+	comp    Compression
+	span    int64
+	cr      *blobCounter
+	stream  io.Reader // the format's decoder; nil for None
+	release func()
+	points  []Checkpoint
+	lastOut int64 // Out of the last recorded checkpoint
+	out     int64 // uncompressed bytes returned so far
+	err     error // sticky; io.EOF once complete
+	cps     *Checkpoints
+}
+
+// NewIndexingReader returns a reader of the uncompressed stream of r, which
+// holds a blob in compression c. A checkpoint is recorded at the first
+// restart place at least span uncompressed bytes after the previous one
+// (span <= 0 means DefaultSpan).
+func NewIndexingReader(c Compression, r io.Reader, span int64) (*IndexingReader, error) {
+	if span <= 0 {
+		span = DefaultSpan
+	}
+	ir := &IndexingReader{comp: c, span: span, cr: &blobCounter{r: r}}
+	switch c {
+	case None:
+		ir.points = append(ir.points, Checkpoint{Kind: CheckpointRaw})
+	case Gzip:
+		g := newGzipIndexer(ir)
+		ir.stream, ir.release = g, g.release
+	case Zstd:
+		z := newZstdIndexer(ir)
+		ir.stream, ir.release = z, z.release
+	default:
+		return nil, fmt.Errorf("new indexing reader: unknown compression %v", c)
+	}
+	return ir, nil
+}
+
+// Read reads the uncompressed stream. It returns io.EOF only after the whole
+// blob was read and verified (checksums, sizes, nothing but padding after
+// the end).
+func (r *IndexingReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	var n int
+	var err error
+	if r.stream == nil {
+		n, err = r.cr.Read(p)
+		if err != nil && err != io.EOF {
+			err = fmt.Errorf("reading uncompressed blob at offset %d: %w", r.cr.n, err)
+		}
+	} else {
+		n, err = r.stream.Read(p)
+	}
+	r.out += int64(n)
+	if err != nil {
+		r.err = err
+		if err == io.EOF {
+			r.finish()
+		}
+		if r.release != nil {
+			r.release()
+			r.release = nil
+		}
+	}
+	return n, err
+}
+
+// record adds a checkpoint at uncompressed offset cp.Out.
+func (r *IndexingReader) record(cp Checkpoint) {
+	r.points = append(r.points, cp)
+	r.lastOut = cp.Out
+}
+
+// due tells whether a restart place at uncompressed offset out should become
+// a checkpoint: the first one always, the others only span bytes after the
+// previous one. Restart places are often far denser than useful (pigz and
+// eStargz write a gzip member per file or per 128 KiB), and each checkpoint
+// costs table space and, for deflate, a 32 KiB window.
+func (r *IndexingReader) due(out int64) bool {
+	return len(r.points) == 0 || out-r.lastOut >= r.span
+}
+
+func (r *IndexingReader) finish() {
+	// A restart place at the very end (an empty last member, a block
+	// boundary just before the final empty block) would make an empty last
+	// span; it is useless, drop it.
+	pts := r.points
+	for len(pts) > 1 && pts[len(pts)-1].Out >= r.out {
+		pts = pts[:len(pts)-1]
+	}
+	r.cps = &Checkpoints{
+		Compression:      r.comp,
+		Points:           pts,
+		CompressedSize:   r.cr.n,
+		UncompressedSize: r.out,
+	}
+}
+
+// Checkpoints is the decode table of the blob; nil until Read returned
+// io.EOF.
+func (r *IndexingReader) Checkpoints() *Checkpoints { return r.cps }
+
+// blobCounter counts the bytes taken from r and remembers the first error
+// other than io.EOF, so that a decoder failure can be told apart as I/O
+// (reported as is) or a format error (wrapped in ErrCorrupt).
+type blobCounter struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (c *blobCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+// formatErr builds the error for a failure at where ("gzip member 3 at
+// offset 1234: trailer") caused by err. An I/O error of the blob is returned
+// as such; anything else is a format error wrapping ErrCorrupt, and running
+// out of input wraps io.ErrUnexpectedEOF too.
+func formatErr(cr *blobCounter, where string, err error) error {
+	if cr.err != nil {
+		return fmt.Errorf("%s: reading blob: %w", where, cr.err)
+	}
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("%s: truncated: %w: %w", where, io.ErrUnexpectedEOF, ErrCorrupt)
+	}
+	if errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	return fmt.Errorf("%s: %w: %w", where, err, ErrCorrupt)
+}
+
+// corruptf is a format error with no underlying cause.
+func corruptf(format string, args ...any) error {
+	return fmt.Errorf(format+": %w", append(args, ErrCorrupt)...)
+}
+
+// Buffered readers for span decoding. Spans are a few MiB compressed at
+// most, so 64 KiB reads are plenty and the buffers are worth reusing.
+const spanBufSize = 64 << 10
+
+var spanBufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, spanBufSize) }}
+
+// spanSource positions a counted, buffered reader at blob offset in.
+func spanSource(blob io.ReaderAt, in, size int64) (*blobCounter, *bufio.Reader) {
+	cr := &blobCounter{r: io.NewSectionReader(blob, in, size-in)}
+	br := spanBufPool.Get().(*bufio.Reader)
+	br.Reset(cr)
+	return cr, br
+}
+
+func putSpanBuf(br *bufio.Reader) {
+	br.Reset(nil)
+	spanBufPool.Put(br)
+}

@@ -1,0 +1,137 @@
+package layerindex
+
+import (
+	"bytes"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestSpanCacheSingleflight(t *testing.T) {
+	s := NewSpanCache(1 << 20)
+	var calls atomic.Int32
+	release := make(chan struct{})
+	const n = 16
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			b, err := s.get(spanKey{"a", 1}, func() ([]byte, error) {
+				calls.Add(1)
+				<-release
+				return []byte("data"), nil
+			})
+			if err != nil || string(b) != "data" {
+				t.Errorf("get: %q, %v", b, err)
+			}
+		})
+	}
+	// Let every goroutine reach the cache before the decode finishes.
+	for {
+		s.mu.Lock()
+		waiting := s.hits + s.misses
+		s.mu.Unlock()
+		if waiting == n {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(release)
+	wg.Wait()
+	hits, misses, size := s.Stats()
+	if calls.Load() != 1 || misses != 1 || hits != n-1 || size != 4 {
+		t.Fatalf("calls %d, stats %d/%d/%d", calls.Load(), hits, misses, size)
+	}
+}
+
+// Two different spans decode at the same time: neither decode can finish
+// until the other has started, so a lock held while decoding would hang.
+func TestSpanCacheParallel(t *testing.T) {
+	s := NewSpanCache(1 << 20)
+	var started sync.WaitGroup
+	started.Add(2)
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() {
+			s.get(spanKey{"k", i}, func() ([]byte, error) {
+				started.Done()
+				started.Wait()
+				return []byte{byte(i)}, nil
+			})
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("decodes of different spans did not run in parallel")
+	}
+}
+
+func TestSpanCacheLRU(t *testing.T) {
+	s := NewSpanCache(100)
+	decodes := 0
+	get := func(key string, size int) {
+		t.Helper()
+		b, err := s.get(spanKey{key, 0}, func() ([]byte, error) {
+			decodes++
+			return bytes.Repeat([]byte(key), size), nil
+		})
+		if err != nil || len(b) != size || b[0] != key[0] {
+			t.Fatalf("get %s: %d bytes, %v", key, len(b), err)
+		}
+	}
+	get("a", 40)
+	get("b", 40)
+	get("a", 40) // a is now the most recent
+	get("c", 40) // evicts b
+	if _, _, size := s.Stats(); size != 80 {
+		t.Fatalf("cached %d bytes", size)
+	}
+	decodes = 0
+	get("a", 40)
+	get("c", 40)
+	if decodes != 0 {
+		t.Fatal("a or c was evicted")
+	}
+	get("b", 40)
+	if decodes != 1 {
+		t.Fatal("b was not evicted")
+	}
+	// Larger than the whole cache: served, not kept, nothing evicted.
+	get("z", 101)
+	get("z", 101)
+	if decodes != 3 {
+		t.Fatalf("oversized span decoded %d times", decodes-1)
+	}
+	if _, _, size := s.Stats(); size > 100 {
+		t.Fatalf("cached %d bytes over a bound of 100", size)
+	}
+}
+
+func TestSpanCacheErrorsNotCached(t *testing.T) {
+	s := NewSpanCache(100)
+	boom := errors.New("boom")
+	for range 2 {
+		if _, err := s.get(spanKey{"e", 0}, func() ([]byte, error) { return nil, boom }); err != boom {
+			t.Fatalf("err = %v", err)
+		}
+	}
+	if _, misses, _ := s.Stats(); misses != 2 {
+		t.Fatalf("misses %d", misses)
+	}
+	// A panicking decode releases its waiters and is forgotten.
+	func() {
+		defer func() { recover() }()
+		s.get(spanKey{"p", 0}, func() ([]byte, error) { panic("x") })
+	}()
+	if b, err := s.get(spanKey{"p", 0}, func() ([]byte, error) { return []byte("ok"), nil }); err != nil || string(b) != "ok" {
+		t.Fatalf("after panic: %q, %v", b, err)
+	}
+	var nilCache *SpanCache
+	if h, m, b := nilCache.Stats(); h+m+b != 0 {
+		t.Fatal("nil cache stats")
+	}
+}
