@@ -17,16 +17,16 @@ import (
 //	magic "OCIMIDX\x00" | u32le version | body | sha256(magic..body)
 //
 // The body is a sequence of uvarints/varints and length-prefixed strings:
-// header (compression, sizes, digest, diffID), entries in tar order with
-// front-coded names (bytes shared with the previous name + suffix) and
-// delta-coded offsets, then the checkpoint table with each 32 KiB window
-// deflated. Front coding and deltas make the table a few tens of bytes per
+// header (compression, sizes, digest, diffID), the checkpoint table with
+// each 32 KiB window deflated (first, so a mount whose merged tree is
+// cached can stop there), then entries in tar order with front-coded names
+// (bytes shared with the previous name + suffix) and delta-coded offsets. Front coding and deltas make the table a few tens of bytes per
 // entry; deflating windows roughly thirds them. The trailing checksum makes
 // a torn or corrupt file detectable, so a cached index is never trusted
 // unless it is exactly what was written.
 const (
 	indexMagic   = "OCIMIDX\x00"
-	indexVersion = 1
+	indexVersion = 2
 )
 
 // ErrBadIndex: a serialized index is corrupt, truncated or of another
@@ -50,6 +50,44 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 	e.uvarint(uint64(ix.UncompressedSize))
 	e.str(string(ix.Digest))
 	e.str(string(ix.DiffID))
+	cp := ix.Checkpoints
+	if cp == nil {
+		e.byte1(0)
+	} else {
+		e.byte1(1)
+		e.uvarint(uint64(cp.Compression))
+		e.uvarint(uint64(cp.CompressedSize))
+		e.uvarint(uint64(cp.UncompressedSize))
+		e.uvarint(uint64(len(cp.Points)))
+		var pin, pout int64
+		var zbuf bytes.Buffer
+		zw, _ := flate.NewWriter(&zbuf, flate.BestSpeed)
+		for _, pt := range cp.Points {
+			e.byte1(byte(pt.Kind))
+			e.varint(pt.In - pin)
+			e.varint(pt.Out - pout)
+			pin, pout = pt.In, pt.Out
+			e.byte1(pt.Bits)
+			if pt.Final {
+				e.byte1(1)
+			} else {
+				e.byte1(0)
+			}
+			e.uvarint(uint64(pt.Member))
+			e.varint(pt.DeflateIn)
+			e.varint(pt.MemberOut)
+			e.uvarint(uint64(len(pt.Window)))
+			if len(pt.Window) > 0 {
+				zbuf.Reset()
+				zw.Reset(&zbuf)
+				zw.Write(pt.Window)
+				if err := zw.Close(); err != nil {
+					return nil, err
+				}
+				e.str(zbuf.String())
+			}
+		}
+	}
 	e.uvarint(uint64(len(ix.Entries)))
 	prev, prevOff := "", int64(0)
 	for i := range ix.Entries {
@@ -86,44 +124,6 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 			for _, f := range en.SparseMap {
 				e.uvarint(uint64(f.Off))
 				e.uvarint(uint64(f.Len))
-			}
-		}
-	}
-	cp := ix.Checkpoints
-	if cp == nil {
-		e.byte1(0)
-	} else {
-		e.byte1(1)
-		e.uvarint(uint64(cp.Compression))
-		e.uvarint(uint64(cp.CompressedSize))
-		e.uvarint(uint64(cp.UncompressedSize))
-		e.uvarint(uint64(len(cp.Points)))
-		var pin, pout int64
-		var zbuf bytes.Buffer
-		zw, _ := flate.NewWriter(&zbuf, flate.BestSpeed)
-		for _, pt := range cp.Points {
-			e.byte1(byte(pt.Kind))
-			e.varint(pt.In - pin)
-			e.varint(pt.Out - pout)
-			pin, pout = pt.In, pt.Out
-			e.byte1(pt.Bits)
-			if pt.Final {
-				e.byte1(1)
-			} else {
-				e.byte1(0)
-			}
-			e.uvarint(uint64(pt.Member))
-			e.varint(pt.DeflateIn)
-			e.varint(pt.MemberOut)
-			e.uvarint(uint64(len(pt.Window)))
-			if len(pt.Window) > 0 {
-				zbuf.Reset()
-				zw.Reset(&zbuf)
-				zw.Write(pt.Window)
-				if err := zw.Close(); err != nil {
-					return nil, err
-				}
-				e.str(zbuf.String())
 			}
 		}
 	}
@@ -242,12 +242,29 @@ func UnmarshalIndex(b []byte) (*Index, error) {
 	if v := binary.LittleEndian.Uint32(body[len(indexMagic):]); v != indexVersion {
 		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadIndex, v, indexVersion)
 	}
-	return parseIndexBody(body[len(indexMagic)+4:])
+	return parseIndexBody(body[len(indexMagic)+4:], true)
+}
+
+// UnmarshalHeader is UnmarshalIndex without the entry table: the sizes,
+// digests and checkpoints, which is all a mount needs to serve a layer
+// whose merged tree is cached. The whole file is still checksummed.
+func UnmarshalHeader(b []byte) (*Index, error) {
+	if len(b) < len(indexMagic)+4+sha256.Size || string(b[:len(indexMagic)]) != indexMagic {
+		return nil, fmt.Errorf("%w: not an index file", ErrBadIndex)
+	}
+	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, fmt.Errorf("%w: checksum mismatch (torn or corrupt file)", ErrBadIndex)
+	}
+	if v := binary.LittleEndian.Uint32(body[len(indexMagic):]); v != indexVersion {
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadIndex, v, indexVersion)
+	}
+	return parseIndexBody(body[len(indexMagic)+4:], false)
 }
 
 // parseIndexBody decodes the checksummed body. It is separate so the fuzz
 // target can reach it without forging checksums.
-func parseIndexBody(body []byte) (*Index, error) {
+func parseIndexBody(body []byte, withEntries bool) (*Index, error) {
 	d := &decoder{b: body}
 	ix := &Index{}
 	ix.Compression = Compression(d.uvarint())
@@ -255,6 +272,64 @@ func parseIndexBody(body []byte) (*Index, error) {
 	ix.UncompressedSize = d.size()
 	ix.Digest = digest.Digest(d.str())
 	ix.DiffID = digest.Digest(d.str())
+	if d.byte1() == 1 {
+		cp := &Checkpoints{}
+		cp.Compression = Compression(d.uvarint())
+		cp.CompressedSize = d.size()
+		cp.UncompressedSize = d.size()
+		np := d.count(8)
+		if d.err == nil {
+			cp.Points = make([]Checkpoint, np)
+		}
+		var pin, pout int64
+		var zr io.ReadCloser
+		for i := 0; i < np && d.err == nil; i++ {
+			pt := &cp.Points[i]
+			pt.Kind = CheckpointKind(d.byte1())
+			pt.In = pin + d.varint()
+			pt.Out = pout + d.varint()
+			pin, pout = pt.In, pt.Out
+			pt.Bits = d.byte1()
+			pt.Final = d.byte1() == 1
+			pt.Member = int64(d.uvarint())
+			pt.DeflateIn = d.varint()
+			pt.MemberOut = d.varint()
+			if wl := d.uvarint(); wl > 0 && d.err == nil {
+				if wl > 1<<16 {
+					d.fail("window too large")
+					break
+				}
+				z := bytes.NewReader([]byte(d.str()))
+				if zr == nil {
+					zr = flate.NewReader(z)
+				} else {
+					zr.(flate.Resetter).Reset(z, nil)
+				}
+				w, err := io.ReadAll(io.LimitReader(zr, int64(wl)+1))
+				if err != nil || uint64(len(w)) != wl {
+					d.fail("bad window")
+					break
+				}
+				pt.Window = w
+			}
+			if pt.In < 0 || pt.In > cp.CompressedSize || pt.Out < 0 || pt.Out > cp.UncompressedSize || pt.Bits > 7 ||
+				(i == 0 && pt.Out != 0) || (i > 0 && pt.Out <= cp.Points[i-1].Out) {
+				d.fail("bad checkpoint")
+			}
+		}
+		if d.err == nil && (np == 0 || cp.Compression != ix.Compression || cp.UncompressedSize != ix.UncompressedSize) {
+			d.fail("checkpoints do not match the index")
+		}
+		ix.Checkpoints = cp
+	} else if ix.Compression != None {
+		d.fail("compressed layer without checkpoints")
+	}
+	if !withEntries {
+		if d.err != nil {
+			return nil, d.err
+		}
+		return ix, nil
+	}
 	n := d.count(12)
 	if d.err == nil {
 		ix.Entries = make([]Entry, n)
@@ -319,58 +394,6 @@ func parseIndexBody(body []byte) (*Index, error) {
 				d.fail("sparse data beyond the stream")
 			}
 		}
-	}
-	if d.byte1() == 1 {
-		cp := &Checkpoints{}
-		cp.Compression = Compression(d.uvarint())
-		cp.CompressedSize = d.size()
-		cp.UncompressedSize = d.size()
-		np := d.count(8)
-		if d.err == nil {
-			cp.Points = make([]Checkpoint, np)
-		}
-		var pin, pout int64
-		var zr io.ReadCloser
-		for i := 0; i < np && d.err == nil; i++ {
-			pt := &cp.Points[i]
-			pt.Kind = CheckpointKind(d.byte1())
-			pt.In = pin + d.varint()
-			pt.Out = pout + d.varint()
-			pin, pout = pt.In, pt.Out
-			pt.Bits = d.byte1()
-			pt.Final = d.byte1() == 1
-			pt.Member = int64(d.uvarint())
-			pt.DeflateIn = d.varint()
-			pt.MemberOut = d.varint()
-			if wl := d.uvarint(); wl > 0 && d.err == nil {
-				if wl > 1<<16 {
-					d.fail("window too large")
-					break
-				}
-				z := bytes.NewReader([]byte(d.str()))
-				if zr == nil {
-					zr = flate.NewReader(z)
-				} else {
-					zr.(flate.Resetter).Reset(z, nil)
-				}
-				w, err := io.ReadAll(io.LimitReader(zr, int64(wl)+1))
-				if err != nil || uint64(len(w)) != wl {
-					d.fail("bad window")
-					break
-				}
-				pt.Window = w
-			}
-			if pt.In < 0 || pt.In > cp.CompressedSize || pt.Out < 0 || pt.Out > cp.UncompressedSize || pt.Bits > 7 ||
-				(i == 0 && pt.Out != 0) || (i > 0 && pt.Out <= cp.Points[i-1].Out) {
-				d.fail("bad checkpoint")
-			}
-		}
-		if d.err == nil && (np == 0 || cp.Compression != ix.Compression || cp.UncompressedSize != ix.UncompressedSize) {
-			d.fail("checkpoints do not match the index")
-		}
-		ix.Checkpoints = cp
-	} else if ix.Compression != None {
-		d.fail("compressed layer without checkpoints")
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")

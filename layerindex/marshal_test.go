@@ -89,7 +89,7 @@ func FuzzUnmarshalIndex(f *testing.F) {
 		f.Add(b[len(indexMagic)+4 : len(b)-32])
 	}
 	f.Fuzz(func(t *testing.T, body []byte) {
-		ix, err := parseIndexBody(body)
+		ix, err := parseIndexBody(body, true)
 		if err != nil {
 			if !errors.Is(err, ErrBadIndex) {
 				t.Fatalf("error %v does not wrap ErrBadIndex", err)

@@ -36,7 +36,12 @@ type Inode struct {
 	// Layer and Entry say which layer's tar entry provides this file
 	// (its content, for regular files); -1 for implicit directories.
 	Layer, Entry int32
-	Sparse       bool
+	// Offset is where a regular file's content starts in its layer's
+	// uncompressed stream; with SparseMap for sparse files. Copied from
+	// the layer index so the tree serves reads without the entry tables.
+	Offset    int64
+	Sparse    bool
+	SparseMap []layerindex.Fragment
 }
 
 type node struct {
@@ -76,6 +81,10 @@ func freeze(root *mnode, layers []Layer) *Tree {
 			DevMajor: in.devMajor, DevMinor: in.devMinor, Link: in.link, Xattrs: in.xattrs,
 			Layer: in.layer, Entry: in.entry, Sparse: in.sparse,
 		})
+		if in.kind == layerindex.KindReg && in.layer >= 0 {
+			e := &layers[in.layer].Index.Entries[in.entry]
+			t.inodes[k].Offset, t.inodes[k].SparseMap = e.Offset, e.SparseMap
+		}
 		return k
 	}
 	t.nodes[RootID] = node{parent: RootID, inode: intern(RootID, root.ino)}
@@ -184,7 +193,9 @@ func (t *Tree) Open(id NodeID) (io.ReaderAt, error) {
 	if l.Content == nil {
 		return nil, fmt.Errorf("%s: layer %d has no content source", t.Path(id), in.Layer)
 	}
-	return layerindex.Content(l.Content, &l.Index.Entries[in.Entry]), nil
+	return layerindex.Content(l.Content, &layerindex.Entry{
+		Name: t.Name(id), Kind: in.Kind, Size: in.Size, Offset: in.Offset, Sparse: in.Sparse, SparseMap: in.SparseMap,
+	}), nil
 }
 
 // FileBacked is implemented by layer content that is an uncompressed tar
@@ -209,7 +220,7 @@ func (t *Tree) BackingFile(id NodeID) (f *os.File, off int64, ok bool) {
 		return nil, 0, false
 	}
 	f, base := fb.File()
-	return f, base + t.layers[in.Layer].Index.Entries[in.Entry].Offset, true
+	return f, base + in.Offset, true
 }
 
 // Layers returns the layers the tree was merged from.

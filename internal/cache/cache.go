@@ -4,7 +4,7 @@
 //
 // Layout (see docs/DESIGN.md):
 //
-//	ROOT/index/v1/<alg>/<hex>     serialized layerindex.Index (checksummed)
+//	ROOT/index/v2/<alg>/<hex>     serialized layerindex.Index (checksummed)
 //	ROOT/decoded/<hex>.tar        decoded single-frame zstd layers
 //	ROOT/ocimount.log             background servers' log
 //
@@ -39,7 +39,7 @@ func (d Dir) indexPath(dg digest.Digest) (string, error) {
 	if err := dg.Validate(); err != nil {
 		return "", fmt.Errorf("cache key %q: %w", dg, err)
 	}
-	return filepath.Join(d.Root, "index", "v1", string(dg.Algorithm()), dg.Encoded()), nil
+	return filepath.Join(d.Root, "index", "v2", string(dg.Algorithm()), dg.Encoded()), nil
 }
 
 // DecodedPath is where the decoded stream of the zstd layer dg lives.
@@ -123,7 +123,7 @@ type Entry struct {
 // List returns the cached items, least recently used first.
 func (d Dir) List() ([]Entry, error) {
 	var out []Entry
-	idx := filepath.Join(d.Root, "index", "v1")
+	idx := filepath.Join(d.Root, "index", "v2")
 	err := filepath.WalkDir(idx, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
