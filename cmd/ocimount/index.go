@@ -73,7 +73,7 @@ func indexAction(c *cli.Context) error {
 		}
 		im.Close()
 	}
-	lo := loader.Options{CacheDir: dir, Rebuild: verify, Logf: func(f string, a ...any) {
+	lo := loader.Options{CacheDir: dir, Rebuild: verify, KeepEntries: true, Logf: func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...)
 	}}
 	var pg *progress

@@ -5,6 +5,7 @@
 // Layout (see docs/DESIGN.md):
 //
 //	ROOT/index/v2/<alg>/<hex>     serialized layerindex.Index (checksummed)
+//	ROOT/tree/v1/<alg>/<hex>      merged tree of an image, keyed by manifest digest
 //	ROOT/decoded/<hex>.tar        decoded single-frame zstd layers
 //	ROOT/ocimount.log             background servers' log
 //
@@ -71,6 +72,58 @@ func (d Dir) LoadIndex(dg digest.Digest) (*layerindex.Index, error) {
 	return ix, nil
 }
 
+// LoadHeader is LoadIndex without the entry table (sizes, digests and
+// checkpoints only), for mounts whose merged tree is cached.
+func (d Dir) LoadHeader(dg digest.Digest) (*layerindex.Index, error) {
+	p, err := d.indexPath(dg)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, err
+	}
+	ix, err := layerindex.UnmarshalHeader(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if ix.Digest != dg {
+		return nil, fmt.Errorf("%s: holds the index of %s: %w", p, ix.Digest, layerindex.ErrBadIndex)
+	}
+	return ix, nil
+}
+
+func (d Dir) treePath(manifest digest.Digest) (string, error) {
+	if err := manifest.Validate(); err != nil {
+		return "", fmt.Errorf("cache key %q: %w", manifest, err)
+	}
+	return filepath.Join(d.Root, "tree", "v1", string(manifest.Algorithm()), manifest.Encoded()), nil
+}
+
+// LoadTree returns the serialized merged tree of the image whose manifest
+// is manifest (fs.ErrNotExist if absent); overlay.UnmarshalTree checks it.
+func (d Dir) LoadTree(manifest digest.Digest) ([]byte, error) {
+	p, err := d.treePath(manifest)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(p)
+	if err == nil {
+		now := time.Now()
+		os.Chtimes(p, now, now)
+	}
+	return b, err
+}
+
+// StoreTree writes a serialized merged tree, atomically.
+func (d Dir) StoreTree(manifest digest.Digest, b []byte) error {
+	p, err := d.treePath(manifest)
+	if err != nil {
+		return err
+	}
+	return WriteAtomic(p, b)
+}
+
 // StoreIndex writes ix under its digest, atomically.
 func (d Dir) StoreIndex(ix *layerindex.Index) error {
 	p, err := d.indexPath(ix.Digest)
@@ -123,29 +176,13 @@ type Entry struct {
 // List returns the cached items, least recently used first.
 func (d Dir) List() ([]Entry, error) {
 	var out []Entry
-	idx := filepath.Join(d.Root, "index", "v2")
-	err := filepath.WalkDir(idx, func(p string, de fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
+	for _, kind := range []string{"index", "tree"} {
+		if err := d.listKind(kind, &out); err != nil {
+			return nil, err
 		}
-		if de.IsDir() || strings.HasPrefix(de.Name(), ".tmp-") {
-			return nil
-		}
-		fi, err := de.Info()
-		if err != nil {
-			return nil
-		}
-		alg := filepath.Base(filepath.Dir(p))
-		out = append(out, Entry{Kind: "index", Digest: digest.NewDigestFromEncoded(digest.Algorithm(alg), de.Name()), Path: p, Size: fi.Size(), LastUse: fi.ModTime()})
-		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
 	dec, _ := os.ReadDir(filepath.Join(d.Root, "decoded"))
+
 	for _, de := range dec {
 		n := de.Name()
 		if !strings.HasSuffix(n, ".tar") {
@@ -186,4 +223,28 @@ func (d Dir) Prune(maxBytes int64) ([]Entry, error) {
 		removed = append(removed, e)
 	}
 	return removed, nil
+}
+
+// listKind appends the files under ROOT/KIND/<version>/<alg>/<hex>.
+func (d Dir) listKind(kind string, out *[]Entry) error {
+	ver := map[string]string{"index": "v2", "tree": "v1"}[kind]
+	err := filepath.WalkDir(filepath.Join(d.Root, kind, ver), func(p string, de fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if de.IsDir() || strings.HasPrefix(de.Name(), ".tmp-") {
+			return nil
+		}
+		fi, err := de.Info()
+		if err != nil {
+			return nil
+		}
+		alg := filepath.Base(filepath.Dir(p))
+		*out = append(*out, Entry{Kind: kind, Digest: digest.NewDigestFromEncoded(digest.Algorithm(alg), de.Name()), Path: p, Size: fi.Size(), LastUse: fi.ModTime()})
+		return nil
+	})
+	return err
 }

@@ -30,8 +30,12 @@ type Options struct {
 	// and decoded copies of zstd layers that have no usable frame
 	// checkpoints; "" caches nothing.
 	CacheDir string
-	// Rebuild ignores cached indexes (and overwrites them).
+	// Rebuild ignores cached indexes and trees (and overwrites them).
 	Rebuild bool
+	// KeepEntries keeps each layer's entry table in Image.Indexes (and
+	// so skips the cached merged tree, which has none). A mount does not
+	// need them once merged: the tree carries what reads need.
+	KeepEntries bool
 	// Logf, if set, receives non-fatal problems (a damaged cache file
 	// that is being rebuilt, a cache write that failed).
 	Logf func(format string, args ...any)
@@ -106,6 +110,12 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	im.Cache = layerindex.NewSpanCache(cacheBytes)
 
 	n := len(bi.Layers)
+	dir := cache.Dir{Root: o.CacheDir}
+	if dir.Enabled() && !o.Rebuild && !o.KeepEntries {
+		if loadWarm(bi, o, im) {
+			return im, nil
+		}
+	}
 	im.Indexes = make([]*layerindex.Index, n)
 	im.FromCache = make([]bool, n)
 	layers := make([]overlay.Layer, n)
@@ -179,7 +189,89 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	im.Tree = tree
+	if dir.Enabled() {
+		ids := make([]overlay.LayerID, n)
+		for i, ix := range im.Indexes {
+			ids[i] = overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize}
+		}
+		if b, err := tree.MarshalBinary(ids); err != nil {
+			logf(o, "serializing the merged tree: %v", err)
+		} else if err := dir.StoreTree(bi.ManifestDigest, b); err != nil {
+			logf(o, "caching the merged tree: %v", err)
+		}
+	}
+	if !o.KeepEntries {
+		for _, ix := range im.Indexes {
+			ix.Entries = nil // the tree has what reads need; free the tables
+		}
+	}
 	return im, nil
+}
+
+// loadWarm assembles a mount from the cache alone — the checkpoint tables
+// of every layer and the merged tree of the image — reading no layer bytes
+// and no entry tables. It reports false (having changed nothing) when
+// anything is missing or does not match, and Load then takes the full path.
+func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
+	dir := cache.Dir{Root: o.CacheDir}
+	span := o.Span
+	if span <= 0 {
+		span = layerindex.DefaultSpan
+	}
+	n := len(bi.Layers)
+	indexes := make([]*layerindex.Index, n)
+	layers := make([]overlay.Layer, n)
+	ids := make([]overlay.LayerID, n)
+	var closers []io.Closer
+	fail := func() bool {
+		for _, c := range closers {
+			c.Close()
+		}
+		return false
+	}
+	for i := range bi.Layers {
+		l := &bi.Layers[i]
+		c, err := compressionOf(l.Format)
+		key := cacheKey(l)
+		if err != nil || key == "" {
+			return fail()
+		}
+		ix, err := dir.LoadHeader(key)
+		if err != nil || ix.Compression != c || ix.CompressedSize != l.Blob.Size() || (l.DiffID != "" && ix.DiffID != l.DiffID) {
+			return fail()
+		}
+		content, closer, ok := servedFrom(ix, l, dir, span)
+		if !ok {
+			return fail()
+		}
+		if closer != nil {
+			closers = append(closers, closer)
+		}
+		if content == nil {
+			content = ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, string(ix.Digest))
+		}
+		indexes[i] = ix
+		layers[i] = overlay.Layer{Index: ix, Content: content}
+		ids[i] = overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize}
+	}
+	b, err := dir.LoadTree(bi.ManifestDigest)
+	if err != nil {
+		return fail()
+	}
+	tree, err := overlay.UnmarshalTree(b, ids, layers)
+	if err != nil {
+		logf(o, "cached tree of %s unusable (%v); rebuilding", bi.ManifestDigest, err)
+		return fail()
+	}
+	im.Indexes, im.Tree, im.closers = indexes, tree, closers
+	im.FromCache = make([]bool, n)
+	for i := range im.FromCache {
+		im.FromCache[i] = true
+		if o.Progress != nil {
+			o.Progress(i, bi.Layers[i].Blob.Size(), bi.Layers[i].Blob.Size())
+		}
+	}
+	return true
 }
 
 func compressionOf(f blobs.LayerFormat) (layerindex.Compression, error) {
