@@ -82,6 +82,10 @@ type merger struct {
 	root   *mnode
 	layers []Layer
 	layer  int
+	// hidden holds this layer's files stored under a .wh.* directory
+	// (Docker's AUFS hardlink store .wh..wh.plnk/): never visible, but
+	// hardlinks in the same layer may point at them.
+	hidden map[string]*minode
 }
 
 // Merge applies layers in order (layers[0] is the base) with the OCI
@@ -168,10 +172,20 @@ func (m *merger) apply(ix *layerindex.Index) error {
 		}
 	}
 	// Pass 2: everything else, in tar order.
+	m.hidden = nil
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
 		dir, base := splitPath(e.Name)
-		if strings.HasPrefix(base, whPrefix) || hasWhiteoutDir(dir) {
+		if hasWhiteoutDir(dir) {
+			if e.Kind == layerindex.KindReg {
+				if m.hidden == nil {
+					m.hidden = map[string]*minode{}
+				}
+				m.hidden[e.Name] = newInode(e, int32(m.layer), int32(i))
+			}
+			continue
+		}
+		if strings.HasPrefix(base, whPrefix) {
 			continue
 		}
 		if err := m.add(e, int32(i)); err != nil {
@@ -254,7 +268,9 @@ func (m *merger) add(e *layerindex.Entry, idx int32) error {
 		return nil
 	}
 	var ino *minode
-	if e.Kind == layerindex.KindHardlink {
+	if e.Kind == layerindex.KindHardlink && m.hidden[e.Link] != nil {
+		ino = m.hidden[e.Link] // a link into the AUFS hardlink store
+	} else if e.Kind == layerindex.KindHardlink {
 		t, err := m.lookup(e.Link)
 		if err != nil {
 			return fmt.Errorf("%w: %q: %w", ErrLinkTarget, e.Link, err)
@@ -270,11 +286,7 @@ func (m *merger) add(e *layerindex.Entry, idx int32) error {
 		}
 		ino = t.ino
 	} else {
-		ino = &minode{
-			kind: e.Kind, mode: e.Mode, uid: e.UID, gid: e.GID, size: e.Size,
-			modSec: e.ModSec, modNsec: e.ModNsec, devMajor: e.DevMajor, devMinor: e.DevMinor,
-			link: e.Link, xattrs: e.Xattrs, layer: int32(m.layer), entry: idx, sparse: e.Sparse,
-		}
+		ino = newInode(e, int32(m.layer), idx)
 	}
 	if old != nil {
 		unlinkTree(old)
@@ -287,6 +299,14 @@ func (m *merger) add(e *layerindex.Entry, idx int32) error {
 	}
 	parent.children[base] = n
 	return nil
+}
+
+func newInode(e *layerindex.Entry, layer, idx int32) *minode {
+	return &minode{
+		kind: e.Kind, mode: e.Mode, uid: e.UID, gid: e.GID, size: e.Size,
+		modSec: e.ModSec, modNsec: e.ModNsec, devMajor: e.DevMajor, devMinor: e.DevMinor,
+		link: e.Link, xattrs: e.Xattrs, layer: layer, entry: idx, sparse: e.Sparse,
+	}
 }
 
 func setDirAttrs(ino *minode, e *layerindex.Entry, layer, idx int32) {

@@ -184,7 +184,7 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	if err != nil {
 		var me *overlay.MergeError
 		if errors.As(err, &me) && me.Layer < n {
-			err = &LayerError{Index: me.Layer, Digest: bi.Layers[me.Layer].Descriptor.Digest, Err: err}
+			err = &LayerError{Index: me.Layer, Digest: bi.Layers[me.Layer].Descriptor.Digest, Err: fmt.Errorf("entry %q: %w", me.Entry, me.Err)}
 		}
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}

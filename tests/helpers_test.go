@@ -1,0 +1,320 @@
+package tests
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// result is one finished ocimount invocation.
+type result struct {
+	args           []string
+	code           int // -1 when killed by the timeout
+	stdout, stderr string
+	dur            time.Duration
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("ocimount %s: exit %d after %v\nstdout: %s\nstderr: %s",
+		strings.Join(r.args, " "), r.code, r.dur.Round(time.Millisecond), r.stdout, r.stderr)
+}
+
+// run runs the ocimount binary to completion. Output goes to files, not
+// pipes: a daemon that kept an inherited pipe open would otherwise hang the
+// test (TestMountReleasesCallerPipes checks that case on purpose).
+func run(t *testing.T, timeout time.Duration, args ...string) result {
+	t.Helper()
+	return runIn(t, "", timeout, args...)
+}
+
+// runIn is run with the working directory set to dir.
+func runIn(t *testing.T, dir string, timeout time.Duration, args ...string) result {
+	t.Helper()
+	bin := ocimountBin(t)
+	logs := t.TempDir()
+	outF, err := os.Create(filepath.Join(logs, "stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outF.Close()
+	errF, err := os.Create(filepath.Join(logs, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errF.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = outF, errF
+	start := time.Now()
+	err = cmd.Run()
+	r := result{args: args, dur: time.Since(start)}
+	stdout, _ := os.ReadFile(outF.Name())
+	stderr, _ := os.ReadFile(errF.Name())
+	r.stdout, r.stderr = string(stdout), string(stderr)
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		r.code = -1
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	default:
+		t.Fatalf("running ocimount: %v", err)
+	}
+	return r
+}
+
+// mountInfo is one line of /proc/self/mountinfo.
+type mountInfo struct {
+	MountPoint, Options, FSType, Source, SuperOptions string
+}
+
+func (m mountInfo) hasOpt(o string) bool {
+	for _, s := range strings.Split(m.Options, ",") {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+func (m mountInfo) hasSuperOpt(o string) bool {
+	for _, s := range strings.Split(m.SuperOptions, ",") {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+// findMount returns the mount at dir, or nil.
+func findMount(t *testing.T, dir string) *mountInfo {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	dir = filepath.Clean(dir)
+	var found *mountInfo
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, f := range fields {
+			if f == "-" {
+				sep = i
+				break
+			}
+		}
+		if sep < 6 || len(fields) < sep+4 {
+			continue
+		}
+		if unescapeMountinfo(fields[4]) == dir {
+			// The last match is the top of the stack of mounts there.
+			found = &mountInfo{MountPoint: dir, Options: fields[5], FSType: fields[sep+1], Source: fields[sep+2], SuperOptions: fields[sep+3]}
+		}
+	}
+	return found
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// waitFor polls cond until it holds or the timeout passes.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// newMountpoint makes an empty directory to mount on and registers a
+// cleanup that takes down anything left mounted there, escalating to a lazy
+// unmount, so a failing test never leaks a mount. Registered after the
+// TempDir, it runs before the TempDir's removal.
+func newMountpoint(t *testing.T) string {
+	t.Helper()
+	mnt := filepath.Join(t.TempDir(), "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { forceUnmount(t, mnt) })
+	return mnt
+}
+
+func forceUnmount(t *testing.T, mnt string) {
+	if findMount(t, mnt) == nil {
+		return
+	}
+	steps := [][]string{
+		{binPath, "umount", mnt},
+		{"fusermount3", "-u", mnt},
+		{"umount", mnt},
+		{"umount", "-l", mnt},
+	}
+	for _, s := range steps {
+		if s[0] == "" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		out, err := exec.CommandContext(ctx, s[0], s[1:]...).CombinedOutput()
+		cancel()
+		if err == nil && waitFor(5*time.Second, func() bool { return findMount(t, mnt) == nil }) {
+			return
+		}
+		t.Logf("cleanup: %s: %v %s", strings.Join(s, " "), err, out)
+	}
+	t.Errorf("cleanup: could not unmount %s", mnt)
+}
+
+// mountImage mounts src with a fresh cache dir and returns the mountpoint.
+func mountImage(t *testing.T, src string, flags ...string) string {
+	t.Helper()
+	mnt := newMountpoint(t)
+	args := append([]string{"mount", "--cache-dir", t.TempDir()}, flags...)
+	r := run(t, 2*time.Minute, append(args, src, mnt)...)
+	if r.code != 0 {
+		t.Fatalf("mount failed: %s", r)
+	}
+	if findMount(t, mnt) == nil {
+		t.Fatalf("mount exited 0 but nothing is mounted at %s: %s", mnt, r)
+	}
+	return mnt
+}
+
+// startForeground starts `ocimount mount -f` and waits until it serves.
+func startForeground(t *testing.T, src, mnt string, flags ...string) *fgServer {
+	t.Helper()
+	bin := ocimountBin(t)
+	logs := t.TempDir()
+	errF, err := os.Create(filepath.Join(logs, "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { errF.Close() })
+	args := append([]string{"mount", "--foreground", "--cache-dir", t.TempDir()}, flags...)
+	cmd := exec.Command(bin, append(args, src, mnt)...)
+	cmd.Stdout, cmd.Stderr = errF, errF
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	// Kill the server if the test ends early; harmless once it exited.
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGKILL)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+		}
+	})
+	ok := waitFor(time.Minute, func() bool {
+		select {
+		case err := <-exited:
+			exited <- err
+			return true
+		default:
+		}
+		return findMount(t, mnt) != nil
+	})
+	if !ok || findMount(t, mnt) == nil {
+		b, _ := os.ReadFile(errF.Name())
+		t.Fatalf("foreground mount did not come up at %s (ok=%v); output:\n%s", mnt, ok, b)
+	}
+	return &fgServer{cmd: cmd, exited: exited, log: errF.Name()}
+}
+
+// fgServer is a running `ocimount mount --foreground`.
+type fgServer struct {
+	cmd    *exec.Cmd
+	exited chan error // receives Wait's result once
+	log    string
+}
+
+// wait waits for the server to exit; ok is false on timeout.
+func (s *fgServer) wait(timeout time.Duration) (err error, ok bool) {
+	select {
+	case err := <-s.exited:
+		s.exited <- err
+		return err, true
+	case <-time.After(timeout):
+		return nil, false
+	}
+}
+
+func (s *fgServer) output() string {
+	b, _ := os.ReadFile(s.log)
+	return string(b)
+}
+
+// serverPIDs finds processes whose command line names mnt: how a daemonised
+// server can be found without the CLI telling its pid.
+func serverPIDs(t *testing.T, mnt string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for _, a := range strings.Split(string(b), "\x00") {
+			if a == mnt {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+func pidAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// A zombie has exited; its parent just has not reaped it.
+	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) && b[i+2] == 'Z' {
+		return false
+	}
+	return true
+}
