@@ -14,7 +14,8 @@ import (
 
 // On-disk index format, version 1 (see docs/DESIGN.md "Index cache"):
 //
-//	magic "OCIMIDX\x00" | u32le version | body | sha256(magic..body)
+//	magic "OCIMIDX\x00" | u32le version | u64le len(head) | head |
+//	sha256(magic..head) | entries | sha256(everything before)
 //
 // The body is a sequence of uvarints/varints and length-prefixed strings:
 // header (compression, sizes, digest, diffID), the checkpoint table with
@@ -26,7 +27,7 @@ import (
 // unless it is exactly what was written.
 const (
 	indexMagic   = "OCIMIDX\x00"
-	indexVersion = 2
+	indexVersion = 3
 )
 
 // ErrBadIndex: a serialized index is corrupt, truncated or of another
@@ -40,11 +41,16 @@ func (e *encoder) varint(v int64)   { e.b = binary.AppendVarint(e.b, v) }
 func (e *encoder) str(s string)     { e.uvarint(uint64(len(s))); e.b = append(e.b, s...) }
 func (e *encoder) byte1(v byte)     { e.b = append(e.b, v) }
 
+// headStart is where the head (header and checkpoints) starts: after the
+// magic, the version and the head length.
+const headStart = len(indexMagic) + 4 + 8
+
 // MarshalBinary serializes the index in the versioned on-disk format.
 func (ix *Index) MarshalBinary() ([]byte, error) {
 	e := &encoder{b: make([]byte, 0, 64+40*len(ix.Entries))}
 	e.b = append(e.b, indexMagic...)
 	e.b = binary.LittleEndian.AppendUint32(e.b, indexVersion)
+	e.b = append(e.b, make([]byte, 8)...) // head length, filled in below
 	e.uvarint(uint64(ix.Compression))
 	e.uvarint(uint64(ix.CompressedSize))
 	e.uvarint(uint64(ix.UncompressedSize))
@@ -88,6 +94,9 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 			}
 		}
 	}
+	binary.LittleEndian.PutUint64(e.b[headStart-8:], uint64(len(e.b)-headStart))
+	hsum := sha256.Sum256(e.b)
+	e.b = append(e.b, hsum[:]...)
 	e.uvarint(uint64(len(ix.Entries)))
 	prev, prevOff := "", int64(0)
 	for i := range ix.Entries {
@@ -232,40 +241,73 @@ func (d *decoder) size() int64 {
 // it does not know, or inconsistent contents yield an error wrapping
 // ErrBadIndex; it never panics on hostile input.
 func UnmarshalIndex(b []byte) (*Index, error) {
-	if len(b) < len(indexMagic)+4+sha256.Size || string(b[:len(indexMagic)]) != indexMagic {
-		return nil, fmt.Errorf("%w: not an index file", ErrBadIndex)
+	head, err := checkHead(b)
+	if err != nil {
+		return nil, err
 	}
 	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
 	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
 		return nil, fmt.Errorf("%w: checksum mismatch (torn or corrupt file)", ErrBadIndex)
 	}
-	if v := binary.LittleEndian.Uint32(body[len(indexMagic):]); v != indexVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadIndex, v, indexVersion)
+	if len(body) < headStart+len(head)+sha256.Size {
+		return nil, fmt.Errorf("%w: truncated", ErrBadIndex)
 	}
-	return parseIndexBody(body[len(indexMagic)+4:], true)
+	return parseIndexBody(head, body[headStart+len(head)+sha256.Size:], true)
 }
 
 // UnmarshalHeader is UnmarshalIndex without the entry table: the sizes,
 // digests and checkpoints, which is all a mount needs to serve a layer
-// whose merged tree is cached. The whole file is still checksummed.
+// whose merged tree is cached. It needs (and checks) only the file's head,
+// which has a checksum of its own, so callers may pass just HeadSize(b)
+// bytes.
 func UnmarshalHeader(b []byte) (*Index, error) {
-	if len(b) < len(indexMagic)+4+sha256.Size || string(b[:len(indexMagic)]) != indexMagic {
-		return nil, fmt.Errorf("%w: not an index file", ErrBadIndex)
+	head, err := checkHead(b)
+	if err != nil {
+		return nil, err
 	}
-	body, sum := b[:len(b)-sha256.Size], b[len(b)-sha256.Size:]
-	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
-		return nil, fmt.Errorf("%w: checksum mismatch (torn or corrupt file)", ErrBadIndex)
-	}
-	if v := binary.LittleEndian.Uint32(body[len(indexMagic):]); v != indexVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadIndex, v, indexVersion)
-	}
-	return parseIndexBody(body[len(indexMagic)+4:], false)
+	return parseIndexBody(head, nil, false)
 }
 
-// parseIndexBody decodes the checksummed body. It is separate so the fuzz
-// target can reach it without forging checksums.
-func parseIndexBody(body []byte, withEntries bool) (*Index, error) {
-	d := &decoder{b: body}
+// HeadSize says how many leading bytes of an index file UnmarshalHeader
+// needs, given at least its first HeadSizeNeeds bytes.
+func HeadSize(prefix []byte) (int, error) {
+	if len(prefix) < headStart || string(prefix[:len(indexMagic)]) != indexMagic {
+		return 0, fmt.Errorf("%w: not an index file", ErrBadIndex)
+	}
+	n := binary.LittleEndian.Uint64(prefix[headStart-8:])
+	if n > 1<<40 {
+		return 0, fmt.Errorf("%w: bad head length", ErrBadIndex)
+	}
+	return headStart + int(n) + sha256.Size, nil
+}
+
+// HeadSizeNeeds is the prefix length HeadSize reads.
+const HeadSizeNeeds = headStart
+
+// checkHead verifies magic, version and the head's own checksum and
+// returns the head bytes.
+func checkHead(b []byte) ([]byte, error) {
+	n, err := HeadSize(b)
+	if err != nil {
+		return nil, err
+	}
+	if v := binary.LittleEndian.Uint32(b[len(indexMagic):]); v != indexVersion {
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadIndex, v, indexVersion)
+	}
+	if len(b) < n {
+		return nil, fmt.Errorf("%w: truncated head", ErrBadIndex)
+	}
+	end := n - sha256.Size
+	if got := sha256.Sum256(b[:end]); !bytes.Equal(got[:], b[end:n]) {
+		return nil, fmt.Errorf("%w: head checksum mismatch (torn or corrupt file)", ErrBadIndex)
+	}
+	return b[headStart:end], nil
+}
+
+// parseIndexBody decodes the checksummed head and entry sections. It is
+// separate so the fuzz target can reach it without forging checksums.
+func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
+	d := &decoder{b: head}
 	ix := &Index{}
 	ix.Compression = Compression(d.uvarint())
 	ix.CompressedSize = d.size()
@@ -324,12 +366,16 @@ func parseIndexBody(body []byte, withEntries bool) (*Index, error) {
 	} else if ix.Compression != None {
 		d.fail("compressed layer without checkpoints")
 	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail("trailing bytes in the head")
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
 	if !withEntries {
-		if d.err != nil {
-			return nil, d.err
-		}
 		return ix, nil
 	}
+	d.b = entries
 	n := d.count(12)
 	if d.err == nil {
 		ix.Entries = make([]Entry, n)

@@ -56,6 +56,21 @@ func TestMarshalRoundTrip(t *testing.T) {
 			if d := cmp.Diff(ix, got); d != "" {
 				t.Errorf("round trip differs (-want +got):\n%s", d)
 			}
+			// The head alone (as a warm mount reads it) has everything
+			// but the entries.
+			hs, err := HeadSize(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h, err := UnmarshalHeader(b[:hs])
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := *ix
+			want.Entries = nil
+			if d := cmp.Diff(&want, h); d != "" {
+				t.Errorf("head differs (-want +got):\n%s", d)
+			}
 			t.Logf("%d entries: %d bytes", len(ix.Entries), len(b))
 		})
 	}
@@ -86,10 +101,11 @@ func FuzzUnmarshalIndex(f *testing.F) {
 		if err != nil {
 			f.Fatal(err)
 		}
-		f.Add(b[len(indexMagic)+4 : len(b)-32])
+		hs, _ := HeadSize(b)
+		f.Add(b[headStart:hs-32], b[hs:len(b)-32])
 	}
-	f.Fuzz(func(t *testing.T, body []byte) {
-		ix, err := parseIndexBody(body, true)
+	f.Fuzz(func(t *testing.T, head, entries []byte) {
+		ix, err := parseIndexBody(head, entries, true)
 		if err != nil {
 			if !errors.Is(err, ErrBadIndex) {
 				t.Fatalf("error %v does not wrap ErrBadIndex", err)

@@ -4,7 +4,7 @@
 //
 // Layout (see docs/DESIGN.md):
 //
-//	ROOT/index/v2/<alg>/<hex>     serialized layerindex.Index (checksummed)
+//	ROOT/index/v3/<alg>/<hex>     serialized layerindex.Index (checksummed)
 //	ROOT/tree/v1/<alg>/<hex>      merged tree of an image, keyed by manifest digest
 //	ROOT/decoded/<hex>.tar        decoded single-frame zstd layers
 //	ROOT/ocimount.log             background servers' log
@@ -18,6 +18,7 @@ package cache
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -40,7 +41,7 @@ func (d Dir) indexPath(dg digest.Digest) (string, error) {
 	if err := dg.Validate(); err != nil {
 		return "", fmt.Errorf("cache key %q: %w", dg, err)
 	}
-	return filepath.Join(d.Root, "index", "v2", string(dg.Algorithm()), dg.Encoded()), nil
+	return filepath.Join(d.Root, "index", "v3", string(dg.Algorithm()), dg.Encoded()), nil
 }
 
 // DecodedPath is where the decoded stream of the zstd layer dg lives.
@@ -79,7 +80,7 @@ func (d Dir) LoadHeader(dg digest.Digest) (*layerindex.Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(p)
+	b, err := readHead(p)
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +228,7 @@ func (d Dir) Prune(maxBytes int64) ([]Entry, error) {
 
 // listKind appends the files under ROOT/KIND/<version>/<alg>/<hex>.
 func (d Dir) listKind(kind string, out *[]Entry) error {
-	ver := map[string]string{"index": "v2", "tree": "v1"}[kind]
+	ver := map[string]string{"index": "v3", "tree": "v1"}[kind]
 	err := filepath.WalkDir(filepath.Join(d.Root, kind, ver), func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
@@ -247,4 +248,31 @@ func (d Dir) listKind(kind string, out *[]Entry) error {
 		return nil
 	})
 	return err
+}
+
+// readHead reads only the head of an index file (sizes, digests,
+// checkpoints): a few KiB to MiB, whatever the number of entries.
+func readHead(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	pre := make([]byte, layerindex.HeadSizeNeeds)
+	if _, err := io.ReadFull(f, pre); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", p, layerindex.ErrBadIndex, err)
+	}
+	n, err := layerindex.HeadSize(pre)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if fi, err := f.Stat(); err != nil || int64(n) > fi.Size() {
+		return nil, fmt.Errorf("%s: %w: truncated", p, layerindex.ErrBadIndex)
+	}
+	b := make([]byte, n)
+	copy(b, pre)
+	if _, err := io.ReadFull(f, b[len(pre):]); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", p, layerindex.ErrBadIndex, err)
+	}
+	return b, nil
 }
