@@ -72,7 +72,7 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	r := &root{tree: tree, log: lg, blocks: usedBlocks(tree)}
+	r := &root{tree: tree, log: lg, blocks: tree.UsedBlocks()}
 	to := cacheTimeout
 	mopts := []string{"ro", "default_permissions"}
 	flags := uintptr(unix.MS_RDONLY)
@@ -98,7 +98,7 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 			DirectMount:          true,    // as root: no fusermount needed; falls back to it otherwise
 			DirectMountFlags:     flags,
 			EnableSymlinkCaching: true,
-			DisableXAttrs:        !hasXattrs(tree),
+			DisableXAttrs:        !tree.HasXattrs(),
 			Debug:                o.Debug,
 		},
 		EntryTimeout:    &to,
@@ -108,15 +108,6 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 		RootStableAttr:  &fusefs.StableAttr{Ino: uint64(overlay.RootID), Gen: 1},
 	}
 	return fusefs.Mount(dir, &node{r: r, id: overlay.RootID}, opts)
-}
-
-func hasXattrs(t *overlay.Tree) bool {
-	for id := overlay.RootID; int(id) <= t.Len(); id++ {
-		if len(t.Attr(id).Xattrs) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // errno is the only place errors become errnos. go-fuse's own conversion
@@ -153,7 +144,7 @@ func fileType(k layerindex.Kind) uint32 {
 	return syscall.S_IFREG
 }
 
-func fillAttr(in *overlay.Inode, a *fuse.Attr) {
+func fillAttr(in overlay.Inode, a *fuse.Attr) {
 	a.Ino = in.Ino
 	a.Mode = fileType(in.Kind) | in.Mode
 	a.Nlink = in.Nlink
@@ -309,17 +300,6 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 		p++
 	}
 	return uint32(size), 0
-}
-
-// usedBlocks counts 4 KiB blocks of file content, each hardlinked file once.
-func usedBlocks(t *overlay.Tree) uint64 {
-	var blocks uint64
-	for id := overlay.RootID; int(id) <= t.Len(); id++ {
-		if in := t.Attr(id); in.Kind == layerindex.KindReg && in.Ino == uint64(id) {
-			blocks += uint64(in.Size+4095) / 4096
-		}
-	}
-	return blocks
 }
 
 func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {

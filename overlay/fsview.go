@@ -50,7 +50,7 @@ func (f treeFS) walk(cur NodeID, p string, follow bool, hops *int) (NodeID, erro
 			cur = t.Parent(cur)
 			continue
 		}
-		if t.Attr(cur).Kind != layerindex.KindDir {
+		if t.Kind(cur) != layerindex.KindDir {
 			return 0, syscall.ENOTDIR
 		}
 		next, ok := t.Lookup(cur, c)
@@ -83,7 +83,7 @@ func (f treeFS) Open(name string) (fs.File, error) {
 		return nil, err
 	}
 	fi := f.info(id, path.Base(name))
-	switch f.t.Attr(id).Kind {
+	switch f.t.Kind(id) {
 	case layerindex.KindDir:
 		return &dirFile{fsys: f, id: id, fi: fi}, nil
 	case layerindex.KindReg:
@@ -129,7 +129,7 @@ func (f treeFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	if f.t.Attr(id).Kind != layerindex.KindDir {
+	if f.t.Kind(id) != layerindex.KindDir {
 		return nil, &fs.PathError{Op: "readdir", Path: name, Err: syscall.ENOTDIR}
 	}
 	first, n := f.t.Children(id)
@@ -154,7 +154,8 @@ func (f treeFS) info(id NodeID, name string) fs.FileInfo {
 	if id == RootID {
 		name = "."
 	}
-	return &fileInfo{name: name, in: f.t.Attr(id)}
+	in := f.t.Attr(id)
+	return &fileInfo{name: name, in: &in}
 }
 
 type fileInfo struct {

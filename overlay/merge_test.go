@@ -167,7 +167,7 @@ func dump(tb testing.TB, tr *overlay.Tree, withRoot bool) []string {
 			size = 0
 		}
 		out = append(out, fmt.Sprintf("%s %s %04o %d:%d %d %s %s %d %s %s",
-			it.path, in.Kind, in.Mode, in.UID, in.GID, size, content, group, in.Nlink, xs, fmtMTime(in)))
+			it.path, in.Kind, in.Mode, in.UID, in.GID, size, content, group, in.Nlink, xs, fmtMTime(&in)))
 	}
 	return out
 }
@@ -178,8 +178,9 @@ func dump(tb testing.TB, tr *overlay.Tree, withRoot bool) []string {
 // dangling link would be reported as an error of the FS).
 func checkInvariants(tb testing.TB, tr *overlay.Tree) {
 	tb.Helper()
-	namesOf := map[*overlay.Inode][]overlay.NodeID{}
-	inoOwner := map[uint64]*overlay.Inode{}
+	// Inode identity is the storage slot (InodeIndex): hardlinks share one.
+	namesOf := map[uint32][]overlay.NodeID{}
+	inoOwner := map[uint64]uint32{}
 	var paths []string
 	var symlinks []string
 	special := false
@@ -188,11 +189,12 @@ func checkInvariants(tb testing.TB, tr *overlay.Tree) {
 	rec = func(id overlay.NodeID, p string) {
 		count++
 		in := tr.Attr(id)
-		namesOf[in] = append(namesOf[in], id)
-		if o, ok := inoOwner[in.Ino]; ok && o != in {
+		slot := tr.InodeIndex(id)
+		namesOf[slot] = append(namesOf[slot], id)
+		if o, ok := inoOwner[in.Ino]; ok && o != slot {
 			tb.Errorf("%s: Ino %d shared by two different inodes", p, in.Ino)
 		}
-		inoOwner[in.Ino] = in
+		inoOwner[in.Ino] = slot
 		if w, ok := tr.Walk(p); !ok || w != id {
 			tb.Errorf("%s: Walk(Path) = %d,%v, want %d", p, w, ok, id)
 		}
@@ -260,7 +262,8 @@ func checkInvariants(tb testing.TB, tr *overlay.Tree) {
 	if count != tr.Len() {
 		tb.Errorf("walked %d names, Len() = %d (unreachable nodes?)", count, tr.Len())
 	}
-	for in, ids := range namesOf {
+	for _, ids := range namesOf {
+		in := tr.Attr(ids[0])
 		if in.Kind == layerindex.KindDir {
 			if len(ids) != 1 {
 				tb.Errorf("directory inode %d has %d names", in.Ino, len(ids))

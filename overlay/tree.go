@@ -44,26 +44,66 @@ type Inode struct {
 	SparseMap []layerindex.Fragment
 }
 
+// node and inode are the stored forms: fixed-size and pointer-free, so a
+// 200,000-entry tree is a few flat arrays the garbage collector never
+// scans, and loading one from the tree cache is a linear decode. Strings
+// (names, link targets, xattrs) live in one deduplicated blob, t.strs.
 type node struct {
-	name   string
-	parent NodeID
-	inode  uint32
-	first  NodeID // first child (directories)
-	count  uint32 // number of children
+	nameOff, nameLen uint32
+	parent           NodeID
+	inode            uint32
+	first            NodeID // first child (directories)
+	count            uint32 // number of children
 }
+
+type inode struct {
+	ino, size, modSec, offset        int64
+	mode, uid, gid, nlink, modNsec   uint32
+	devMajor, devMinor               uint32
+	linkOff, linkLen                 uint32
+	xattrOff, xattrN, fragOff, fragN uint32
+	layer, entry                     int32
+	kind                             layerindex.Kind
+	sparse                           bool
+}
+
+type xattrRef struct{ nameOff, nameLen, valOff, valLen uint32 }
 
 // Tree is the merged, immutable view of an image. All methods are safe for
 // concurrent use.
 type Tree struct {
 	layers []Layer
+	strs   string
 	nodes  []node // indexed by NodeID; nodes[0] unused
-	inodes []Inode
+	inodes []inode
+	xattrs []xattrRef
+	frags  []layerindex.Fragment
+}
+
+// blobBuilder interns strings into one blob.
+type blobBuilder struct {
+	b   []byte
+	idx map[string][2]uint32
+}
+
+func (bb *blobBuilder) add(s string) (uint32, uint32) {
+	if s == "" {
+		return 0, 0
+	}
+	if r, ok := bb.idx[s]; ok {
+		return r[0], r[1]
+	}
+	r := [2]uint32{uint32(len(bb.b)), uint32(len(s))}
+	bb.b = append(bb.b, s...)
+	bb.idx[s] = r
+	return r[0], r[1]
 }
 
 // freeze lays the merged tree out breadth-first so that each directory's
 // children are contiguous and sorted.
 func freeze(root *mnode, layers []Layer) *Tree {
 	t := &Tree{layers: layers, nodes: make([]node, 2, 1024)}
+	bb := &blobBuilder{idx: map[string][2]uint32{}}
 	inoOf := map[*minode]uint32{}
 	intern := func(id NodeID, in *minode) uint32 {
 		if k, ok := inoOf[in]; ok {
@@ -75,16 +115,26 @@ func freeze(root *mnode, layers []Layer) *Tree {
 		if in.kind == layerindex.KindSymlink {
 			sz = int64(len(in.link))
 		}
-		t.inodes = append(t.inodes, Inode{
-			Ino: uint64(id), Kind: in.kind, Mode: in.mode, UID: in.uid, GID: in.gid,
-			Nlink: uint32(max(in.nlink, 1)), Size: sz, ModSec: in.modSec, ModNsec: in.modNsec,
-			DevMajor: in.devMajor, DevMinor: in.devMinor, Link: in.link, Xattrs: in.xattrs,
-			Layer: in.layer, Entry: in.entry, Sparse: in.sparse,
-		})
+		st := inode{
+			ino: int64(id), kind: in.kind, mode: in.mode, uid: in.uid, gid: in.gid,
+			nlink: uint32(max(in.nlink, 1)), size: sz, modSec: in.modSec, modNsec: in.modNsec,
+			devMajor: in.devMajor, devMinor: in.devMinor, layer: in.layer, entry: in.entry, sparse: in.sparse,
+		}
+		st.linkOff, st.linkLen = bb.add(in.link)
+		st.xattrOff, st.xattrN = uint32(len(t.xattrs)), uint32(len(in.xattrs))
+		for _, x := range in.xattrs {
+			var r xattrRef
+			r.nameOff, r.nameLen = bb.add(x.Name)
+			r.valOff, r.valLen = bb.add(x.Value)
+			t.xattrs = append(t.xattrs, r)
+		}
 		if in.kind == layerindex.KindReg && in.layer >= 0 {
 			e := &layers[in.layer].Index.Entries[in.entry]
-			t.inodes[k].Offset, t.inodes[k].SparseMap = e.Offset, e.SparseMap
+			st.offset = e.Offset
+			st.fragOff, st.fragN = uint32(len(t.frags)), uint32(len(e.SparseMap))
+			t.frags = append(t.frags, e.SparseMap...)
 		}
+		t.inodes = append(t.inodes, st)
 		return k
 	}
 	t.nodes[RootID] = node{parent: RootID, inode: intern(RootID, root.ino)}
@@ -102,7 +152,8 @@ func freeze(root *mnode, layers []Layer) *Tree {
 		for _, n := range names {
 			c := d.children[n]
 			id := NodeID(len(t.nodes))
-			t.nodes = append(t.nodes, node{name: n, parent: did, inode: intern(id, c.ino)})
+			no, nl := bb.add(n)
+			t.nodes = append(t.nodes, node{nameOff: no, nameLen: nl, parent: did, inode: intern(id, c.ino)})
 			if c.ino.kind == layerindex.KindDir {
 				subdirs++
 				queue = append(queue, c)
@@ -110,10 +161,13 @@ func freeze(root *mnode, layers []Layer) *Tree {
 			}
 		}
 		t.nodes[did].first, t.nodes[did].count = first, uint32(len(names))
-		t.inodes[t.nodes[did].inode].Nlink = 2 + subdirs
+		t.inodes[t.nodes[did].inode].nlink = 2 + subdirs
 	}
+	t.strs = string(bb.b)
 	return t
 }
+
+func (t *Tree) str(off, n uint32) string { return t.strs[off : off+n] }
 
 // Root returns RootID.
 func (t *Tree) Root() NodeID { return RootID }
@@ -124,11 +178,52 @@ func (t *Tree) Len() int { return len(t.nodes) - 1 }
 // Valid reports whether id names a node of t.
 func (t *Tree) Valid(id NodeID) bool { return id >= RootID && int(id) < len(t.nodes) }
 
-// Attr returns the file that id names. The result must not be modified.
-func (t *Tree) Attr(id NodeID) *Inode { return &t.inodes[t.nodes[id].inode] }
+// Attr returns the file that id names. Link and Xattrs share the tree's
+// memory; Xattrs is allocated only for files that have some.
+func (t *Tree) Attr(id NodeID) Inode {
+	st := &t.inodes[t.nodes[id].inode]
+	in := Inode{
+		Ino: uint64(st.ino), Kind: st.kind, Mode: st.mode, UID: st.uid, GID: st.gid, Nlink: st.nlink,
+		Size: st.size, ModSec: st.modSec, ModNsec: st.modNsec, DevMajor: st.devMajor, DevMinor: st.devMinor,
+		Link: t.str(st.linkOff, st.linkLen), Layer: st.layer, Entry: st.entry, Offset: st.offset, Sparse: st.sparse,
+	}
+	if st.xattrN > 0 {
+		in.Xattrs = make([]layerindex.Xattr, st.xattrN)
+		for i, r := range t.xattrs[st.xattrOff : st.xattrOff+st.xattrN] {
+			in.Xattrs[i] = layerindex.Xattr{Name: t.str(r.nameOff, r.nameLen), Value: t.str(r.valOff, r.valLen)}
+		}
+	}
+	if st.fragN > 0 {
+		in.SparseMap = t.frags[st.fragOff : st.fragOff+st.fragN : st.fragOff+st.fragN]
+	}
+	return in
+}
+
+// HasXattrs reports whether any file has extended attributes (if none,
+// FUSE can tell the kernel not to ask).
+func (t *Tree) HasXattrs() bool { return len(t.xattrs) > 0 }
+
+// UsedBlocks counts 4 KiB blocks of regular file content, each file once
+// however many names it has (for statfs).
+func (t *Tree) UsedBlocks() uint64 {
+	var n uint64
+	for i := range t.inodes {
+		if in := &t.inodes[i]; in.kind == layerindex.KindReg {
+			n += uint64(in.size+4095) / 4096
+		}
+	}
+	return n
+}
+
+// InodeIndex identifies the file id names: hardlinks of one file have the
+// same InodeIndex (and Ino); other names never do.
+func (t *Tree) InodeIndex(id NodeID) uint32 { return t.nodes[id].inode }
+
+// Kind is Attr(id).Kind without building the whole Inode.
+func (t *Tree) Kind(id NodeID) layerindex.Kind { return t.inodes[t.nodes[id].inode].kind }
 
 // Name is the base name of id ("" for the root).
-func (t *Tree) Name(id NodeID) string { return t.nodes[id].name }
+func (t *Tree) Name(id NodeID) string { n := &t.nodes[id]; return t.str(n.nameOff, n.nameLen) }
 
 // Parent is id's directory (the root is its own parent).
 func (t *Tree) Parent(id NodeID) NodeID { return t.nodes[id].parent }
@@ -144,8 +239,8 @@ func (t *Tree) Children(dir NodeID) (first NodeID, count int) {
 func (t *Tree) Lookup(dir NodeID, name string) (NodeID, bool) {
 	n := &t.nodes[dir]
 	lo, hi := int(n.first), int(n.first)+int(n.count)
-	i := sort.Search(hi-lo, func(i int) bool { return t.nodes[lo+i].name >= name })
-	if i < hi-lo && t.nodes[lo+i].name == name {
+	i := sort.Search(hi-lo, func(i int) bool { return t.Name(NodeID(lo+i)) >= name })
+	if i < hi-lo && t.Name(NodeID(lo+i)) == name {
 		return NodeID(lo + i), true
 	}
 	return 0, false
@@ -155,7 +250,7 @@ func (t *Tree) Lookup(dir NodeID, name string) (NodeID, bool) {
 func (t *Tree) Path(id NodeID) string {
 	var parts []string
 	for id != RootID {
-		parts = append(parts, t.nodes[id].name)
+		parts = append(parts, t.Name(id))
 		id = t.nodes[id].parent
 	}
 	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
@@ -171,7 +266,7 @@ func (t *Tree) Walk(p string) (NodeID, bool) {
 		if c == "" || c == "." {
 			continue
 		}
-		if t.inodes[t.nodes[id].inode].Kind != layerindex.KindDir {
+		if t.Kind(id) != layerindex.KindDir {
 			return 0, false
 		}
 		var ok bool

@@ -16,10 +16,9 @@ import (
 //	"OCIMTREE" | u32 version | layers | string blob | nodes | inodes |
 //	xattrs | sparse fragments | crc32c of everything before
 //
-// All numbers are fixed-width little-endian so that loading is a few
-// linear passes with no per-entry allocation: names, link targets and
-// xattrs become substrings of one string blob (deduplicated when written,
-// which also shrinks the tree in memory). It lets a warm mount skip the
+// It is the in-memory arrays of Tree written out field by field,
+// fixed-width little-endian, so loading is a few linear passes with no
+// per-entry allocation. It lets a warm mount skip the
 // per-layer entry tables and the merge entirely — the difference between
 // seconds and tens of milliseconds on a 200,000-file image. The checksum is
 // CRC-32C: the file is a private cache, so it guards against torn writes
@@ -28,7 +27,7 @@ const (
 	treeMagic   = "OCIMTREE"
 	treeVersion = 1
 	nodeBytes   = 6 * 4
-	inodeBytes  = 8 + 1 + 5*4 + 8 + 8 + 2*4 + 2*4 + 2*4 + 2*4 + 8 + 2*4 + 1
+	inodeBytes  = 4*8 + 15*4 + 2
 )
 
 // ErrBadTree: a serialized tree is damaged, of another version, or does
@@ -49,19 +48,8 @@ func (t *Tree) MarshalBinary(ids []LayerID) ([]byte, error) {
 	if len(ids) != len(t.layers) {
 		return nil, fmt.Errorf("tree has %d layers, %d ids given", len(t.layers), len(ids))
 	}
-	var blob []byte
-	strs := map[string][2]uint32{}
-	str := func(s string) (uint32, uint32) {
-		if r, ok := strs[s]; ok {
-			return r[0], r[1]
-		}
-		r := [2]uint32{uint32(len(blob)), uint32(len(s))}
-		blob = append(blob, s...)
-		strs[s] = r
-		return r[0], r[1]
-	}
 	le := binary.LittleEndian
-	b := make([]byte, 0, 64+len(t.nodes)*(nodeBytes+12)+len(t.inodes)*inodeBytes)
+	b := make([]byte, 0, 64+len(t.strs)+len(t.nodes)*nodeBytes+len(t.inodes)*inodeBytes+len(t.xattrs)*16+len(t.frags)*16)
 	b = append(b, treeMagic...)
 	b = le.AppendUint32(b, treeVersion)
 	b = le.AppendUint32(b, uint32(len(ids)))
@@ -72,72 +60,41 @@ func (t *Tree) MarshalBinary(ids []LayerID) ([]byte, error) {
 		}
 		b = le.AppendUint64(b, uint64(id.UncompressedSize))
 	}
-	// Strings first need collecting; lay out nodes and inodes in side
-	// buffers, then write blob, nodes, inodes.
-	nodes := make([]byte, 0, len(t.nodes)*nodeBytes)
+	b = le.AppendUint32(b, uint32(len(t.strs)))
+	b = append(b, t.strs...)
+	b = le.AppendUint32(b, uint32(len(t.nodes)-1))
 	for _, n := range t.nodes[1:] {
-		o, l := str(n.name)
-		nodes = le.AppendUint32(nodes, o)
-		nodes = le.AppendUint32(nodes, l)
-		nodes = le.AppendUint32(nodes, uint32(n.parent))
-		nodes = le.AppendUint32(nodes, n.inode)
-		nodes = le.AppendUint32(nodes, uint32(n.first))
-		nodes = le.AppendUint32(nodes, n.count)
+		for _, v := range [6]uint32{n.nameOff, n.nameLen, uint32(n.parent), n.inode, uint32(n.first), n.count} {
+			b = le.AppendUint32(b, v)
+		}
 	}
-	var xattrs, frags []byte
-	nx, nf := 0, 0
-	inodes := make([]byte, 0, len(t.inodes)*inodeBytes)
+	b = le.AppendUint32(b, uint32(len(t.inodes)))
 	for i := range t.inodes {
 		in := &t.inodes[i]
-		inodes = le.AppendUint64(inodes, in.Ino)
-		inodes = append(inodes, byte(in.Kind))
-		for _, v := range []uint32{in.Mode, in.UID, in.GID, in.Nlink, in.ModNsec} {
-			inodes = le.AppendUint32(inodes, v)
+		for _, v := range [4]int64{in.ino, in.size, in.modSec, in.offset} {
+			b = le.AppendUint64(b, uint64(v))
 		}
-		inodes = le.AppendUint64(inodes, uint64(in.Size))
-		inodes = le.AppendUint64(inodes, uint64(in.ModSec))
-		inodes = le.AppendUint32(inodes, in.DevMajor)
-		inodes = le.AppendUint32(inodes, in.DevMinor)
-		lo, ll := str(in.Link)
-		inodes = le.AppendUint32(inodes, lo)
-		inodes = le.AppendUint32(inodes, ll)
-		inodes = le.AppendUint32(inodes, uint32(nx))
-		inodes = le.AppendUint32(inodes, uint32(len(in.Xattrs)))
-		for _, x := range in.Xattrs {
-			no, nl := str(x.Name)
-			vo, vl := str(x.Value)
-			xattrs = le.AppendUint32(xattrs, no)
-			xattrs = le.AppendUint32(xattrs, nl)
-			xattrs = le.AppendUint32(xattrs, vo)
-			xattrs = le.AppendUint32(xattrs, vl)
-			nx++
+		for _, v := range [15]uint32{in.mode, in.uid, in.gid, in.nlink, in.modNsec, in.devMajor, in.devMinor,
+			in.linkOff, in.linkLen, in.xattrOff, in.xattrN, in.fragOff, in.fragN, uint32(in.layer), uint32(in.entry)} {
+			b = le.AppendUint32(b, v)
 		}
-		inodes = le.AppendUint32(inodes, uint32(in.Layer))
-		inodes = le.AppendUint32(inodes, uint32(in.Entry))
-		inodes = le.AppendUint64(inodes, uint64(in.Offset))
-		inodes = le.AppendUint32(inodes, uint32(nf))
-		inodes = le.AppendUint32(inodes, uint32(len(in.SparseMap)))
-		for _, f := range in.SparseMap {
-			frags = le.AppendUint64(frags, uint64(f.Off))
-			frags = le.AppendUint64(frags, uint64(f.Len))
-			nf++
+		sp := byte(0)
+		if in.sparse {
+			sp = 1
 		}
-		if in.Sparse {
-			inodes = append(inodes, 1)
-		} else {
-			inodes = append(inodes, 0)
+		b = append(b, byte(in.kind), sp)
+	}
+	b = le.AppendUint32(b, uint32(len(t.xattrs)))
+	for _, x := range t.xattrs {
+		for _, v := range [4]uint32{x.nameOff, x.nameLen, x.valOff, x.valLen} {
+			b = le.AppendUint32(b, v)
 		}
 	}
-	b = le.AppendUint32(b, uint32(len(blob)))
-	b = append(b, blob...)
-	b = le.AppendUint32(b, uint32(len(t.nodes)-1))
-	b = append(b, nodes...)
-	b = le.AppendUint32(b, uint32(len(t.inodes)))
-	b = append(b, inodes...)
-	b = le.AppendUint32(b, uint32(nx))
-	b = append(b, xattrs...)
-	b = le.AppendUint32(b, uint32(nf))
-	b = append(b, frags...)
+	b = le.AppendUint32(b, uint32(len(t.frags)))
+	for _, f := range t.frags {
+		b = le.AppendUint64(b, uint64(f.Off))
+		b = le.AppendUint64(b, uint64(f.Len))
+	}
 	return le.AppendUint32(b, crc32.Checksum(b, castagnoli)), nil
 }
 
@@ -216,17 +173,7 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 			return nil, fmt.Errorf("%w: layer %d differs", ErrBadTree, i)
 		}
 	}
-	blobB := r.take(int(r.u32()))
-	blob := string(blobB)
-	sub := func(o, l uint32) string {
-		if uint64(o)+uint64(l) > uint64(len(blob)) {
-			if r.err == nil {
-				r.err = fmt.Errorf("%w: string out of range", ErrBadTree)
-			}
-			return ""
-		}
-		return blob[o : o+l]
-	}
+	t := &Tree{layers: layers, strs: string(r.take(int(r.u32())))}
 	nodeB, nn := r.records(nodeBytes)
 	inodeB, ni := r.records(inodeBytes)
 	xB, nx := r.records(16)
@@ -240,61 +187,53 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 	if nn < 1 || ni < 1 {
 		return nil, fmt.Errorf("%w: empty tree", ErrBadTree)
 	}
-	xs := make([]layerindex.Xattr, nx)
-	for i := range xs {
+	ns := uint64(len(t.strs))
+	strOK := func(o, l uint32) bool { return uint64(o)+uint64(l) <= ns }
+	t.xattrs = make([]xattrRef, nx)
+	for i := range t.xattrs {
 		p := xB[i*16:]
-		xs[i] = layerindex.Xattr{Name: sub(le.Uint32(p), le.Uint32(p[4:])), Value: sub(le.Uint32(p[8:]), le.Uint32(p[12:]))}
+		x := xattrRef{le.Uint32(p), le.Uint32(p[4:]), le.Uint32(p[8:]), le.Uint32(p[12:])}
+		if !strOK(x.nameOff, x.nameLen) || !strOK(x.valOff, x.valLen) {
+			return nil, fmt.Errorf("%w: xattr %d out of range", ErrBadTree, i)
+		}
+		t.xattrs[i] = x
 	}
-	fr := make([]layerindex.Fragment, nf)
-	for i := range fr {
+	t.frags = make([]layerindex.Fragment, nf)
+	for i := range t.frags {
 		p := fB[i*16:]
-		fr[i] = layerindex.Fragment{Off: int64(le.Uint64(p)), Len: int64(le.Uint64(p[8:]))}
+		t.frags[i] = layerindex.Fragment{Off: int64(le.Uint64(p)), Len: int64(le.Uint64(p[8:]))}
 	}
-	t := &Tree{layers: layers, nodes: make([]node, nn+1), inodes: make([]Inode, ni)}
-	for i := range ni {
+	t.inodes = make([]inode, ni)
+	for i := range t.inodes {
 		p := inodeB[i*inodeBytes:]
 		in := &t.inodes[i]
-		in.Ino = le.Uint64(p)
-		in.Kind = layerindex.Kind(p[8])
-		p = p[9:]
-		in.Mode, in.UID, in.GID, in.Nlink, in.ModNsec = le.Uint32(p), le.Uint32(p[4:]), le.Uint32(p[8:]), le.Uint32(p[12:]), le.Uint32(p[16:])
-		p = p[20:]
-		in.Size, in.ModSec = int64(le.Uint64(p)), int64(le.Uint64(p[8:]))
-		in.DevMajor, in.DevMinor = le.Uint32(p[16:]), le.Uint32(p[20:])
-		in.Link = sub(le.Uint32(p[24:]), le.Uint32(p[28:]))
-		xo, xc := uint64(le.Uint32(p[32:])), uint64(le.Uint32(p[36:]))
-		in.Layer, in.Entry = int32(le.Uint32(p[40:])), int32(le.Uint32(p[44:]))
-		in.Offset = int64(le.Uint64(p[48:]))
-		fo, fc := uint64(le.Uint32(p[56:])), uint64(le.Uint32(p[60:]))
-		in.Sparse = p[64] == 1
-		if xo+xc > uint64(nx) || fo+fc > uint64(nf) || in.Kind < layerindex.KindReg || in.Kind > layerindex.KindFIFO ||
-			in.Layer < -1 || int(in.Layer) >= nl || (in.Kind == layerindex.KindReg && in.Layer < 0) || in.Size < 0 || in.Offset < 0 {
+		in.ino, in.size, in.modSec, in.offset = int64(le.Uint64(p)), int64(le.Uint64(p[8:])), int64(le.Uint64(p[16:])), int64(le.Uint64(p[24:]))
+		p = p[32:]
+		in.mode, in.uid, in.gid, in.nlink, in.modNsec = le.Uint32(p), le.Uint32(p[4:]), le.Uint32(p[8:]), le.Uint32(p[12:]), le.Uint32(p[16:])
+		in.devMajor, in.devMinor = le.Uint32(p[20:]), le.Uint32(p[24:])
+		in.linkOff, in.linkLen = le.Uint32(p[28:]), le.Uint32(p[32:])
+		in.xattrOff, in.xattrN, in.fragOff, in.fragN = le.Uint32(p[36:]), le.Uint32(p[40:]), le.Uint32(p[44:]), le.Uint32(p[48:])
+		in.layer, in.entry = int32(le.Uint32(p[52:])), int32(le.Uint32(p[56:]))
+		in.kind, in.sparse = layerindex.Kind(p[60]), p[61] == 1
+		if uint64(in.xattrOff)+uint64(in.xattrN) > uint64(nx) || uint64(in.fragOff)+uint64(in.fragN) > uint64(nf) ||
+			!strOK(in.linkOff, in.linkLen) || in.kind < layerindex.KindReg || in.kind > layerindex.KindFIFO ||
+			in.layer < -1 || int(in.layer) >= nl || (in.kind == layerindex.KindReg && in.layer < 0) || in.size < 0 || in.offset < 0 {
 			return nil, fmt.Errorf("%w: inode %d out of range", ErrBadTree, i)
 		}
-		if xc > 0 {
-			in.Xattrs = xs[xo : xo+xc : xo+xc]
-		}
-		if fc > 0 {
-			in.SparseMap = fr[fo : fo+fc : fo+fc]
-		}
 	}
+	t.nodes = make([]node, nn+1)
 	for i := 1; i <= nn; i++ {
 		p := nodeB[(i-1)*nodeBytes:]
 		n := &t.nodes[i]
-		n.name = sub(le.Uint32(p), le.Uint32(p[4:]))
-		n.parent, n.inode = NodeID(le.Uint32(p[8:])), le.Uint32(p[12:])
-		n.first, n.count = NodeID(le.Uint32(p[16:])), le.Uint32(p[20:])
+		*n = node{le.Uint32(p), le.Uint32(p[4:]), NodeID(le.Uint32(p[8:])), le.Uint32(p[12:]), NodeID(le.Uint32(p[16:])), le.Uint32(p[20:])}
 		// Breadth-first layout: parents come before children, so parent
 		// chains always end at the root (no cycles).
-		if (i == 1 && n.parent != RootID) || (i > 1 && int(n.parent) >= i) ||
-			!t.Valid(n.parent) || int(n.inode) >= ni || (n.count > 0 && (!t.Valid(n.first) || uint64(n.first)+uint64(n.count) > uint64(nn+1))) {
+		if (i == 1 && n.parent != RootID) || (i > 1 && int(n.parent) >= i) || !strOK(n.nameOff, n.nameLen) ||
+			int(n.inode) >= ni || (n.count > 0 && (n.first <= NodeID(i) || uint64(n.first)+uint64(n.count) > uint64(nn+1))) {
 			return nil, fmt.Errorf("%w: node %d out of range", ErrBadTree, i)
 		}
 	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	if t.Attr(RootID).Kind != layerindex.KindDir {
+	if t.Kind(RootID) != layerindex.KindDir {
 		return nil, fmt.Errorf("%w: root is not a directory", ErrBadTree)
 	}
 	return t, nil

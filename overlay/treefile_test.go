@@ -55,7 +55,7 @@ func dumpNodes(t *Tree) []nodeDump {
 	var out []nodeDump
 	for id := RootID; int(id) <= t.Len(); id++ {
 		f, c := t.Children(id)
-		out = append(out, nodeDump{t.Name(id), t.Parent(id), f, c, *t.Attr(id)})
+		out = append(out, nodeDump{t.Name(id), t.Parent(id), f, c, t.Attr(id)})
 	}
 	return out
 }
