@@ -89,6 +89,12 @@ type Checkpoint struct {
 	// let the member's ISIZE be checked when a span reaches its trailer.
 	DeflateIn int64
 	MemberOut int64
+
+	// windowZ is Window deflated, as stored in the index file: a loaded
+	// index inflates a window only when a read resumes there, so a warm
+	// mount does not pay for all of them up front (see window()).
+	windowZ   []byte
+	windowLen int
 }
 
 // Checkpoints is the decode table of one blob. It is immutable after

@@ -117,7 +117,13 @@ func checkDecode(t *testing.T, c Compression, blob, data []byte, span int64) *Ch
 	}
 	cache := NewSpanCache(64 << 20)
 	checkReadAt(t, cps.NewReaderAt(bytes.NewReader(blob), cache, "k"), data, cps, 300)
-	checkReadAt(t, cps.NewReaderAt(bytes.NewReader(blob), nil, ""), data, cps, 25)
+	// Without a cache every read decodes from its checkpoint: fewer,
+	// especially with large spans.
+	uncached := 2
+	if span > 0 && span <= 64<<10 {
+		uncached = 8
+	}
+	checkReadAt(t, cps.NewReaderAt(bytes.NewReader(blob), nil, ""), data, cps, uncached)
 	return cps
 }
 
@@ -158,15 +164,16 @@ func checkReadAt(t testing.TB, ra io.ReaderAt, data []byte, cps *Checkpoints, n 
 		off := rng.Int64N(size + 1)
 		check(off, rng.IntN(256<<10))
 	}
-	for i, p := range cps.Points {
-		if i > 0 && i%7 == 0 && n < 100 {
-			continue
-		}
-		check(max(0, p.Out-100), 200)
+	// Reads across checkpoints (at most ~20 of them when uncached).
+	every := 1
+	if n < 100 {
+		every = max(1, len(cps.Points)/(2*n+4))
+	}
+	for i := 0; i < len(cps.Points); i += every {
+		check(max(0, cps.Points[i].Out-100), 200)
 	}
 	check(0, int(size))
 	if size > 5 {
-		check(size-1, 1)
 		check(size-5, 10)
 	}
 	check(size, 10)
@@ -218,9 +225,9 @@ func requireCorrupt(t testing.TB, err error, trunc bool, what string) {
 // where the output must be a prefix of data.
 func checkMutations(t *testing.T, c Compression, blob, data []byte, checked bool) {
 	t.Helper()
-	step := max(1, len(blob)/300)
+	step := max(1, len(blob)/200)
 	for pos := 0; pos < len(blob); pos += step {
-		for _, x := range []byte{0x01, 0x80, 0xff} {
+		for _, x := range []byte{0x01, 0xff} {
 			mut := bytes.Clone(blob)
 			mut[pos] ^= x
 			out, _, err := tryIndex(c, mut, 64<<10)
@@ -233,7 +240,7 @@ func checkMutations(t *testing.T, c Compression, blob, data []byte, checked bool
 			}
 		}
 	}
-	for l := 0; l < len(blob); l += max(1, step/3) {
+	for l := 0; l < len(blob); l += max(1, step/2) {
 		out, _, err := tryIndex(c, blob[:l], 64<<10)
 		if err != nil {
 			requireCorrupt(t, err, true, fmt.Sprintf("truncate to %d", l))
@@ -294,7 +301,7 @@ func chunks(data []byte, sizes ...int) [][]byte {
 	return cs
 }
 
-var testSpans = []int64{64 << 10, 1 << 20, 0}
+var testSpans = []int64{64 << 10, 512 << 10, 0}
 
 func TestReaderAtConcurrent(t *testing.T) {
 	data := testData(7, 4<<20)

@@ -138,10 +138,11 @@ func openGzipSpan(blob io.ReaderAt, size int64, p *Checkpoint, limit int64, veri
 	if p.Kind == CheckpointGzipMember {
 		return g, nil
 	}
-	if p.Bits > 7 || len(p.Window) > deflateWindow || p.DeflateIn > p.In || p.MemberOut > p.Out {
+	window, werr := p.window()
+	if werr != nil || p.Bits > 7 || len(window) > deflateWindow || p.DeflateIn > p.In || p.MemberOut > p.Out {
 		g.release()
 		return nil, fmt.Errorf("span %d: invalid deflate checkpoint (bits %d, window %d, deflate start %d, in %d): %w",
-			i, p.Bits, len(p.Window), p.DeflateIn, p.In, ErrCorrupt)
+			i, p.Bits, len(window), p.DeflateIn, p.In, ErrCorrupt)
 	}
 	g.memberIn = p.DeflateIn
 	g.deflateIn = p.DeflateIn
@@ -153,7 +154,7 @@ func openGzipSpan(blob io.ReaderAt, size int64, p *Checkpoint, limit int64, veri
 		UncompressedOffset: p.Out - p.MemberOut,
 		BitOffset:          p.Bits,
 		Final:              p.Final,
-		Window:             p.Window,
+		Window:             window,
 	})
 	if err != nil {
 		err = g.fail("resume inflate", err)

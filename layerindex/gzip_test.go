@@ -196,7 +196,7 @@ func gzipCases() []gzipCase {
 				{extra: []byte{}},
 			}
 			var b []byte
-			for i, c := range chunks(d, 600<<10) {
+			for i, c := range chunks(d, 400<<10) {
 				b = append(b, gzipMember(t, c, 6, 0, opts[i%len(opts)])...)
 			}
 			return b
@@ -225,9 +225,10 @@ func gzipCases() []gzipCase {
 }
 
 func TestGzip(t *testing.T) {
-	data := testData(2, 5<<20+12345)
+	data := testData(2, 2<<20+12345)
 	for _, tc := range gzipCases() {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			blob := tc.make(t, data)
 			for _, span := range testSpans {
 				cps := checkDecode(t, Gzip, blob, data, span)
@@ -295,7 +296,7 @@ type errReader struct{ err error }
 func (r *errReader) Read([]byte) (int, error) { return 0, r.err }
 
 func TestGzipMutations(t *testing.T) {
-	data := testData(5, 150<<10)
+	data := testData(5, 100<<10)
 	var blob []byte
 	for i, c := range chunks(data, 40<<10) {
 		blob = append(blob, gzipMember(t, c, 6, 15<<10, gzHeaderOpts{name: []byte("f"), hcrc: i%2 == 0})...)

@@ -82,6 +82,11 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 			e.uvarint(uint64(pt.Member))
 			e.varint(pt.DeflateIn)
 			e.varint(pt.MemberOut)
+			if pt.Window == nil && pt.windowZ != nil {
+				e.uvarint(uint64(pt.windowLen))
+				e.str(string(pt.windowZ))
+				continue
+			}
 			e.uvarint(uint64(len(pt.Window)))
 			if len(pt.Window) > 0 {
 				zbuf.Reset()
@@ -324,7 +329,6 @@ func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
 			cp.Points = make([]Checkpoint, np)
 		}
 		var pin, pout int64
-		var zr io.ReadCloser
 		for i := 0; i < np && d.err == nil; i++ {
 			pt := &cp.Points[i]
 			pt.Kind = CheckpointKind(d.byte1())
@@ -341,18 +345,7 @@ func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
 					d.fail("window too large")
 					break
 				}
-				z := bytes.NewReader([]byte(d.str()))
-				if zr == nil {
-					zr = flate.NewReader(z)
-				} else {
-					zr.(flate.Resetter).Reset(z, nil)
-				}
-				w, err := io.ReadAll(io.LimitReader(zr, int64(wl)+1))
-				if err != nil || uint64(len(w)) != wl {
-					d.fail("bad window")
-					break
-				}
-				pt.Window = w
+				pt.windowZ, pt.windowLen = []byte(d.str()), int(wl)
 			}
 			if pt.In < 0 || pt.In > cp.CompressedSize || pt.Out < 0 || pt.Out > cp.UncompressedSize || pt.Bits > 7 ||
 				(i == 0 && pt.Out != 0) || (i > 0 && pt.Out <= cp.Points[i-1].Out) {
@@ -448,4 +441,32 @@ func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
 		return nil, d.err
 	}
 	return ix, nil
+}
+
+// window returns the checkpoint's history, inflating the stored form of a
+// loaded index on demand (about 50 µs, against the milliseconds of the
+// span decode that needs it).
+func (p *Checkpoint) window() ([]byte, error) {
+	if p.Window != nil || p.windowZ == nil {
+		return p.Window, nil
+	}
+	w, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(p.windowZ)), int64(p.windowLen)+1))
+	if err != nil || len(w) != p.windowLen {
+		return nil, fmt.Errorf("%w: bad window", ErrBadIndex)
+	}
+	return w, nil
+}
+
+// LoadWindows inflates every lazily stored window (for comparisons and
+// tests; reads do it on demand).
+func (c *Checkpoints) LoadWindows() error {
+	for i := range c.Points {
+		p := &c.Points[i]
+		w, err := p.window()
+		if err != nil {
+			return err
+		}
+		p.Window, p.windowZ, p.windowLen = w, nil, 0
+	}
+	return nil
 }

@@ -94,6 +94,10 @@ func (d Dir) LoadHeader(dg digest.Digest) (*layerindex.Index, error) {
 	return ix, nil
 }
 
+// TreePath is where the merged tree of the image with this manifest is
+// cached (overlay.LoadTreeFile maps it).
+func (d Dir) TreePath(manifest digest.Digest) (string, error) { return d.treePath(manifest) }
+
 func (d Dir) treePath(manifest digest.Digest) (string, error) {
 	if err := manifest.Validate(); err != nil {
 		return "", fmt.Errorf("cache key %q: %w", manifest, err)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -254,15 +255,19 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 		layers[i] = overlay.Layer{Index: ix, Content: content}
 		ids[i] = overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize}
 	}
-	b, err := dir.LoadTree(bi.ManifestDigest)
+	tp, err := dir.TreePath(bi.ManifestDigest)
 	if err != nil {
 		return fail()
 	}
-	tree, err := overlay.UnmarshalTree(b, ids, layers)
+	tree, err := overlay.LoadTreeFile(tp, ids, layers)
 	if err != nil {
-		logf(o, "cached tree of %s unusable (%v); rebuilding", bi.ManifestDigest, err)
+		if !errors.Is(err, fs.ErrNotExist) {
+			logf(o, "cached tree of %s unusable (%v); rebuilding", bi.ManifestDigest, err)
+		}
 		return fail()
 	}
+	now := time.Now()
+	os.Chtimes(tp, now, now) // last use, for prune
 	im.Indexes, im.Tree, im.closers = indexes, tree, closers
 	im.FromCache = make([]bool, n)
 	for i := range im.FromCache {
