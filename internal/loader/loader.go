@@ -38,7 +38,8 @@ type Options struct {
 	// need them once merged: the tree carries what reads need.
 	KeepEntries bool
 	// Logf, if set, receives non-fatal problems (a damaged cache file
-	// that is being rebuilt, a cache write that failed).
+	// that is being rebuilt, a cache write that failed); calls are
+	// serialized.
 	Logf func(format string, args ...any)
 	// Span is the gzip/zstd checkpoint spacing (0: layerindex default).
 	Span int64
@@ -94,6 +95,11 @@ func (e *LayerError) Unwrap() error { return e.Err }
 
 // Load opens src and returns the merged tree of the selected image.
 func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_ *Image, err error) {
+	if lf := o.Logf; lf != nil {
+		// Layers are indexed in parallel; callers need not be.
+		var mu sync.Mutex
+		o.Logf = func(f string, a ...any) { mu.Lock(); defer mu.Unlock(); lf(f, a...) }
+	}
 	bi, err := blobs.OpenImage(ctx, src, bo)
 	if err != nil {
 		return nil, err
