@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -153,22 +154,18 @@ func (c *Checkpoints) DecodeSpan(blob io.ReaderAt, i int, dst []byte) ([]byte, e
 	}
 	start, end := c.Span(i)
 	need := end - start
-	if need < 0 || need > maxSpanAlloc {
+	if need < 0 {
 		return dst[:0], fmt.Errorf("decode span %d: invalid length %d", i, need)
 	}
-	if int64(cap(dst)) < need {
-		dst = make([]byte, need)
-	}
-	dst = dst[:need]
 	s, err := c.openSpan(blob, i, end, true)
 	if err != nil {
 		return dst[:0], err
 	}
 	defer s.release()
-	n, err := io.ReadFull(s, dst)
+	dst, err = readSpan(s, dst[:0], need)
 	if err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			err = fmt.Errorf("span %d: stream ends after %d of %d bytes: %w: %w", i, n, need, io.ErrUnexpectedEOF, ErrCorrupt)
+			err = fmt.Errorf("span %d: stream ends after %d of %d bytes: %w: %w", i, len(dst), need, io.ErrUnexpectedEOF, ErrCorrupt)
 		}
 		return dst[:0], err
 	}
@@ -184,9 +181,27 @@ func (c *Checkpoints) DecodeSpan(blob io.ReaderAt, i int, dst []byte) ([]byte, e
 	return dst, nil
 }
 
-// maxSpanAlloc bounds what DecodeSpan will allocate, so that a damaged table
-// cannot ask for an absurd buffer.
-const maxSpanAlloc = 1 << 40
+// readSpan appends need bytes of s to dst. Up to spanPrealloc it allocates
+// the whole span at once; beyond, the buffer grows as data actually comes, so
+// that a damaged table claiming an absurd span length fails on decoding
+// instead of on allocating.
+func readSpan(s io.Reader, dst []byte, need int64) ([]byte, error) {
+	const spanPrealloc = 64 << 20
+	if int64(cap(dst)) < min(need, spanPrealloc) {
+		dst = make([]byte, 0, min(need, spanPrealloc))
+	}
+	for int64(len(dst)) < need {
+		if len(dst) == cap(dst) {
+			dst = slices.Grow(dst, int(min(need-int64(len(dst)), int64(cap(dst)))))
+		}
+		n, err := s.Read(dst[len(dst):int(min(need, int64(cap(dst))))])
+		dst = dst[:len(dst)+n]
+		if err != nil && int64(len(dst)) < need {
+			return dst, err
+		}
+	}
+	return dst, nil
+}
 
 // spanStream is the uncompressed stream from a checkpoint up to a limit.
 type spanStream interface {
@@ -235,8 +250,10 @@ func (s *rawStream) release() {}
 
 // NewReaderAt gives random access to the uncompressed stream. Decoded spans
 // go through cache, shared by all readers of all blobs; key names the blob in
-// it (its digest, say). With a nil cache every ReadAt decodes, from the
-// nearest checkpoint, just the bytes up to the end of the read.
+// it (its digest, say). With a nil cache, and for spans larger than the whole
+// cache, every ReadAt decodes from the span's checkpoint just the bytes up to
+// the end of the read: a single-frame zstd layer is one span, and decoding
+// it whole per read would be far worse.
 func (c *Checkpoints) NewReaderAt(blob io.ReaderAt, cache *SpanCache, key string) io.ReaderAt {
 	if c.Compression == None {
 		return &rawReaderAt{r: io.NewSectionReader(blob, 0, c.UncompressedSize)}
@@ -247,6 +264,9 @@ func (c *Checkpoints) NewReaderAt(blob io.ReaderAt, cache *SpanCache, key string
 type rawReaderAt struct{ r *io.SectionReader }
 
 func (r *rawReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("read at negative offset %d", off)
+	}
 	n, err := r.r.ReadAt(p, off)
 	if err == io.EOF && off+int64(n) < r.r.Size() {
 		err = fmt.Errorf("uncompressed blob shorter than indexed: %w: %w", io.ErrUnexpectedEOF, ErrCorrupt)
@@ -276,7 +296,7 @@ func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		start, end := r.c.Span(i)
 		var m int
 		var err error
-		if r.cache != nil {
+		if r.cache != nil && end-start <= r.cache.max {
 			var data []byte
 			data, err = r.cache.get(spanKey{key: r.key, span: i}, func() ([]byte, error) {
 				return r.c.DecodeSpan(r.blob, i, nil)

@@ -367,3 +367,38 @@ func TestReaderAtConcurrent(t *testing.T) {
 		})
 	}
 }
+
+// A span larger than the whole cache is not cached; reads decode just what
+// they need from its checkpoint.
+func TestReaderAtSpanLargerThanCache(t *testing.T) {
+	data := testData(8, 3<<20)
+	blob := zstdStreamed(t, data)
+	_, cps := indexAll(t, Zstd, blob, 0)
+	if cps.NumSpans() != 1 {
+		t.Fatalf("%d spans", cps.NumSpans())
+	}
+	cache := NewSpanCache(1 << 20)
+	checkReadAt(t, cps.NewReaderAt(bytes.NewReader(blob), cache, "big"), data, cps, 10)
+	if hits, misses, size := cache.Stats(); hits+misses+size != 0 {
+		t.Fatalf("cache used: %d/%d/%d", hits, misses, size)
+	}
+}
+
+// I/O errors of the blob are reported as such, not as corruption.
+func TestReaderAtIOError(t *testing.T) {
+	data := testData(9, 1<<20)
+	blob := kgzipBytes(t, data, 6)
+	_, cps := indexAll(t, Gzip, blob, 64<<10)
+	boom := errors.New("disk on fire")
+	ra := cps.NewReaderAt(failingReaderAt{boom}, NewSpanCache(1<<20), "x")
+	if _, err := ra.ReadAt(make([]byte, 10), 500<<10); !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := cps.DecodeSpan(failingReaderAt{boom}, 3, nil); !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+type failingReaderAt struct{ err error }
+
+func (f failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, f.err }

@@ -139,7 +139,11 @@ func openGzipSpan(blob io.ReaderAt, size int64, p *Checkpoint, limit int64, veri
 		return g, nil
 	}
 	window, werr := p.window()
-	if werr != nil || p.Bits > 7 || len(window) > deflateWindow || p.DeflateIn > p.In || p.MemberOut > p.Out {
+	if werr != nil {
+		g.release()
+		return nil, fmt.Errorf("span %d: deflate checkpoint window: %w", i, werr)
+	}
+	if p.Bits > 7 || len(window) > deflateWindow || p.DeflateIn > p.In || p.MemberOut > p.Out {
 		g.release()
 		return nil, fmt.Errorf("span %d: invalid deflate checkpoint (bits %d, window %d, deflate start %d, in %d): %w",
 			i, p.Bits, len(window), p.DeflateIn, p.In, ErrCorrupt)

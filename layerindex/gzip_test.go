@@ -91,33 +91,53 @@ func kgzipBytes(t testing.TB, data []byte, level int) []byte {
 	return b.Bytes()
 }
 
+// nextBlockType is BTYPE of the deflate block starting at checkpoint p.
+func nextBlockType(blob []byte, p Checkpoint) int {
+	v := uint16(blob[p.In])
+	if p.In+1 < int64(len(blob)) {
+		v |= uint16(blob[p.In+1]) << 8
+	}
+	return int(v>>p.Bits>>1) & 3
+}
+
 type gzipCase struct {
 	name string
 	make func(t testing.TB, data []byte) []byte
 	// checks on the table built with a 64 KiB span
-	check func(t *testing.T, cps *Checkpoints)
+	check func(t *testing.T, cps *Checkpoints, blob []byte)
 }
 
 func gzipCases() []gzipCase {
 	return []gzipCase{
 		{name: "klauspost-level6", make: func(t testing.TB, d []byte) []byte { return kgzipBytes(t, d, 6) },
-			check: func(t *testing.T, cps *Checkpoints) {
-				var bits int
+			check: func(t *testing.T, cps *Checkpoints, blob []byte) {
+				// The data mixes compressible and random runs, so Huffman
+				// and stored blocks alternate: restarts must work mid-byte
+				// and before a stored block (which skips to a byte
+				// boundary), including both at once.
+				var bits, stored, both int
 				for _, p := range cps.Points[1:] {
 					if p.Kind != CheckpointDeflate {
 						t.Fatalf("kind %v in a single member", p.Kind)
 					}
+					s := nextBlockType(blob, p) == 0
 					if p.Bits != 0 {
 						bits++
 					}
+					if s {
+						stored++
+					}
+					if s && p.Bits != 0 {
+						both++
+					}
 				}
-				if bits == 0 {
-					t.Fatal("no deflate checkpoint with a non-zero bit offset")
+				if bits == 0 || stored == 0 || both == 0 {
+					t.Fatalf("deflate checkpoints: %d with a bit offset, %d before a stored block, %d both", bits, stored, both)
 				}
 			}},
 		{name: "klauspost-best", make: func(t testing.TB, d []byte) []byte { return kgzipBytes(t, d, 9) }},
 		{name: "stored-blocks", make: func(t testing.TB, d []byte) []byte { return kgzipBytes(t, d, kgzip.NoCompression) },
-			check: func(t *testing.T, cps *Checkpoints) {
+			check: func(t *testing.T, cps *Checkpoints, blob []byte) {
 				if len(cps.Points) < 10 {
 					t.Fatalf("%d checkpoints in stored blocks", len(cps.Points))
 				}
@@ -142,7 +162,7 @@ func gzipCases() []gzipCase {
 				b = append(b, gzipMember(t, c, 6, 20<<10, gzHeaderOpts{})...)
 			}
 			return b
-		}, check: func(t *testing.T, cps *Checkpoints) {
+		}, check: func(t *testing.T, cps *Checkpoints, blob []byte) {
 			short, members := 0, 0
 			for _, p := range cps.Points {
 				if p.Kind == CheckpointDeflate && len(p.Window) < deflateWindow {
@@ -164,7 +184,7 @@ func gzipCases() []gzipCase {
 				b = append(b, kgzipBytes(t, c, 6)...)
 			}
 			return b
-		}, check: func(t *testing.T, cps *Checkpoints) {
+		}, check: func(t *testing.T, cps *Checkpoints, blob []byte) {
 			members := 0
 			for i := 1; i < len(cps.Points); i++ {
 				if d := cps.Points[i].Out - cps.Points[i-1].Out; d < 64<<10 {
@@ -233,7 +253,7 @@ func TestGzip(t *testing.T) {
 			for _, span := range testSpans {
 				cps := checkDecode(t, Gzip, blob, data, span)
 				if span == 64<<10 && tc.check != nil {
-					tc.check(t, cps)
+					tc.check(t, cps, blob)
 				}
 			}
 		})
