@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 )
 
 // DefaultSpan is the uncompressed distance between checkpoints used when the
@@ -279,6 +280,31 @@ type spanReaderAt struct {
 	blob  io.ReaderAt
 	cache *SpanCache
 	key   string
+	// lastEnd is where the previous read ended; a read that starts there
+	// is taken as sequential. prefetching limits read-ahead to one span
+	// decode in flight per blob.
+	lastEnd     atomic.Int64
+	prefetching atomic.Bool
+}
+
+// maybePrefetch decodes span i+1 in the background when a sequential
+// reader is past the middle of span i, so that a streaming read (a 1 GiB
+// file read in 128 KiB kernel requests) finds the next span ready and
+// inflating overlaps with serving: on two cores the decode of the next
+// span runs while the kernel copies out this one.
+func (r *spanReaderAt) maybePrefetch(i int, pos, start, end int64, sequential bool) {
+	if !sequential || i+1 >= r.c.NumSpans() || pos-start < (end-start)/2 {
+		return
+	}
+	ns, ne := r.c.Span(i + 1)
+	k := spanKey{key: r.key, span: i + 1}
+	if ne-ns > r.cache.max/4 || r.cache.has(k) || !r.prefetching.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer r.prefetching.Store(false)
+		r.cache.get(k, func() ([]byte, error) { return r.c.DecodeSpan(r.blob, i+1, nil) })
+	}()
 }
 
 func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
@@ -290,6 +316,7 @@ func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		return 0, io.EOF
 	}
 	n := 0
+	sequential := r.lastEnd.Swap(off+int64(len(p))) == off
 	for n < len(p) && off+int64(n) < size {
 		pos := off + int64(n)
 		i := r.c.SpanAt(pos)
@@ -297,6 +324,7 @@ func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		var m int
 		var err error
 		if r.cache != nil && end-start <= r.cache.max {
+			r.maybePrefetch(i, pos+int64(len(p)-n), start, end, sequential)
 			var data []byte
 			data, err = r.cache.get(spanKey{key: r.key, span: i}, func() ([]byte, error) {
 				return r.c.DecodeSpan(r.blob, i, nil)

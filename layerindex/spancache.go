@@ -130,3 +130,12 @@ func (s *SpanCache) add(k spanKey, data []byte) {
 		s.bytes -= int64(len(ce.data))
 	}
 }
+
+// has reports whether span k is cached or being decoded.
+func (s *SpanCache) has(k spanKey) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, cached := s.entries[k]
+	_, inflight := s.inflight[k]
+	return cached || inflight
+}
