@@ -53,38 +53,32 @@ func (d Dir) DecodedPath(dg digest.Digest) string {
 // fs.ErrNotExist; a damaged one wraps layerindex.ErrBadIndex (the caller
 // rebuilds and overwrites it).
 func (d Dir) LoadIndex(dg digest.Digest) (*layerindex.Index, error) {
-	p, err := d.indexPath(dg)
-	if err != nil {
-		return nil, err
+	ix, err := d.load(dg, os.ReadFile, layerindex.UnmarshalIndex)
+	if err == nil {
+		p, _ := d.indexPath(dg)
+		now := time.Now()
+		os.Chtimes(p, now, now) // last use, for prune; best effort
 	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return nil, err
-	}
-	ix, err := layerindex.UnmarshalIndex(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", p, err)
-	}
-	if ix.Digest != dg {
-		return nil, fmt.Errorf("%s: holds the index of %s: %w", p, ix.Digest, layerindex.ErrBadIndex)
-	}
-	now := time.Now()
-	os.Chtimes(p, now, now) // last use, for prune; best effort
-	return ix, nil
+	return ix, err
 }
 
 // LoadHeader is LoadIndex without the entry table (sizes, digests and
-// checkpoints only), for mounts whose merged tree is cached.
+// checkpoints only, read from the file's head alone), for mounts whose
+// merged tree is cached.
 func (d Dir) LoadHeader(dg digest.Digest) (*layerindex.Index, error) {
+	return d.load(dg, readHead, layerindex.UnmarshalHeader)
+}
+
+func (d Dir) load(dg digest.Digest, read func(string) ([]byte, error), parse func([]byte) (*layerindex.Index, error)) (*layerindex.Index, error) {
 	p, err := d.indexPath(dg)
 	if err != nil {
 		return nil, err
 	}
-	b, err := readHead(p)
+	b, err := read(p)
 	if err != nil {
 		return nil, err
 	}
-	ix, err := layerindex.UnmarshalHeader(b)
+	ix, err := parse(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
@@ -103,21 +97,6 @@ func (d Dir) treePath(manifest digest.Digest) (string, error) {
 		return "", fmt.Errorf("cache key %q: %w", manifest, err)
 	}
 	return filepath.Join(d.Root, "tree", "v1", string(manifest.Algorithm()), manifest.Encoded()), nil
-}
-
-// LoadTree returns the serialized merged tree of the image whose manifest
-// is manifest (fs.ErrNotExist if absent); overlay.UnmarshalTree checks it.
-func (d Dir) LoadTree(manifest digest.Digest) ([]byte, error) {
-	p, err := d.treePath(manifest)
-	if err != nil {
-		return nil, err
-	}
-	b, err := os.ReadFile(p)
-	if err == nil {
-		now := time.Now()
-		os.Chtimes(p, now, now)
-	}
-	return b, err
 }
 
 // StoreTree writes a serialized merged tree, atomically.

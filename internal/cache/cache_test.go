@@ -1,0 +1,74 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ocimount/ocimount/internal/tartest"
+	"github.com/ocimount/ocimount/layerindex"
+)
+
+func index(t *testing.T, content string) *layerindex.Index {
+	tb := tartest.Tar(t, tartest.File("f", content, 0o644))
+	ix, err := layerindex.Build(context.Background(), bytes.NewReader(tb), layerindex.None, layerindex.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ix
+}
+
+func TestStoreLoadPrune(t *testing.T) {
+	d := Dir{Root: t.TempDir()}
+	a, b := index(t, "a"), index(t, "bb")
+	if _, err := d.LoadIndex(a.Digest); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("empty cache: err = %v, want ErrNotExist", err)
+	}
+	// Concurrent writers of one index never leave a torn file.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() { defer wg.Done(); d.StoreIndex(a) }()
+	}
+	wg.Wait()
+	if err := d.StoreIndex(b); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := d.LoadIndex(a.Digest); err != nil || got.Digest != a.Digest || len(got.Entries) != 1 {
+		t.Fatalf("LoadIndex = %v, %v", got, err)
+	}
+	if h, err := d.LoadHeader(b.Digest); err != nil || h.Entries != nil || h.DiffID != b.DiffID {
+		t.Fatalf("LoadHeader = %+v, %v", h, err)
+	}
+	// A file stored under the wrong name is not trusted.
+	pa, _ := d.indexPath(a.Digest)
+	pb, _ := d.indexPath(b.Digest)
+	raw, _ := os.ReadFile(pa)
+	os.WriteFile(pb, raw, 0o600)
+	if _, err := d.LoadIndex(b.Digest); !errors.Is(err, layerindex.ErrBadIndex) {
+		t.Errorf("index under another digest: err = %v, want ErrBadIndex", err)
+	}
+	d.StoreIndex(b)
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(pa, old, old)
+	es, err := d.List()
+	if err != nil || len(es) != 2 || es[0].Digest != a.Digest {
+		t.Fatalf("List = %+v, %v; want 2 entries, least recently used (a) first", es, err)
+	}
+	removed, err := d.Prune(es[1].Size)
+	if err != nil || len(removed) != 1 || removed[0].Digest != a.Digest {
+		t.Fatalf("Prune = %+v, %v; want a removed", removed, err)
+	}
+	if _, err := os.Stat(filepath.Dir(pa)); err != nil {
+		t.Fatal(err)
+	}
+	if rest, _ := d.List(); len(rest) != 1 {
+		t.Errorf("after prune: %d entries, want 1", len(rest))
+	}
+}
