@@ -4,7 +4,7 @@
 # on a prepared machine does not touch the network.
 set -euo pipefail
 need=()
-for pair in fusermount3:fuse3 umoci:umoci skopeo:skopeo pigz:pigz zstd:zstd \
+for pair in fusermount3:fuse3 umoci:umoci skopeo:skopeo pigz:pigz zstd:zstd perl:perl \
             setfattr:attr setcap:libcap2-bin busybox:busybox-static; do
     bin=${pair%%:*} pkg=${pair##*:}
     command -v "$bin" >/dev/null 2>&1 || [ -x "/bin/$bin" ] || need+=("$pkg")
