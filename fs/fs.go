@@ -50,15 +50,19 @@ type node struct {
 }
 
 var (
-	_ fusefs.NodeGetattrer   = (*node)(nil)
-	_ fusefs.NodeLookuper    = (*node)(nil)
-	_ fusefs.NodeReaddirer   = (*node)(nil)
-	_ fusefs.NodeReadlinker  = (*node)(nil)
-	_ fusefs.NodeOpener      = (*node)(nil)
-	_ fusefs.NodeReader      = (*node)(nil)
-	_ fusefs.NodeGetxattrer  = (*node)(nil)
-	_ fusefs.NodeListxattrer = (*node)(nil)
-	_ fusefs.NodeStatfser    = (*node)(nil)
+	_ fusefs.NodeGetattrer      = (*node)(nil)
+	_ fusefs.NodeLookuper       = (*node)(nil)
+	_ fusefs.NodeReaddirer      = (*node)(nil)
+	_ fusefs.NodeOpendirHandler = (*node)(nil)
+	_ fusefs.FileReaddirenter   = (*dirHandle)(nil)
+	_ fusefs.FileSeekdirer      = (*dirHandle)(nil)
+	_ fusefs.FileLookuper       = (*dirHandle)(nil)
+	_ fusefs.NodeReadlinker     = (*node)(nil)
+	_ fusefs.NodeOpener         = (*node)(nil)
+	_ fusefs.NodeReader         = (*node)(nil)
+	_ fusefs.NodeGetxattrer     = (*node)(nil)
+	_ fusefs.NodeListxattrer    = (*node)(nil)
+	_ fusefs.NodeStatfser       = (*node)(nil)
 )
 
 // cacheTimeout is how long the kernel may trust entries, attributes and
@@ -208,6 +212,60 @@ func (d *dirStream) Close() {}
 func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
 	first, count := n.r.tree.Children(n.id)
 	return &dirStream{t: n.r.tree, next: first, end: first + overlay.NodeID(count)}, 0
+}
+
+// dirHandle is an open directory. Its listing never changes, so opendir
+// returns FOPEN_CACHE_DIR: the kernel keeps the listing in its page cache
+// and a second `ls`/`find` of the directory does not reach the server.
+// Positions 0 and 1 are "." and ".." (as on a disk filesystem; FUSE leaves
+// them to the server), then the children in name order; offsets are
+// positions, so seeking is exact.
+type dirHandle struct {
+	n          *node
+	first      overlay.NodeID
+	count, pos int
+}
+
+func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
+	if n.r.tree.Kind(n.id) != layerindex.KindDir {
+		return nil, 0, syscall.ENOTDIR
+	}
+	first, count := n.r.tree.Children(n.id)
+	return &dirHandle{n: n, first: first, count: count}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
+	t := d.n.r.tree
+	var de fuse.DirEntry
+	switch {
+	case d.pos >= d.count+2:
+		return nil, 0
+	case d.pos == 0:
+		de = fuse.DirEntry{Name: ".", Ino: t.Attr(d.n.id).Ino, Mode: syscall.S_IFDIR}
+	case d.pos == 1:
+		de = fuse.DirEntry{Name: "..", Ino: t.Attr(t.Parent(d.n.id)).Ino, Mode: syscall.S_IFDIR}
+	default:
+		id := d.first + overlay.NodeID(d.pos-2)
+		in := t.Attr(id)
+		de = fuse.DirEntry{Name: t.Name(id), Ino: in.Ino, Mode: fileType(in.Kind)}
+	}
+	d.pos++
+	de.Off = uint64(d.pos)
+	return &de, 0
+}
+
+func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
+	d.pos = int(min(off, uint64(d.count+2)))
+	return 0
+}
+
+// Lookup serves READDIRPLUS for the entry just listed, by position rather
+// than by name search.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
+	if i := d.pos - 3; i >= 0 && i < d.count && d.n.r.tree.Name(d.first+overlay.NodeID(i)) == name {
+		return d.n.child(ctx, d.first+overlay.NodeID(i), out), 0
+	}
+	return d.n.Lookup(ctx, name, out)
 }
 
 func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {

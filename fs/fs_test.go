@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -153,6 +154,26 @@ func TestServe(t *testing.T) {
 	}
 	if want := []string{"passwd", "passwd2"}; !sort.StringsAreSorted(names) || len(names) != 2 || names[0] != want[0] || names[1] != want[1] {
 		t.Errorf("readdir etc = %v, want %v", names, want)
+	}
+
+	// Raw readdir lists "." and ".." too, as a disk filesystem does.
+	df, err := os.Open(filepath.Join(mnt, "etc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, 4096)
+	nb, err := unix.ReadDirent(int(df.Fd()), raw)
+	df.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, all := unix.ParseDirent(raw[:nb], -1, nil) // drops . and ..
+	if got := fmt.Sprint(all); got != "[passwd passwd2]" {
+		t.Errorf("dirents = %s", got)
+	}
+	// A linux_dirent64 name follows its d_type byte: DT_DIR (4) ".\0".
+	if !bytes.Contains(raw[:nb], []byte{unix.DT_DIR, '.', 0}) || !bytes.Contains(raw[:nb], []byte{unix.DT_DIR, '.', '.', 0}) {
+		t.Errorf("readdir of etc lacks . or ..")
 	}
 
 	var a, b unix.Stat_t
