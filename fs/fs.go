@@ -11,9 +11,12 @@ package fs
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	iofs "io/fs"
 	"log/slog"
+	"os"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -99,7 +102,8 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 			Options:              mopts,
 			AllowOther:           o.AllowOther,
 			MaxWrite:             1 << 20, // also max_read: fewer, larger reads
-			DirectMount:          true,    // as root: no fusermount needed; falls back to it otherwise
+			MaxReadAhead:         readaheadKB << 10,
+			DirectMount:          true, // as root: no fusermount needed; falls back to it otherwise
 			DirectMountFlags:     flags,
 			EnableSymlinkCaching: true,
 			DisableXAttrs:        !tree.HasXattrs(),
@@ -111,7 +115,31 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 		NullPermissions: true, // mode 000 stays 000; default_permissions enforces
 		RootStableAttr:  &fusefs.StableAttr{Ino: uint64(overlay.RootID), Gen: 1},
 	}
-	return fusefs.Mount(dir, &node{r: r, id: overlay.RootID}, opts)
+	srv, err := fusefs.Mount(dir, &node{r: r, id: overlay.RootID}, opts)
+	if err == nil {
+		raiseReadahead(dir, lg)
+	}
+	return srv, err
+}
+
+// readaheadKB is the kernel read-ahead set on the mount. FUSE mounts get
+// 128 KiB whatever the server asks at INIT, so a streaming read arrives as
+// 128 KiB requests, each a round trip; at 1 MiB a sequential read of a
+// gzip layer goes from about 0.65x to about 0.9x of pigz -dc on this
+// 2-core machine (measured, see docs/bench-results.md).
+const readaheadKB = 1024
+
+// raiseReadahead sets the mount's backing-device read-ahead, best effort:
+// it needs root (the sysfs file is root-only) and is harmless otherwise.
+func raiseReadahead(dir string, lg *slog.Logger) {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return
+	}
+	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	if err := os.WriteFile(p, []byte(strconv.Itoa(readaheadKB)), 0); err != nil {
+		lg.Debug("cannot raise read-ahead", "path", p, "err", err)
+	}
 }
 
 // errno is the only place errors become errnos. go-fuse's own conversion
