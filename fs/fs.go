@@ -327,9 +327,15 @@ func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint3
 	if f, off, ok := t.BackingFile(n.id); ok {
 		h.fd, h.off, h.fdOK = f.Fd(), off, true
 	}
-	// Content never changes: let the page cache survive re-opens.
-	return h, fuse.FOPEN_KEEP_CACHE, 0
+	// Content never changes: let the page cache survive re-opens. Nothing
+	// is ever written, so closing needs no FLUSH round trip.
+	return h, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
 }
+
+// Flush answers ENOSYS, which tells the kernel to stop sending FLUSH on
+// every close of this mount (kernels without FOPEN_NOFLUSH): one round trip
+// less per file read.
+func (n *node) Flush(ctx context.Context, f fusefs.FileHandle) syscall.Errno { return syscall.ENOSYS }
 
 func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
 	h, ok := f.(*handle)
