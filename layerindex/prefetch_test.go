@@ -5,6 +5,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/ocimount/ocimount/internal/tartest"
 )
@@ -42,7 +43,8 @@ func TestSequentialReadAhead(t *testing.T) {
 		t.Fatal("sequential read returned wrong bytes")
 	}
 	// Wait for a read-ahead still in flight, then count decodes.
-	for ra.(*spanReaderAt).prefetching.Load() {
+	for i := 0; ra.(*spanReaderAt).prefetching.Load() && i < 5000; i++ {
+		time.Sleep(time.Millisecond)
 	}
 	if _, misses, _ := cache.Stats(); misses > int64(cps.NumSpans()) {
 		t.Errorf("%d decodes for %d spans: a span was decoded twice", misses, cps.NumSpans())
