@@ -165,7 +165,7 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 		return v, true
 	}
 	take := func(n uint64) ([]byte, bool) {
-		if n > uint64(len(body)-pos) {
+		if pos > len(body) || n > uint64(len(body)-pos) {
 			return nil, false
 		}
 		p := body[pos : pos+int(n)]
@@ -241,6 +241,18 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 	t.inodes = viewAs[inode](inodeB, ni)
 	for i := range t.inodes {
 		in := &t.inodes[i]
+		if sp := *(*byte)(unsafe.Pointer(&in.sparse)); sp > 1 {
+			return bad(fmt.Sprintf("inode %d: bad flag", i))
+		}
+		if uint64(in.fragOff)+uint64(in.fragN) <= uint64(nf) {
+			end := int64(0)
+			for _, f := range t.frags[in.fragOff : in.fragOff+in.fragN] {
+				if f.Off < end || f.Len < 0 || f.Off+f.Len < f.Off || f.Off+f.Len > in.size {
+					return bad(fmt.Sprintf("inode %d: bad sparse map", i))
+				}
+				end = f.Off + f.Len
+			}
+		}
 		if uint64(in.xattrOff)+uint64(in.xattrN) > uint64(nx) || uint64(in.fragOff)+uint64(in.fragN) > uint64(nf) ||
 			!strOK(in.linkOff, in.linkLen) || in.kind < layerindex.KindReg || in.kind > layerindex.KindFIFO ||
 			in.layer < -1 || int(in.layer) >= int(nl) || (in.kind == layerindex.KindReg && in.layer < 0) || in.size < 0 || in.offset < 0 {
@@ -255,9 +267,15 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 		n := &t.nodes[i]
 		// Breadth-first layout: parents come before children, so parent
 		// chains always end at the root (no cycles).
-		if (i == 1 && n.parent != RootID) || (i > 1 && int(n.parent) >= i) || !strOK(n.nameOff, n.nameLen) ||
+		if (i == 1 && n.parent != RootID) || (i > 1 && (n.parent < RootID || int(n.parent) >= i)) || !strOK(n.nameOff, n.nameLen) ||
 			int(n.inode) >= ni || (n.count > 0 && (n.first <= NodeID(i) || uint64(n.first)+uint64(n.count) > uint64(nn+1))) {
 			return bad(fmt.Sprintf("node %d out of range", i))
+		}
+	}
+	for i := 2; i <= nn; i++ {
+		p := &t.nodes[t.nodes[i].parent]
+		if NodeID(i) < p.first || uint64(i) >= uint64(p.first)+uint64(p.count) || t.inodes[p.inode].kind != layerindex.KindDir {
+			return bad(fmt.Sprintf("node %d is not among its parent's children", i))
 		}
 	}
 	if t.Kind(RootID) != layerindex.KindDir {

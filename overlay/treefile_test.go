@@ -140,3 +140,30 @@ func FuzzUnmarshalTree(f *testing.F) {
 		}
 	})
 }
+
+// Past the checksum, every truncation and a node whose parent is the
+// unused slot 0 must be refused, not panic or loop.
+func TestParseTreeHostile(t *testing.T) {
+	tree, ids, layers := treeFixture(t)
+	b, err := tree.MarshalBinary(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := b[:len(b)-4]
+	for cut := 0; cut < len(body); cut++ {
+		c := append([]byte(nil), body[:cut]...)
+		if _, err := parseTree(c[:cut:cut], ids, layers); !errors.Is(err, ErrBadTree) {
+			t.Fatalf("cut at %d: err = %v, want ErrBadTree", cut, err)
+		}
+	}
+	bad := *tree
+	bad.nodes = append([]node(nil), tree.nodes...)
+	bad.nodes[len(bad.nodes)-1].parent = 0
+	b2, err := bad.MarshalBinary(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := UnmarshalTree(b2, ids, layers); !errors.Is(err, ErrBadTree) {
+		t.Fatalf("parent 0: err = %v, want ErrBadTree", err)
+	}
+}
