@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 )
@@ -35,9 +36,19 @@ func daemonize(o mountOptions) error {
 		return err
 	}
 	defer devnull.Close()
+	// The server's stderr goes to its log file, so that even a crash
+	// (a Go panic trace) is on record; stdin/stdout are /dev/null so it
+	// holds none of the caller's pipes.
+	stderr := devnull
+	if err := os.MkdirAll(filepath.Dir(o.logFile), 0o700); err == nil {
+		if lf, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600); err == nil {
+			defer lf.Close()
+			stderr = lf
+		}
+	}
 	cmd := exec.Command(exe, os.Args[1:]...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, devnull
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, stderr
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

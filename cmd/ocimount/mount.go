@@ -135,6 +135,10 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// If the waiting parent goes away (the user pressed Ctrl-C during a
+	// long first mount), stop: nobody asked for a mount any more.
+	loadCtx, cancelLoad := context.WithCancel(ctx)
+	defer cancelLoad()
 	t0 := time.Now()
 	lo := loader.Options{
 		CacheDir: o.cacheDir,
@@ -147,14 +151,16 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		var mu sync.Mutex
 		lo.Progress = func(i int, done, total int64) {
 			mu.Lock()
-			fmt.Fprintf(ready, "progress %d %d %d\n", i, done, total)
-			mu.Unlock()
+			defer mu.Unlock()
+			if _, err := fmt.Fprintf(ready, "progress %d %d %d\n", i, done, total); err != nil {
+				cancelLoad()
+			}
 		}
 	case !o.quiet && isTerminal(os.Stderr):
 		pg = newProgress(os.Stderr, 0)
 		lo.Progress = pg.update
 	}
-	im, err := loader.Load(ctx, o.source, *o.platform, lo)
+	im, err := loader.Load(loadCtx, o.source, *o.platform, lo)
 	if pg != nil {
 		pg.finish()
 	}
@@ -179,9 +185,13 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	}
 	logger.Info("mounted", "source", o.source.String(), "entries", im.Tree.Len(), "layers", len(im.Indexes), "elapsed", time.Since(t0))
 	if ready != nil {
-		fmt.Fprintln(ready, "ok")
+		_, err := fmt.Fprintln(ready, "ok")
 		ready.Close()
 		ready = nil
+		if err != nil {
+			srv.Unmount()
+			return fmt.Errorf("the waiting ocimount went away before the mount was ready; unmounted: %w", err)
+		}
 	} else if !o.quiet {
 		fmt.Fprintf(os.Stderr, "mounted %s at %s (%d entries, %d layers) in %v; Ctrl-C unmounts\n",
 			o.source, o.mountpoint, im.Tree.Len(), len(im.Indexes), time.Since(t0).Round(time.Millisecond))
