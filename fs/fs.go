@@ -55,7 +55,6 @@ type node struct {
 var (
 	_ fusefs.NodeGetattrer      = (*node)(nil)
 	_ fusefs.NodeLookuper       = (*node)(nil)
-	_ fusefs.NodeReaddirer      = (*node)(nil)
 	_ fusefs.NodeOpendirHandler = (*node)(nil)
 	_ fusefs.FileReaddirenter   = (*dirHandle)(nil)
 	_ fusefs.FileSeekdirer      = (*dirHandle)(nil)
@@ -204,7 +203,7 @@ func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrO
 
 func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
 	t := n.r.tree
-	if t.Attr(n.id).Kind != layerindex.KindDir {
+	if t.Kind(n.id) != layerindex.KindDir {
 		return nil, syscall.ENOTDIR
 	}
 	id, ok := t.Lookup(n.id, name)
@@ -220,26 +219,6 @@ func (n *node) child(ctx context.Context, id overlay.NodeID, out *fuse.EntryOut)
 	// Hardlinks share in.Ino, so go-fuse hands every name of one file the
 	// same *Inode.
 	return n.NewInode(ctx, &node{r: n.r, id: id}, fusefs.StableAttr{Mode: fileType(in.Kind), Ino: in.Ino, Gen: 1})
-}
-
-// dirStream walks a directory's child range without materialising it.
-type dirStream struct {
-	t         *overlay.Tree
-	next, end overlay.NodeID
-}
-
-func (d *dirStream) HasNext() bool { return d.next < d.end }
-func (d *dirStream) Next() (fuse.DirEntry, syscall.Errno) {
-	id := d.next
-	d.next++
-	in := d.t.Attr(id)
-	return fuse.DirEntry{Name: d.t.Name(id), Ino: in.Ino, Mode: fileType(in.Kind)}, 0
-}
-func (d *dirStream) Close() {}
-
-func (n *node) Readdir(ctx context.Context) (fusefs.DirStream, syscall.Errno) {
-	first, count := n.r.tree.Children(n.id)
-	return &dirStream{t: n.r.tree, next: first, end: first + overlay.NodeID(count)}, 0
 }
 
 // dirHandle is an open directory. Its listing never changes, so opendir
@@ -269,13 +248,12 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	case d.pos >= d.count+2:
 		return nil, 0
 	case d.pos == 0:
-		de = fuse.DirEntry{Name: ".", Ino: t.Attr(d.n.id).Ino, Mode: syscall.S_IFDIR}
+		de = fuse.DirEntry{Name: ".", Ino: t.Ino(d.n.id), Mode: syscall.S_IFDIR}
 	case d.pos == 1:
-		de = fuse.DirEntry{Name: "..", Ino: t.Attr(t.Parent(d.n.id)).Ino, Mode: syscall.S_IFDIR}
+		de = fuse.DirEntry{Name: "..", Ino: t.Ino(t.Parent(d.n.id)), Mode: syscall.S_IFDIR}
 	default:
 		id := d.first + overlay.NodeID(d.pos-2)
-		in := t.Attr(id)
-		de = fuse.DirEntry{Name: t.Name(id), Ino: in.Ino, Mode: fileType(in.Kind)}
+		de = fuse.DirEntry{Name: t.Name(id), Ino: t.Ino(id), Mode: fileType(t.Kind(id))}
 	}
 	d.pos++
 	de.Off = uint64(d.pos)

@@ -219,6 +219,9 @@ func (t *Tree) UsedBlocks() uint64 {
 // same InodeIndex (and Ino); other names never do.
 func (t *Tree) InodeIndex(id NodeID) uint32 { return t.nodes[id].inode }
 
+// Ino is Attr(id).Ino without building the whole Inode.
+func (t *Tree) Ino(id NodeID) uint64 { return uint64(t.inodes[t.nodes[id].inode].ino) }
+
 // Kind is Attr(id).Kind without building the whole Inode.
 func (t *Tree) Kind(id NodeID) layerindex.Kind { return t.inodes[t.nodes[id].inode].kind }
 
