@@ -73,7 +73,8 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	if o.Digest != "" && o.Digest.Algorithm() != digest.SHA256 && o.Digest.Algorithm().Available() {
 		blobHash = o.Digest.Algorithm().Hash()
 	}
-	cin := &countingReader{r: io.TeeReader(blob, blobHash), ctx: ctx, progress: o.Progress, recFrom: -1}
+	chunks := &chunkHasher{size: ChunkSize, h: sha256.New()}
+	cin := &countingReader{r: io.TeeReader(blob, io.MultiWriter(blobHash, chunks)), ctx: ctx, progress: o.Progress, recFrom: -1}
 	ir, err := NewIndexingReader(c, cin, o.Span)
 	if err != nil {
 		return nil, err
@@ -119,7 +120,40 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	if c != None {
 		ix.Checkpoints = ir.Checkpoints()
 	}
+	ix.Chunks = chunks.finish()
 	return ix, nil
+}
+
+// chunkHasher records the sha256 of every size-byte piece written to it.
+type chunkHasher struct {
+	size int64
+	n    int64 // bytes in the current piece
+	h    hash.Hash
+	sums [][32]byte
+}
+
+func (c *chunkHasher) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		k := min(int64(len(p)), c.size-c.n)
+		c.h.Write(p[:k])
+		c.n += k
+		p = p[k:]
+		if c.n == c.size {
+			c.sums = append(c.sums, [32]byte(c.h.Sum(nil)))
+			c.h.Reset()
+			c.n = 0
+		}
+	}
+	return total, nil
+}
+
+func (c *chunkHasher) finish() ChunkSums {
+	if c.n > 0 {
+		c.sums = append(c.sums, [32]byte(c.h.Sum(nil)))
+		c.n = 0
+	}
+	return ChunkSums{Size: c.size, Sums: c.sums}
 }
 
 // countingReader counts (and optionally hashes and tees) what passes

@@ -12,22 +12,22 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// On-disk index format, version 1 (see docs/DESIGN.md "Index cache"):
+// On-disk index format, version 4 (see docs/DESIGN.md "Index cache"):
 //
 //	magic "OCIMIDX\x00" | u32le version | u64le len(head) | head |
 //	sha256(magic..head) | entries | sha256(everything before)
 //
 // The body is a sequence of uvarints/varints and length-prefixed strings:
 // header (compression, sizes, digest, diffID), the checkpoint table with
-// each 32 KiB window deflated (first, so a mount whose merged tree is
-// cached can stop there), then entries in tar order with front-coded names
+// each 32 KiB window deflated, and the chunk digest table (first, so a
+// mount whose merged tree is cached can stop there), then entries in tar order with front-coded names
 // (bytes shared with the previous name + suffix) and delta-coded offsets. Front coding and deltas make the table a few tens of bytes per
 // entry; deflating windows roughly thirds them. The trailing checksum makes
 // a torn or corrupt file detectable, so a cached index is never trusted
 // unless it is exactly what was written.
 const (
 	indexMagic   = "OCIMIDX\x00"
-	indexVersion = 3
+	indexVersion = 4
 )
 
 // ErrBadIndex: a serialized index is corrupt, truncated or of another
@@ -98,6 +98,11 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 				e.str(zbuf.String())
 			}
 		}
+	}
+	e.uvarint(uint64(ix.Chunks.Size))
+	e.uvarint(uint64(len(ix.Chunks.Sums)))
+	for _, s := range ix.Chunks.Sums {
+		e.b = append(e.b, s[:]...)
 	}
 	binary.LittleEndian.PutUint64(e.b[headStart-8:], uint64(len(e.b)-headStart))
 	hsum := sha256.Sum256(e.b)
@@ -358,6 +363,18 @@ func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
 		ix.Checkpoints = cp
 	} else if ix.Compression != None {
 		d.fail("compressed layer without checkpoints")
+	}
+	ix.Chunks.Size = d.size()
+	if nc := d.count(32); d.err == nil {
+		if (ix.Chunks.Size == 0 && nc != 0) || (ix.Chunks.Size > 0 && ix.Chunks.Count(ix.CompressedSize) != nc) {
+			d.fail("chunk table does not match the blob size")
+		} else {
+			ix.Chunks.Sums = make([][32]byte, nc)
+			for i := range ix.Chunks.Sums {
+				copy(ix.Chunks.Sums[i][:], d.b[:32])
+				d.b = d.b[32:]
+			}
+		}
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes in the head")

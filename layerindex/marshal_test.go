@@ -3,6 +3,7 @@ package layerindex
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"testing"
 	"time"
@@ -141,4 +142,37 @@ func FuzzUnmarshalIndex(f *testing.F) {
 			t.Fatalf("re-parse differs:\n%s", d)
 		}
 	})
+}
+
+// The chunk table is what lazily fetched registry bytes are checked
+// against, so it must be exactly the sha256 of each piece of the blob as
+// stored, the last piece short.
+func TestChunkSums(t *testing.T) {
+	for _, n := range []int{0, 1, ChunkSize - 1, ChunkSize, ChunkSize + 1, 3*ChunkSize + 17} {
+		blob := make([]byte, n)
+		for i := range blob {
+			blob[i] = byte(i * 7 / 3)
+		}
+		h := &chunkHasher{size: ChunkSize, h: sha256.New()}
+		// Odd write sizes cross piece boundaries in the middle of a write.
+		for p := blob; len(p) > 0; {
+			k := min(len(p), 100003)
+			h.Write(p[:k])
+			p = p[k:]
+		}
+		got := h.finish()
+		if got.Count(int64(n)) != len(got.Sums) {
+			t.Fatalf("n=%d: Count says %d, have %d sums", n, got.Count(int64(n)), len(got.Sums))
+		}
+		for i := range got.Sums {
+			end := min((i+1)*ChunkSize, n)
+			if want := sha256.Sum256(blob[i*ChunkSize : end]); want != got.Sums[i] {
+				t.Fatalf("n=%d: piece %d sum differs", n, i)
+			}
+		}
+	}
+	ix := marshalFixture(t, tartest.Gzip)
+	if len(ix.Chunks.Sums) == 0 || ix.Chunks.Size != ChunkSize {
+		t.Fatalf("Build left no chunk table: %+v", ix.Chunks)
+	}
 }

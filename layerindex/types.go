@@ -113,4 +113,29 @@ type Index struct {
 	DiffID           digest.Digest // sha256 of the uncompressed tar stream
 	Entries          []Entry
 	Checkpoints      *Checkpoints // nil for uncompressed layers
+	// Chunks are digests of the stored (compressed) blob in fixed-size
+	// pieces. A layer read lazily from a registry is fetched in these
+	// pieces, and each is checked before a byte of it is served: the
+	// blob digest alone cannot be checked without the whole blob.
+	Chunks ChunkSums
+}
+
+// ChunkSize is the piece size of ChunkSums for new indexes: small enough
+// that a random read fetches little more than one checkpoint span of
+// compressed bytes, large enough that the table stays ~64 bytes per MiB.
+const ChunkSize = 512 << 10
+
+// ChunkSums are the sha256 digests of a blob cut into Size-byte pieces
+// (the last one shorter).
+type ChunkSums struct {
+	Size int64
+	Sums [][32]byte
+}
+
+// Count is how many pieces a blob of n bytes has.
+func (c ChunkSums) Count(n int64) int {
+	if c.Size <= 0 {
+		return 0
+	}
+	return int((n + c.Size - 1) / c.Size)
 }

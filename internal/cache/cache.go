@@ -4,7 +4,7 @@
 //
 // Layout (see docs/DESIGN.md):
 //
-//	ROOT/index/v3/<alg>/<hex>     serialized layerindex.Index (checksummed)
+//	ROOT/index/v4/<alg>/<hex>     serialized layerindex.Index (checksummed)
 //	ROOT/tree/v1/<alg>/<hex>      merged tree of an image, keyed by manifest digest
 //	ROOT/decoded/<hex>.tar        decoded single-frame zstd layers
 //	ROOT/ocimount.log             background servers' log
@@ -41,7 +41,7 @@ func (d Dir) indexPath(dg digest.Digest) (string, error) {
 	if err := dg.Validate(); err != nil {
 		return "", fmt.Errorf("cache key %q: %w", dg, err)
 	}
-	return filepath.Join(d.Root, "index", "v3", string(dg.Algorithm()), dg.Encoded()), nil
+	return filepath.Join(d.Root, "index", "v4", string(dg.Algorithm()), dg.Encoded()), nil
 }
 
 // DecodedPath is where the decoded stream of the zstd layer dg lives.
@@ -211,7 +211,7 @@ func (d Dir) Prune(maxBytes int64) ([]Entry, error) {
 
 // listKind appends the files under ROOT/KIND/<version>/<alg>/<hex>.
 func (d Dir) listKind(kind string, out *[]Entry) error {
-	ver := map[string]string{"index": "v3", "tree": "v1"}[kind]
+	ver := map[string]string{"index": "v4", "tree": "v1"}[kind]
 	err := filepath.WalkDir(filepath.Join(d.Root, kind, ver), func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
