@@ -20,6 +20,8 @@ type Options struct {
 	// a single manifest: mounting only reads files, so a foreign-arch
 	// image is as useful as a native one.
 	Platform *ocispec.Platform
+	// Remote configures registry access (docker:// sources).
+	Remote RemoteOptions
 }
 
 // LayerFormat is how a layer blob is encoded.
@@ -56,7 +58,9 @@ type Layer struct {
 	Descriptor ocispec.Descriptor
 	Format     LayerFormat
 	DiffID     digest.Digest // Config.RootFS.DiffIDs[Index]
-	Blob       Blob          // also a FileBlob; bytes are not verified here
+	// Blob is a FileBlob for local sources, a *RemoteBlob for registry
+	// ones; bytes are not verified here.
+	Blob Blob
 }
 
 // Image is an opened image: its metadata (verified) and its layer blobs
@@ -69,6 +73,9 @@ type Image struct {
 	Config         ocispec.Image
 	Platform       ocispec.Platform // of the chosen manifest
 	Layers         []Layer
+	// Remote is set for registry sources: the repository the image came
+	// from, for index artifacts and statistics.
+	Remote *Remote
 
 	closeOnce sync.Once
 	closers   []func() error
@@ -110,7 +117,7 @@ func OpenImage(ctx context.Context, src Source, o Options) (*Image, error) {
 	}
 	switch src.Transport {
 	case TransportDocker:
-		return nil, fmt.Errorf("%s: registry sources are %w yet; copy the image with `skopeo copy %s oci:DIR` first", src, ErrUnsupported, src)
+		return openRegistry(ctx, src, o, want)
 	case TransportOCI:
 		fi, err := os.Stat(src.Path)
 		if err != nil {

@@ -33,7 +33,10 @@ type resolver struct {
 	src   Source
 	st    store
 	want  ocispec.Platform
-	reads int
+	// remote, if set, is where manifests, configs and layers come from
+	// instead of st.
+	remote *registry
+	reads  int
 	bytes int64
 }
 
@@ -58,6 +61,9 @@ func (r *resolver) readVerified(what string, d ocispec.Descriptor, limit int64) 
 	r.reads++
 	if r.reads > maxMetaReads {
 		return nil, r.errorf("more than %d index and manifest blobs: %w", maxMetaReads, ErrInvalid)
+	}
+	if r.remote != nil {
+		return r.readRemote(what, d, limit)
 	}
 	b, err := r.st.open(name)
 	if err != nil {
@@ -280,6 +286,11 @@ func (r *resolver) resolve(d ocispec.Descriptor, depth int) (ocispec.Descriptor,
 	if err != nil {
 		return d, nil, nil, err
 	}
+	return r.resolveBytes(d, data, depth)
+}
+
+// resolveBytes is resolve for a document already read and verified.
+func (r *resolver) resolveBytes(d ocispec.Descriptor, data []byte, depth int) (ocispec.Descriptor, *ocispec.Platform, []byte, error) {
 	k, err := classify(data)
 	if err != nil {
 		return d, nil, nil, r.errorf("manifest %s: %w", d.Digest, err)
@@ -459,6 +470,16 @@ func (r *resolver) loadImage(md ocispec.Descriptor, plat *ocispec.Platform, data
 		name, err := blobName(ld.Digest)
 		if err != nil {
 			return nil, r.errorf("layer %d: %w", i, err)
+		}
+		if r.remote != nil {
+			if ld.Size <= 0 {
+				return nil, r.errorf("layer %d %s: descriptor size %d: %w", i, ld.Digest, ld.Size, ErrInvalid)
+			}
+			nd := ld
+			nd.MediaType = lt.norm
+			rb := r.remote.blob(nd.Digest, ld.Size)
+			im.Layers = append(im.Layers, Layer{Index: i, Descriptor: nd, Format: lt.format, DiffID: im.Config.RootFS.DiffIDs[i], Blob: rb})
+			continue
 		}
 		b, err := r.st.open(name)
 		if err != nil {

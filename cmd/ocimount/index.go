@@ -6,6 +6,7 @@ import (
 	"os"
 	"text/tabwriter"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ocimount/ocimount/blobs"
@@ -21,13 +22,16 @@ func indexCommand() *cli.Command {
 		ArgsUsage: "SOURCE",
 		Description: "Indexes every layer not yet in the cache (one verifying pass per layer, in parallel),\n" +
 			"so that a later mount is ready without reading any layer data. With --verify, every\n" +
-			"layer is read again, its digests checked, and its cached index compared and rewritten.",
-		Flags: []cli.Flag{
+			"layer is read again, its digests checked, and its cached index compared and rewritten.\n" +
+			"With --push (registry sources), the indexes are then published in the image's repository\n" +
+			"as an artifact whose subject is the image manifest (media types in docs/DESIGN.md).",
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "cache directory (default as for mount)"},
 			&cli.BoolFlag{Name: "verify", Usage: "re-read every layer, check digests and the cached index"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only errors"},
-		},
+			&cli.BoolFlag{Name: "push", Usage: "registry images: publish the layer indexes as an OCI artifact referring to the image, so other machines mount it without indexing"},
+		}, remoteFlags()...),
 		Action: indexAction,
 	}
 }
@@ -54,6 +58,11 @@ func indexAction(c *cli.Context) error {
 	}
 	verify := c.Bool("verify")
 	quiet := c.Bool("quiet")
+	push := c.Bool("push")
+	if push && src.Transport != blobs.TransportDocker {
+		return fmt.Errorf("%s: --push needs a registry image", src)
+	}
+	bo.Remote = remoteOptions(c, dir, func(f string, a ...any) { fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...) })
 
 	// With --verify, remember what the cache held, to compare with what a
 	// fresh pass over the layer produces.
@@ -73,7 +82,7 @@ func indexAction(c *cli.Context) error {
 		}
 		im.Close()
 	}
-	lo := loader.Options{CacheDir: dir, Rebuild: verify, KeepEntries: true, Logf: func(f string, a ...any) {
+	lo := loader.Options{CacheDir: dir, Rebuild: verify, KeepEntries: true, NoRemoteIndex: c.Bool("no-remote-index"), Logf: func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...)
 	}}
 	var pg *progress
@@ -89,6 +98,24 @@ func indexAction(c *cli.Context) error {
 		return err
 	}
 	defer im.Close()
+	var pushed string
+	if push {
+		order := make([]digest.Digest, len(im.Indexes))
+		data := map[digest.Digest][]byte{}
+		for i, ix := range im.Indexes {
+			b, err := ix.MarshalBinary()
+			if err != nil {
+				return err
+			}
+			order[i] = im.Image.Layers[i].Descriptor.Digest
+			data[order[i]] = b
+		}
+		art, err := im.Image.Remote.PushIndexes(c.Context, order, data)
+		if err != nil {
+			return fmt.Errorf("%s: publishing indexes: %w", src, err)
+		}
+		pushed = string(art)
+	}
 	if quiet {
 		return nil
 	}
@@ -119,6 +146,9 @@ func indexAction(c *cli.Context) error {
 			ix.CompressedSize, ix.UncompressedSize, len(ix.Entries), spans, state)
 	}
 	fmt.Fprintf(tw, "image %s: %d layers, %d entries in the merged tree\n", im.Image.ManifestDigest, len(im.Indexes), im.Tree.Len())
+	if pushed != "" {
+		fmt.Fprintf(tw, "published the layer indexes as %s (artifact of %s)\n", pushed, im.Image.ManifestDigest)
+	}
 	return tw.Flush()
 }
 

@@ -15,13 +15,15 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/ocimount/ocimount/blobs"
 	ocifs "github.com/ocimount/ocimount/fs"
 	"github.com/ocimount/ocimount/internal/loader"
 )
 
 func mountFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image (default: this machine's)"},
 		&cli.StringFlag{Name: "cache-dir", Usage: "where decoded layer caches and logs live (default: $OCIMOUNT_CACHE, /var/cache/ocimount as root, else $XDG_CACHE_HOME/ocimount)"},
 		&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "serve in the foreground; unmount on SIGINT/SIGTERM"},
@@ -31,7 +33,8 @@ func mountFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
 		&cli.StringFlag{Name: "log-file", Usage: "where the background server logs read errors (default: CACHE-DIR/ocimount.log)"},
 		&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request (foreground)"},
-	}
+		&cli.BoolFlag{Name: "prefetch", Usage: "registry images: keep each layer's bytes in the range cache while indexing it"},
+	}, remoteFlags()...)
 }
 
 func mountCommand() *cli.Command {
@@ -58,6 +61,9 @@ type mountOptions struct {
 	quiet      bool
 	logFile    string
 	debug      bool
+	prefetch   bool
+	noRemoteIx bool
+	cli        *cli.Context
 }
 
 func mountAction(c *cli.Context) error {
@@ -80,6 +86,9 @@ func mountAction(c *cli.Context) error {
 		quiet:      c.Bool("quiet"),
 		logFile:    c.String("log-file"),
 		debug:      c.Bool("debug"),
+		prefetch:   c.Bool("prefetch"),
+		noRemoteIx: c.Bool("no-remote-index"),
+		cli:        c,
 	}
 	if p := c.String("platform"); p != "" {
 		pl, err := blobs.ParsePlatform(p)
@@ -141,9 +150,15 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	defer cancelLoad()
 	t0 := time.Now()
 	lo := loader.Options{
-		CacheDir: o.cacheDir,
-		Logf:     func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
+		CacheDir:      o.cacheDir,
+		Logf:          func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
+		Prefetch:      o.prefetch,
+		NoRemoteIndex: o.noRemoteIx,
+		RemoteIndex: func(art digest.Digest, n int) {
+			logger.Info("using published layer indexes", "artifact", art, "layers", n)
+		},
 	}
+	o.platform.Remote = remoteOptions(o.cli, o.cacheDir, lo.Logf)
 	var pg *progress
 	switch {
 	case ready != nil:
@@ -184,6 +199,11 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		return fmt.Errorf("mount %s: %w", o.mountpoint, err)
 	}
 	logger.Info("mounted", "source", o.source.String(), "entries", im.Tree.Len(), "layers", len(im.Indexes), "elapsed", time.Since(t0))
+	if stopStatus, err := serveStatus(o, im, t0); err != nil {
+		logger.Warn("status socket", "err", err)
+	} else {
+		defer stopStatus()
+	}
 	if ready != nil {
 		_, err := fmt.Fprintln(ready, "ok")
 		ready.Close()

@@ -44,6 +44,12 @@ func (d Dir) indexPath(dg digest.Digest) (string, error) {
 	return filepath.Join(d.Root, "index", "v4", string(dg.Algorithm()), dg.Encoded()), nil
 }
 
+// IndexPath is where the index of layer dg is cached.
+func (d Dir) IndexPath(dg digest.Digest) (string, error) { return d.indexPath(dg) }
+
+// ChunkDir is the registry range cache (see blobs.RemoteOptions.ChunkDir).
+func (d Dir) ChunkDir() string { return filepath.Join(d.Root, "chunks", "v1") }
+
 // DecodedPath is where the decoded stream of the zstd layer dg lives.
 func (d Dir) DecodedPath(dg digest.Digest) string {
 	return filepath.Join(d.Root, "decoded", dg.Encoded()+".tar")

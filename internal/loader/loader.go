@@ -51,6 +51,14 @@ type Options struct {
 	// blob is read: done of total bytes. Layers served from the cache
 	// report done == total at once.
 	Progress func(layer int, done, total int64)
+	// Prefetch keeps a registry layer's bytes in the range cache while
+	// its index is built, so later reads fetch nothing.
+	Prefetch bool
+	// NoRemoteIndex skips looking for an index artifact published in the
+	// registry (every uncached layer is then streamed once).
+	NoRemoteIndex bool
+	// RemoteIndex, if set, is told which index artifact was used.
+	RemoteIndex func(artifact digest.Digest, layers int)
 }
 
 // Image is a loaded image: its metadata, its layer indexes and the merged
@@ -123,6 +131,7 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 			return im, nil
 		}
 	}
+	published := fetchPublished(ctx, bi, dir, o)
 	im.Indexes = make([]*layerindex.Index, n)
 	im.FromCache = make([]bool, n)
 	layers := make([]overlay.Layer, n)
@@ -147,7 +156,7 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 				return
 			}
 			l := &bi.Layers[i]
-			ix, content, c, cached, err := indexLayer(ctx, l, o)
+			ix, content, c, cached, err := indexLayer(ctx, l, o, published[cacheKey(l)])
 			if err != nil {
 				errs[i] = &LayerError{Index: i, Digest: l.Descriptor.Digest, Err: err}
 				cancel() // one bad layer fails the image: stop the others early
@@ -314,7 +323,7 @@ func cacheKey(l *blobs.Layer) digest.Digest {
 // there (reading no layer bytes), else from one indexing pass over the
 // blob — and, when the layer is served from somewhere other than its
 // checkpoints (plain tar, decoded zstd file), that content source.
-func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (ix *layerindex.Index, content io.ReaderAt, closer io.Closer, cached bool, err error) {
+func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte) (ix *layerindex.Index, content io.ReaderAt, closer io.Closer, cached bool, err error) {
 	c, err := compressionOf(l.Format)
 	if err != nil {
 		return nil, nil, nil, false, err
@@ -340,6 +349,30 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (ix *layerindex.
 			logf(o, "cached index of %s does not match the layer; rebuilding", key)
 		case !errors.Is(err, fs.ErrNotExist):
 			logf(o, "cached index of %s unusable (%v); rebuilding", key, err)
+		}
+	}
+	if published != nil {
+		ix, err := layerindex.UnmarshalIndex(published)
+		switch {
+		case err != nil:
+			logf(o, "published index of %s unusable (%v); indexing the layer", key, err)
+		case ix.Digest != key || ix.Compression != c || ix.CompressedSize != l.Blob.Size() || (l.DiffID != "" && ix.DiffID != l.DiffID):
+			logf(o, "published index of %s describes another layer (%s); indexing the layer", key, ix.Digest)
+		default:
+			content, closer, ok := servedFrom(ix, l, dir, span)
+			if ok {
+				if dir.Enabled() {
+					if p, err := dir.IndexPath(key); err == nil {
+						if err := cache.WriteAtomic(p, published); err != nil {
+							logf(o, "caching index of %s: %v", key, err)
+						}
+					}
+				}
+				if o.Progress != nil {
+					o.Progress(l.Index, l.Blob.Size(), l.Blob.Size())
+				}
+				return ix, content, closer, true, nil
+			}
 		}
 	}
 
@@ -375,8 +408,23 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (ix *layerindex.
 			os.Remove(tmp.Name())
 		}
 	}
-	ix, err = layerindex.Build(ctx, io.NewSectionReader(l.Blob, 0, l.Blob.Size()), c, bo)
+	var stream io.Reader = io.NewSectionReader(l.Blob, 0, l.Blob.Size())
+	if rb, ok := l.Blob.(*blobs.RemoteBlob); ok {
+		// One streaming GET, not thousands of range reads.
+		keep := int64(0)
+		if o.Prefetch {
+			keep = layerindex.ChunkSize
+		}
+		rs := rb.Stream(ctx, keep)
+		defer rs.Close()
+		stream = rs
+	}
+	ix, err = layerindex.Build(ctx, stream, c, bo)
 	if err != nil {
+		cleanup()
+		return nil, nil, nil, false, err
+	}
+	if err := attachSums(ix, l); err != nil {
 		cleanup()
 		return nil, nil, nil, false, err
 	}
@@ -412,6 +460,9 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options) (ix *layerindex.
 // servedFrom says how a layer with a cached index is read; ok is false if
 // something it needs is gone (a decoded zstd file pruned away).
 func servedFrom(ix *layerindex.Index, l *blobs.Layer, dir cache.Dir, span int64) (io.ReaderAt, io.Closer, bool) {
+	if attachSums(ix, l) != nil {
+		return nil, nil, false // an index without chunk digests cannot serve a registry layer
+	}
 	switch {
 	case ix.Compression == layerindex.None:
 		return l.Blob, nil, true
@@ -427,6 +478,46 @@ func servedFrom(ix *layerindex.Index, l *blobs.Layer, dir cache.Dir, span int64)
 		return nil, nil, false
 	}
 	return decodedFile{f}, f, true
+}
+
+// attachSums gives a registry layer the chunk digests its fetched bytes
+// are checked against.
+func attachSums(ix *layerindex.Index, l *blobs.Layer) error {
+	rb, ok := l.Blob.(*blobs.RemoteBlob)
+	if !ok {
+		return nil
+	}
+	return rb.SetChunkSums(ix.Chunks.Size, ix.Chunks.Sums)
+}
+
+// fetchPublished gets, for the registry layers whose index is not cached,
+// the indexes published next to the image (ocimount index --push). Any
+// failure just means indexing those layers here.
+func fetchPublished(ctx context.Context, bi *blobs.Image, dir cache.Dir, o Options) map[digest.Digest][]byte {
+	if bi.Remote == nil || o.Rebuild || o.NoRemoteIndex {
+		return nil
+	}
+	var want []digest.Digest
+	for i := range bi.Layers {
+		key := cacheKey(&bi.Layers[i])
+		if !dir.Enabled() {
+			want = append(want, key)
+		} else if _, err := dir.LoadHeader(key); err != nil {
+			want = append(want, key)
+		}
+	}
+	if len(want) == 0 {
+		return nil
+	}
+	got, art, err := bi.Remote.FetchIndexes(ctx, want)
+	if err != nil {
+		logf(o, "looking for published indexes of %s: %v", bi.ManifestDigest, err)
+		return nil
+	}
+	if art != "" && o.RemoteIndex != nil {
+		o.RemoteIndex(art, len(got))
+	}
+	return got
 }
 
 func logf(o Options, format string, args ...any) {
