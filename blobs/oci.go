@@ -29,15 +29,15 @@ const (
 // resolver walks an OCI layout (directory or archive) from index.json to
 // one image manifest.
 type resolver struct {
-	ctx   context.Context
-	src   Source
-	st    store
-	want  ocispec.Platform
+	ctx  context.Context
+	src  Source
+	st   store
+	want ocispec.Platform
 	// remote, if set, is where manifests, configs and layers come from
 	// instead of st.
 	remote *registry
 	reads  int
-	bytes int64
+	bytes  int64
 }
 
 // errorf prefixes the source, so every message says which image it is about.
