@@ -126,7 +126,11 @@ func (reg *registry) referrers(ctx context.Context, dg digest.Digest) ([]ocispec
 	}
 	var out []ocispec.Descriptor
 	for _, d := range idx.Manifests {
-		if d.ArtifactType == ArtifactTypeIndex {
+		// Some registries report the config's media type instead of
+		// the manifest's artifactType (go-containerregistry's own
+		// does); fetchArtifact checks the real one.
+		switch d.ArtifactType {
+		case ArtifactTypeIndex, mediaTypeEmpty, "":
 			out = append(out, d)
 		}
 	}

@@ -476,18 +476,6 @@ func TestHostileDigests(t *testing.T) {
 	}
 }
 
-func TestRegistryUnsupported(t *testing.T) {
-	src, err := ParseSource("alpine:3.20")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = OpenImage(context.Background(), src, Options{})
-	if !errors.Is(err, ErrUnsupported) {
-		t.Fatal(err)
-	}
-	mustContain(t, err, "registry sources are not supported yet", "docker://alpine:3.20")
-}
-
 func TestCanceled(t *testing.T) {
 	l := newLayout(t)
 	b := l.image(img{plat: linuxAmd64, layers: [][]byte{tarOf(t, layerA)}})

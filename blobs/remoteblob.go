@@ -496,7 +496,8 @@ func (r *resumingReader) Read(p []byte) (int, error) {
 func (r *resumingReader) open() error {
 	hdr := http.Header{}
 	if r.off > 0 {
-		hdr.Set("Range", "bytes="+strconv.FormatInt(r.off, 10)+"-")
+		// An explicit end: some registries refuse open-ended ranges.
+		hdr.Set("Range", "bytes="+strconv.FormatInt(r.off, 10)+"-"+strconv.FormatInt(r.b.size-1, 10))
 	}
 	r.b.requests.Add(1)
 	resp, err := r.b.reg.get(r.ctx, "blob "+string(r.b.dg), r.b.reg.url("blobs", string(r.b.dg)), hdr)

@@ -46,8 +46,14 @@ func daemonize(o mountOptions) error {
 			stderr = lf
 		}
 	}
-	cmd := exec.Command(exe, os.Args[1:]...)
+	args, creds := stripCreds(os.Args[1:])
+	cmd := exec.Command(exe, args...)
 	cmd.Env = append(os.Environ(), readyFDEnv+"=3")
+	if creds != "" {
+		// Through the environment, not argv: a long-running server's
+		// command line is readable by every user in /proc.
+		cmd.Env = append(cmd.Env, "OCIMOUNT_CREDS="+creds)
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = devnull, devnull, stderr
 	cmd.ExtraFiles = []*os.File{pw}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -102,4 +108,27 @@ func readyPipe() *os.File {
 	}
 	os.Unsetenv(readyFDEnv)
 	return os.NewFile(3, "ready")
+}
+
+// stripCreds removes --creds from args and returns its value.
+func stripCreds(args []string) (out []string, creds string) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(out, args[i:]...), creds
+		}
+		switch {
+		case a == "--creds" || a == "-creds":
+			if i+1 < len(args) {
+				creds = args[i+1]
+				i++
+			}
+			continue
+		case strings.HasPrefix(a, "--creds=") || strings.HasPrefix(a, "-creds="):
+			_, creds, _ = strings.Cut(a, "=")
+			continue
+		}
+		out = append(out, a)
+	}
+	return out, creds
 }
