@@ -225,15 +225,20 @@ func (r *registry) get(ctx context.Context, what, u string, hdr http.Header) (*h
 			}
 			r.logf("%s: retry %d after: %v", what, attempt, lastErr)
 		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		rctx, cancel := context.WithCancel(ctx)
+		req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
 		if err != nil {
+			cancel()
 			return nil, err
 		}
 		for k, v := range hdr {
 			req.Header[k] = v
 		}
+		wd := time.AfterFunc(idleTimeout, cancel)
 		resp, err := r.client.Do(req)
 		if err != nil {
+			wd.Stop()
+			cancel()
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -241,8 +246,11 @@ func (r *registry) get(ctx context.Context, what, u string, hdr http.Header) (*h
 			continue
 		}
 		if resp.StatusCode/100 == 2 {
+			resp.Body = &watchdogBody{ReadCloser: resp.Body, t: wd, cancel: cancel}
 			return resp, nil
 		}
+		wd.Stop()
+		cancel()
 		resp.Body.Close()
 		lastErr = fmt.Errorf("%s", resp.Status)
 		if !retryableStatus(resp.StatusCode) {
@@ -259,6 +267,31 @@ func (r *registry) get(ctx context.Context, what, u string, hdr http.Header) (*h
 }
 
 const maxAttempts = 6
+
+// idleTimeout: a response that makes no progress for this long is
+// abandoned (and retried or resumed): a stalled connection must not hang a
+// mount or a read forever.
+var idleTimeout = 60 * time.Second
+
+// watchdogBody cancels its request when no Read has returned for
+// idleTimeout.
+type watchdogBody struct {
+	io.ReadCloser
+	t      *time.Timer
+	cancel context.CancelFunc
+}
+
+func (w *watchdogBody) Read(p []byte) (int, error) {
+	n, err := w.ReadCloser.Read(p)
+	w.t.Reset(idleTimeout)
+	return n, err
+}
+
+func (w *watchdogBody) Close() error {
+	w.t.Stop()
+	w.cancel()
+	return w.ReadCloser.Close()
+}
 
 func retryableStatus(code int) bool {
 	return code >= 500 || code == http.StatusTooManyRequests || code == http.StatusRequestTimeout

@@ -511,3 +511,48 @@ func FuzzRangeOf(f *testing.F) {
 		}
 	})
 }
+
+// A stream that stalls (no bytes, no error) is abandoned after the idle
+// timeout and resumed, instead of hanging the first mount forever.
+func TestRegistryStreamStallResumes(t *testing.T) {
+	old := idleTimeout
+	idleTimeout = 300 * time.Millisecond
+	defer func() { idleTimeout = old }()
+	f := newRegFixture(t, false, "")
+	rb := f.remote(t)
+	var n atomic.Int64
+	f.rt.base = roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err == nil && strings.Contains(req.URL.Path, "/blobs/") && n.Add(1) == 1 {
+			resp.Body = &stallReader{r: resp.Body, left: 1 << 20, ctx: req.Context()}
+		}
+		return resp, err
+	})
+	got, err := io.ReadAll(rb.Stream(context.Background(), 0))
+	if err != nil || !bytes.Equal(got, f.blob) {
+		t.Fatalf("stream: %v, equal=%v", err, bytes.Equal(got, f.blob))
+	}
+	if st := rb.Stats(); st.Retries != 1 {
+		t.Errorf("retries %d, want 1", st.Retries)
+	}
+}
+
+type stallReader struct {
+	r    io.ReadCloser
+	left int
+	ctx  context.Context
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	if s.left <= 0 {
+		<-s.ctx.Done()
+		return 0, s.ctx.Err()
+	}
+	if len(p) > s.left {
+		p = p[:s.left]
+	}
+	n, err := s.r.Read(p)
+	s.left -= n
+	return n, err
+}
+func (s *stallReader) Close() error { return s.r.Close() }

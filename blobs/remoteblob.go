@@ -348,7 +348,8 @@ func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 // fetchOnce does one Range GET, via the cached redirect target if there
 // is one. It reports whether a failure is worth retrying.
 func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error) {
-	ctx, cancel := context.WithTimeout(b.ctx, 2*time.Minute)
+	// At most 8 MiB per request: a response slower than this is stalled.
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	now := time.Now()
 	u := b.redir.get(now)
