@@ -1,11 +1,11 @@
 // Package fs serves an overlay.Tree read-only through FUSE. It is a thin
 // adapter: all semantics live in overlay; this package only translates
-// tree nodes to go-fuse inodes, attributes to fuse.Attr and errors to
+// tree nodes to FUSE node IDs, attributes to fuse.Attr and errors to
 // errnos. It is the only package that imports go-fuse.
 //
-// Inodes are created lazily on LOOKUP (never a go-fuse inode per image
-// entry up front), so the kernel's FORGET frees them again; the tree itself
-// is immutable, so every handler runs concurrently without locks.
+// It speaks go-fuse's raw protocol API rather than its Inode tree: the
+// tree already has dense, stable IDs, so the kernel can use them directly
+// and the server keeps no per-lookup or per-open state at all.
 package fs
 
 import (
@@ -20,7 +20,6 @@ import (
 	"syscall"
 	"time"
 
-	fusefs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
 
@@ -39,33 +38,24 @@ type Options struct {
 	Debug      bool
 }
 
-type root struct {
-	tree *overlay.Tree
-	log  *slog.Logger
+// rawFS serves the tree with go-fuse's raw protocol API. The kernel's node
+// IDs are the tree's own inode numbers (the NodeID of a file's first name;
+// root = 1 = FUSE_ROOT_ID), so LOOKUP allocates nothing and FORGET has
+// nothing to free: serving a 200,000-entry walk costs no memory beyond
+// the tree. Hardlinked names share one node ID, hence one kernel inode
+// and page cache. Nothing is per open either: a read finds its file from
+// the node ID. The tree is immutable, so every handler runs concurrently
+// without locks.
+type rawFS struct {
+	fuse.RawFileSystem // ENOSYS for everything not below (FLUSH, ACCESS, writes…)
+	tree               *overlay.Tree
+	log                *slog.Logger
 	// statfs figures, computed once at mount: the tree never changes.
 	blocks uint64
 }
 
-type node struct {
-	fusefs.Inode
-	r  *root
-	id overlay.NodeID
-}
-
-var (
-	_ fusefs.NodeGetattrer      = (*node)(nil)
-	_ fusefs.NodeLookuper       = (*node)(nil)
-	_ fusefs.NodeOpendirHandler = (*node)(nil)
-	_ fusefs.FileReaddirenter   = (*dirHandle)(nil)
-	_ fusefs.FileSeekdirer      = (*dirHandle)(nil)
-	_ fusefs.FileLookuper       = (*dirHandle)(nil)
-	_ fusefs.NodeReadlinker     = (*node)(nil)
-	_ fusefs.NodeOpener         = (*node)(nil)
-	_ fusefs.NodeReader         = (*node)(nil)
-	_ fusefs.NodeGetxattrer     = (*node)(nil)
-	_ fusefs.NodeListxattrer    = (*node)(nil)
-	_ fusefs.NodeStatfser       = (*node)(nil)
-)
+// pageSize is the unit splice moves data in.
+var pageSize = int64(os.Getpagesize())
 
 // cacheTimeout is how long the kernel may trust entries, attributes and
 // negative lookups: the image never changes while mounted, and negative
@@ -78,8 +68,7 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	r := &root{tree: tree, log: lg, blocks: tree.UsedBlocks()}
-	to := cacheTimeout
+	r := &rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), tree: tree, log: lg, blocks: tree.UsedBlocks()}
 	mopts := []string{"ro", "default_permissions"}
 	flags := uintptr(unix.MS_RDONLY)
 	if o.Suid {
@@ -94,31 +83,29 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 		mopts = append(mopts, "nodev")
 		flags |= unix.MS_NODEV
 	}
-	opts := &fusefs.Options{
-		MountOptions: fuse.MountOptions{
-			FsName:               o.FsName,
-			Name:                 "ocimount",
-			Options:              mopts,
-			AllowOther:           o.AllowOther,
-			MaxWrite:             1 << 20, // also max_read: fewer, larger reads
-			MaxReadAhead:         readaheadKB << 10,
-			DirectMount:          true, // as root: no fusermount needed; falls back to it otherwise
-			DirectMountFlags:     flags,
-			EnableSymlinkCaching: true,
-			DisableXAttrs:        !tree.HasXattrs(),
-			Debug:                o.Debug,
-		},
-		EntryTimeout:    &to,
-		AttrTimeout:     &to,
-		NegativeTimeout: &to,
-		NullPermissions: true, // mode 000 stays 000; default_permissions enforces
-		RootStableAttr:  &fusefs.StableAttr{Ino: uint64(overlay.RootID), Gen: 1},
+	srv, err := fuse.NewServer(r, dir, &fuse.MountOptions{
+		FsName:               o.FsName,
+		Name:                 "ocimount",
+		Options:              mopts,
+		AllowOther:           o.AllowOther,
+		MaxWrite:             1 << 20, // also max_read: fewer, larger reads
+		MaxReadAhead:         readaheadKB << 10,
+		DirectMount:          true, // as root: no fusermount needed; falls back to it otherwise
+		DirectMountFlags:     flags,
+		EnableSymlinkCaching: true,
+		DisableXAttrs:        !tree.HasXattrs(),
+		Debug:                o.Debug,
+	})
+	if err != nil {
+		return nil, err
 	}
-	srv, err := fusefs.Mount(dir, &node{r: r, id: overlay.RootID}, opts)
-	if err == nil {
-		raiseReadahead(dir, lg)
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		srv.Unmount()
+		return nil, err
 	}
-	return srv, err
+	raiseReadahead(dir, lg)
+	return srv, nil
 }
 
 // readaheadKB is the kernel read-ahead set on the mount. FUSE mounts get
@@ -143,20 +130,20 @@ func raiseReadahead(dir string, lg *slog.Logger) {
 
 // errno is the only place errors become errnos. go-fuse's own conversion
 // cannot see through %w, so map with errors.Is here and log the rest.
-func (r *root) errno(op, path string, err error) syscall.Errno {
+func (r *rawFS) errno(op, path string, err error) fuse.Status {
 	var en syscall.Errno
 	switch {
 	case err == nil:
-		return 0
+		return fuse.OK
 	case errors.As(err, &en):
-		return en
+		return fuse.Status(en)
 	case errors.Is(err, iofs.ErrNotExist):
-		return syscall.ENOENT
+		return fuse.ENOENT
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return syscall.EINTR
+		return fuse.EINTR
 	}
 	r.log.Error("I/O error", "op", op, "path", path, "err", err)
-	return syscall.EIO
+	return fuse.EIO
 }
 
 func fileType(k layerindex.Kind) uint32 {
@@ -196,188 +183,240 @@ func fillAttr(in overlay.Inode, a *fuse.Attr) {
 	}
 }
 
-func (n *node) Getattr(ctx context.Context, f fusefs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	fillAttr(n.r.tree.Attr(n.id), &out.Attr)
-	return 0
+// node validates a node ID from the kernel.
+func (r *rawFS) node(id uint64) (overlay.NodeID, fuse.Status) {
+	n := overlay.NodeID(id)
+	if uint64(n) != id || !r.tree.Valid(n) {
+		return 0, fuse.Status(syscall.ESTALE)
+	}
+	return n, fuse.OK
 }
 
-func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	t := n.r.tree
-	if t.Kind(n.id) != layerindex.KindDir {
-		return nil, syscall.ENOTDIR
-	}
-	id, ok := t.Lookup(n.id, name)
-	if !ok {
-		return nil, syscall.ENOENT
-	}
-	return n.child(ctx, id, out), 0
-}
+func (r *rawFS) String() string { return "ocimount" }
 
-func (n *node) child(ctx context.Context, id overlay.NodeID, out *fuse.EntryOut) *fusefs.Inode {
-	in := n.r.tree.Attr(id)
+func (r *rawFS) entry(id overlay.NodeID, out *fuse.EntryOut) {
+	in := r.tree.Attr(id)
+	out.NodeId = in.Ino
+	out.Generation = 1
 	fillAttr(in, &out.Attr)
-	// Hardlinks share in.Ino, so go-fuse hands every name of one file the
-	// same *Inode.
-	return n.NewInode(ctx, &node{r: n.r, id: id}, fusefs.StableAttr{Mode: fileType(in.Kind), Ino: in.Ino, Gen: 1})
+	out.SetEntryTimeout(cacheTimeout)
+	out.SetAttrTimeout(cacheTimeout)
 }
 
-// dirHandle is an open directory. Its listing never changes, so opendir
-// returns FOPEN_CACHE_DIR: the kernel keeps the listing in its page cache
-// and a second `ls`/`find` of the directory does not reach the server.
-// Positions 0 and 1 are "." and ".." (as on a disk filesystem; FUSE leaves
-// them to the server), then the children in name order; offsets are
-// positions, so seeking is exact.
-type dirHandle struct {
-	n          *node
-	first      overlay.NodeID
-	count, pos int
-}
-
-func (n *node) OpendirHandle(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	if n.r.tree.Kind(n.id) != layerindex.KindDir {
-		return nil, 0, syscall.ENOTDIR
+func (r *rawFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	dir, st := r.node(h.NodeId)
+	if !st.Ok() {
+		return st
 	}
-	first, count := n.r.tree.Children(n.id)
-	return &dirHandle{n: n, first: first, count: count}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
-}
-
-func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
-	t := d.n.r.tree
-	var de fuse.DirEntry
-	switch {
-	case d.pos >= d.count+2:
-		return nil, 0
-	case d.pos == 0:
-		de = fuse.DirEntry{Name: ".", Ino: t.Ino(d.n.id), Mode: syscall.S_IFDIR}
-	case d.pos == 1:
-		de = fuse.DirEntry{Name: "..", Ino: t.Ino(t.Parent(d.n.id)), Mode: syscall.S_IFDIR}
-	default:
-		id := d.first + overlay.NodeID(d.pos-2)
-		de = fuse.DirEntry{Name: t.Name(id), Ino: t.Ino(id), Mode: fileType(t.Kind(id))}
+	if r.tree.Kind(dir) != layerindex.KindDir {
+		return fuse.Status(syscall.ENOTDIR)
 	}
-	d.pos++
-	de.Off = uint64(d.pos)
-	return &de, 0
-}
-
-func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
-	d.pos = int(min(off, uint64(d.count+2)))
-	return 0
-}
-
-// Lookup serves READDIRPLUS for the entry just listed, by position rather
-// than by name search.
-func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fusefs.Inode, syscall.Errno) {
-	if i := d.pos - 3; i >= 0 && i < d.count && d.n.r.tree.Name(d.first+overlay.NodeID(i)) == name {
-		return d.n.child(ctx, d.first+overlay.NodeID(i), out), 0
-	}
-	return d.n.Lookup(ctx, name, out)
-}
-
-func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
-	in := n.r.tree.Attr(n.id)
-	if in.Kind != layerindex.KindSymlink {
-		return nil, syscall.EINVAL
-	}
-	return []byte(in.Link), 0
-}
-
-// handle is an open regular file: random access to its content, and for
-// content that lies uncompressed in a local file, where (for splice).
-type handle struct {
-	ra   io.ReaderAt
-	size int64
-	fd   uintptr
-	off  int64 // offset of the content in fd
-	fdOK bool
-}
-
-func (n *node) Open(ctx context.Context, flags uint32) (fusefs.FileHandle, uint32, syscall.Errno) {
-	if flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
-		return nil, 0, syscall.EROFS
-	}
-	t := n.r.tree
-	ra, err := t.Open(n.id)
-	if err != nil {
-		return nil, 0, n.r.errno("open", t.Path(n.id), err)
-	}
-	h := &handle{ra: ra, size: t.Attr(n.id).Size}
-	if f, off, ok := t.BackingFile(n.id); ok {
-		h.fd, h.off, h.fdOK = f.Fd(), off, true
-	}
-	// Content never changes: let the page cache survive re-opens. Nothing
-	// is ever written, so closing needs no FLUSH round trip.
-	return h, fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH, 0
-}
-
-// Flush answers ENOSYS, which tells the kernel to stop sending FLUSH on
-// every close of this mount (kernels without FOPEN_NOFLUSH): one round trip
-// less per file read.
-func (n *node) Flush(ctx context.Context, f fusefs.FileHandle) syscall.Errno { return syscall.ENOSYS }
-
-func (n *node) Read(ctx context.Context, f fusefs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
-	h, ok := f.(*handle)
+	id, ok := r.tree.Lookup(dir, name)
 	if !ok {
-		return nil, syscall.EBADF
+		// A negative entry the kernel caches (node ID 0, with a timeout).
+		*out = fuse.EntryOut{}
+		out.SetEntryTimeout(cacheTimeout)
+		return fuse.OK
 	}
-	if off >= h.size {
-		return fuse.ReadResultData(nil), 0
-	}
-	if rem := h.size - off; int64(len(dest)) > rem {
-		dest = dest[:rem]
-	}
-	if h.fdOK {
-		// Zero-copy: the kernel splices from the backing file.
-		return fuse.ReadResultFd(h.fd, h.off+off, len(dest)), 0
-	}
-	m, err := h.ra.ReadAt(dest, off)
-	if err != nil && !(errors.Is(err, io.EOF) && m == len(dest)) {
-		return nil, n.r.errno("read", n.r.tree.Path(n.id), err)
-	}
-	return fuse.ReadResultData(dest[:m]), 0
+	r.entry(id, out)
+	return fuse.OK
 }
 
-func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	for _, x := range n.r.tree.Attr(n.id).Xattrs {
-		if x.Name == attr {
-			if len(dest) == 0 {
-				return uint32(len(x.Value)), 0
+// Forget: lookups allocate nothing, so there is nothing to release.
+func (r *rawFS) Forget(nodeid, nlookup uint64) {}
+
+func (r *rawFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	id, st := r.node(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	fillAttr(r.tree.Attr(id), &out.Attr)
+	out.SetTimeout(cacheTimeout)
+	return fuse.OK
+}
+
+// OpenDir: a listing never changes, so FOPEN_CACHE_DIR lets the kernel keep
+// it in its page cache; a second `ls`/`find` of the directory does not
+// reach the server.
+func (r *rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	id, st := r.node(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	if r.tree.Kind(id) != layerindex.KindDir {
+		return fuse.Status(syscall.ENOTDIR)
+	}
+	out.OpenFlags = fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE
+	return fuse.OK
+}
+
+// ReadDir and ReadDirPlus list positions 0 and 1 as "." and ".." (as a
+// disk filesystem does; FUSE leaves them to the server), then the children
+// in name order. Offsets are positions + 1, so seeking is exact and no
+// state is kept between calls.
+func (r *rawFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return r.readdir(in, out, false)
+}
+
+func (r *rawFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	return r.readdir(in, out, true)
+}
+
+func (r *rawFS) readdir(in *fuse.ReadIn, out *fuse.DirEntryList, plus bool) fuse.Status {
+	dir, st := r.node(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	t := r.tree
+	if t.Kind(dir) != layerindex.KindDir {
+		return fuse.Status(syscall.ENOTDIR)
+	}
+	first, count := t.Children(dir)
+	for pos := in.Offset; pos < uint64(count)+2; pos++ {
+		var id overlay.NodeID
+		de := fuse.DirEntry{Off: pos + 1, Mode: syscall.S_IFDIR}
+		switch pos {
+		case 0:
+			de.Name, de.Ino = ".", t.Ino(dir)
+		case 1:
+			de.Name, de.Ino = "..", t.Ino(t.Parent(dir))
+		default:
+			id = first + overlay.NodeID(pos-2)
+			de.Name, de.Ino, de.Mode = t.Name(id), t.Ino(id), fileType(t.Kind(id))
+		}
+		if !plus {
+			if !out.AddDirEntry(de) {
+				break
 			}
-			if len(dest) < len(x.Value) {
-				return uint32(len(x.Value)), syscall.ERANGE
-			}
-			return uint32(copy(dest, x.Value)), 0
+			continue
+		}
+		eo := out.AddDirLookupEntry(de)
+		if eo == nil {
+			break
+		}
+		if id != 0 { // "." and "..": the kernel takes no reference; leave it zero
+			r.entry(id, eo)
 		}
 	}
-	return 0, syscall.ENODATA
+	return fuse.OK
 }
 
-func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+func (r *rawFS) Readlink(cancel <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
+	id, st := r.node(h.NodeId)
+	if !st.Ok() {
+		return nil, st
+	}
+	in := r.tree.Attr(id)
+	if in.Kind != layerindex.KindSymlink {
+		return nil, fuse.EINVAL
+	}
+	return []byte(in.Link), fuse.OK
+}
+
+func (r *rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	id, st := r.node(in.NodeId)
+	if !st.Ok() {
+		return st
+	}
+	if in.Flags&syscall.O_ACCMODE != syscall.O_RDONLY || in.Flags&syscall.O_TRUNC != 0 {
+		return fuse.EROFS
+	}
+	if k := r.tree.Kind(id); k == layerindex.KindDir {
+		return fuse.Status(syscall.EISDIR)
+	}
+	// Content never changes: let the page cache survive re-opens.
+	// Nothing is ever written, so closing needs no FLUSH round trip.
+	out.OpenFlags = fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_NOFLUSH
+	return fuse.OK
+}
+
+// Read finds the file from the node ID (opens keep no state).
+func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, dest []byte) (fuse.ReadResult, fuse.Status) {
+	id, st := r.node(in.NodeId)
+	if !st.Ok() {
+		return nil, st
+	}
+	t := r.tree
+	if t.Kind(id) != layerindex.KindReg {
+		return nil, fuse.Status(syscall.EBADF)
+	}
+	off := int64(in.Offset)
+	size := t.Attr(id).Size
+	if off >= size {
+		return fuse.ReadResultData(nil), fuse.OK
+	}
+	if rem := size - off; int64(len(dest)) > rem {
+		dest = dest[:rem]
+	}
+	if f, base, ok := t.BackingFile(id); ok && (base+off)%pageSize == 0 {
+		// Zero-copy: the kernel splices from the backing file. Only
+		// from page-aligned offsets: go-fuse (v2.12.1) sizes its pipe in
+		// bytes, and data that starts mid-page needs one page slot more
+		// than that; the splice then comes up short and go-fuse sends the
+		// short read as if the file ended there — a silently truncated
+		// file (seen on a docker-archive layer). Unaligned reads copy.
+		return fuse.ReadResultFd(f.Fd(), base+off, len(dest)), fuse.OK
+	}
+	ra, err := t.Open(id)
+	if err != nil {
+		return nil, r.errno("open", t.Path(id), err)
+	}
+	m, err := ra.ReadAt(dest, off)
+	if err != nil && !(errors.Is(err, io.EOF) && m == len(dest)) {
+		return nil, r.errno("read", t.Path(id), err)
+	}
+	return fuse.ReadResultData(dest[:m]), fuse.OK
+}
+
+func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	id, st := r.node(h.NodeId)
+	if !st.Ok() {
+		return 0, st
+	}
+	for _, x := range r.tree.Attr(id).Xattrs {
+		if x.Name == attr {
+			if len(dest) == 0 {
+				return uint32(len(x.Value)), fuse.OK
+			}
+			if len(dest) < len(x.Value) {
+				return uint32(len(x.Value)), fuse.ERANGE
+			}
+			return uint32(copy(dest, x.Value)), fuse.OK
+		}
+	}
+	return 0, fuse.ENOATTR
+}
+
+func (r *rawFS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	id, st := r.node(h.NodeId)
+	if !st.Ok() {
+		return 0, st
+	}
+	xs := r.tree.Attr(id).Xattrs
 	size := 0
-	for _, x := range n.r.tree.Attr(n.id).Xattrs {
+	for _, x := range xs {
 		size += len(x.Name) + 1
 	}
 	if len(dest) == 0 {
-		return uint32(size), 0
+		return uint32(size), fuse.OK
 	}
 	if len(dest) < size {
-		return uint32(size), syscall.ERANGE
+		return uint32(size), fuse.ERANGE
 	}
 	p := 0
-	for _, x := range n.r.tree.Attr(n.id).Xattrs {
+	for _, x := range xs {
 		p += copy(dest[p:], x.Name)
 		dest[p] = 0
 		p++
 	}
-	return uint32(size), 0
+	return uint32(size), fuse.OK
 }
 
-func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
-	t := n.r.tree
-	out.Blocks = n.r.blocks
-	out.Files = uint64(t.Len())
+func (r *rawFS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	out.Blocks = r.blocks
+	out.Files = uint64(r.tree.Len())
 	out.Bsize = 4096
 	out.Frsize = 4096
 	out.NameLen = 255
-	return 0
+	return fuse.OK
 }

@@ -278,6 +278,14 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 			return bad(fmt.Sprintf("node %d is not among its parent's children", i))
 		}
 	}
+	// An inode number is the NodeID of one of its names: FUSE uses it as
+	// the kernel's node ID, so it must lead back to this very inode.
+	for i := range t.inodes {
+		ino := t.inodes[i].ino
+		if ino < int64(RootID) || ino > int64(nn) || t.nodes[ino].inode != uint32(i) {
+			return bad(fmt.Sprintf("inode %d: inode number %d names another file", i, ino))
+		}
+	}
 	if t.Kind(RootID) != layerindex.KindDir {
 		return bad("root is not a directory")
 	}
