@@ -21,7 +21,7 @@ import (
 )
 
 func mountFlags() []cli.Flag {
-	return []cli.Flag{
+	return append([]cli.Flag{
 		&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image (default: this machine's)"},
 		&cli.StringFlag{Name: "cache-dir", Usage: "where decoded layer caches and logs live (default: $OCIMOUNT_CACHE, /var/cache/ocimount as root, else $XDG_CACHE_HOME/ocimount)"},
 		&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "serve in the foreground; unmount on SIGINT/SIGTERM"},
@@ -31,7 +31,7 @@ func mountFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
 		&cli.StringFlag{Name: "log-file", Usage: "where the background server logs read errors (default: CACHE-DIR/ocimount.log)"},
 		&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request (foreground)"},
-	}
+	}, viewFlags()...)
 }
 
 func mountCommand() *cli.Command {
@@ -58,6 +58,7 @@ type mountOptions struct {
 	quiet      bool
 	logFile    string
 	debug      bool
+	view       loader.View
 }
 
 func mountAction(c *cli.Context) error {
@@ -87,6 +88,9 @@ func mountAction(c *cli.Context) error {
 			return err
 		}
 		o.platform.Platform = &pl
+	}
+	if o.view, err = parseView(c); err != nil {
+		return err
 	}
 	if o.cacheDir == "" {
 		o.cacheDir = defaultCacheDir()
@@ -143,6 +147,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	lo := loader.Options{
 		CacheDir: o.cacheDir,
 		Logf:     func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
+		View:     o.view,
 	}
 	var pg *progress
 	switch {
