@@ -69,3 +69,11 @@ func MergeSteps(layers []Layer, step func(layer int, lookup func(path string) (I
 	}
 	return nil
 }
+
+// Source is Attr(id).Layer and .Entry without building the Inode: which
+// layer entry provides id (-1, -1 for an implicit directory). Forensics
+// scans every node with it to find what no path shows any more.
+func (t *Tree) Source(id NodeID) (layer, entry int32) {
+	st := &t.inodes[t.nodes[id].inode]
+	return st.layer, st.entry
+}
