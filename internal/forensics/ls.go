@@ -121,8 +121,11 @@ func writeListLine(w io.Writer, t *overlay.Tree, id overlay.NodeID, long bool) e
 	if !long {
 		in := t.Attr(id)
 		suffix := ""
-		if in.Kind == layerindex.KindDir {
+		switch in.Kind {
+		case layerindex.KindDir:
 			suffix = "/"
+		case layerindex.KindSymlink:
+			suffix = " -> " + in.Link
 		}
 		_, err := fmt.Fprintf(w, "%-3s %s%s\n", layerCol(in.Layer), p, suffix)
 		return err
