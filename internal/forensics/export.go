@@ -62,8 +62,9 @@ func Export(w io.Writer, t *overlay.Tree) error {
 		if in.Kind != layerindex.KindDir && in.Nlink > 1 {
 			slot := t.InodeIndex(id)
 			if target, ok := first[slot]; ok {
+				// The link shares the first name's inode, xattrs included.
 				h.Typeflag, h.Linkname, h.Size = tar.TypeLink, target, 0
-				h.Devmajor, h.Devminor = 0, 0
+				h.Devmajor, h.Devminor, h.PAXRecords = 0, 0, nil
 			} else {
 				first[slot] = name
 			}
