@@ -288,4 +288,3 @@ func TestJSONSchema(t *testing.T) {
 		}
 	})
 }
-
