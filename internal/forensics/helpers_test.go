@@ -64,3 +64,12 @@ func tarLayers(t testing.TB, layers ...[]tartest.Entry) []tartest.ImageLayer {
 	}
 	return out
 }
+
+// goldenLayersOnly is n empty layers (for tests of image metadata only).
+func goldenLayersOnly(n int) *Image {
+	im := &Image{}
+	for range n {
+		im.Layers = append(im.Layers, overlay.Layer{Index: &layerindex.Index{}})
+	}
+	return im
+}
