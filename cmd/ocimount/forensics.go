@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -20,9 +21,15 @@ func forensicsCommand(name string) *cli.Command {
 		if c.Name == name {
 			action := c.Action
 			c.Action = func(ctx *cli.Context) error {
-				if args, moved := flagsFirst(ctx.Command, ctx.Args().Slice()); moved {
-					// Run again with the flags before the arguments.
-					return ctx.App.RunContext(ctx.Context, append([]string{os.Args[0], ctx.Command.Name}, args...))
+				if _, moved := flagsFirst(ctx.Command, ctx.Args().Slice()); moved {
+					// Run again with all of the command's flags (those
+					// already parsed too) before its arguments.
+					for i, a := range os.Args {
+						if i > 0 && a == ctx.Command.Name {
+							args, _ := flagsFirst(ctx.Command, os.Args[i+1:])
+							return ctx.App.RunContext(ctx.Context, append(slices.Clone(os.Args[:i+1]), args...))
+						}
+					}
 				}
 				return action(ctx)
 			}
