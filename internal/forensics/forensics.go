@@ -55,8 +55,11 @@ func (e *PathError) Error() string { return fmt.Sprintf("%s: %v", displayPath(e.
 func (e *PathError) Unwrap() error { return e.Err }
 
 func displayPath(p string) string {
-	if p == "." {
+	switch {
+	case p == ".":
 		return "/"
+	case strings.HasPrefix(p, "/"):
+		return p // a user's path, shown as given
 	}
 	return "/" + p
 }
