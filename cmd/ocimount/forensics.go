@@ -281,8 +281,9 @@ func diffAction(c *cli.Context) error {
 			return err
 		}
 		defer after.Close()
-		before := &overlay.Tree{}
+		var before *overlay.Tree
 		if n == 0 {
+			// Layer 0 is compared with the empty image.
 			if before, err = overlay.Merge(nil); err != nil {
 				return err
 			}

@@ -259,6 +259,6 @@ func hashReader(r io.ReaderAt, size int64) (string, error) {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// flushWriter buffers small writes but hands them on in 32 KiB chunks,
-// so that streaming commands write as they walk.
+// newBuf batches a streaming command's small writes into 32 KiB ones:
+// few syscalls, yet output starts long before a large walk ends.
 func newBuf(w io.Writer) *bufio.Writer { return bufio.NewWriterSize(w, 32<<10) }

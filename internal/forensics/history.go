@@ -196,10 +196,8 @@ func deletedBy(ix *layerindex.Index, p string) string {
 				return "parent replaced by " + q
 			}
 		}
-		if op := joinPath(dir, ".wh..wh..opq"); dir != "" || q != "" {
-			if _, ok := byName[op]; ok {
-				return "opaque " + displayPath(orDot(dir))
-			}
+		if _, ok := byName[joinPath(dir, ".wh..wh..opq")]; ok {
+			return "opaque " + displayPath(orDot(dir))
 		}
 		if dir == "" {
 			break
