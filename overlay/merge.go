@@ -86,6 +86,9 @@ type merger struct {
 	// (Docker's AUFS hardlink store .wh..wh.plnk/): never visible, but
 	// hardlinks in the same layer may point at them.
 	hidden map[string]*minode
+	// raw applies entries as stored (MergeRaw): no whiteouts, no hidden
+	// names, hardlinks to files outside the layer kept as empty files.
+	raw bool
 }
 
 // Merge applies layers in order (layers[0] is the base) with the OCI
@@ -143,6 +146,9 @@ func (m *merger) apply(ix *layerindex.Index) error {
 	}
 	// Pass 1: whiteouts and opaque markers, against the lower layers only.
 	for i := range ix.Entries {
+		if m.raw {
+			break
+		}
 		e := &ix.Entries[i]
 		dir, base := splitPath(e.Name)
 		if !strings.HasPrefix(base, whPrefix) || hasWhiteoutDir(dir) {
@@ -176,6 +182,12 @@ func (m *merger) apply(ix *layerindex.Index) error {
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
 		dir, base := splitPath(e.Name)
+		if m.raw {
+			if err := m.add(e, int32(i)); err != nil {
+				return m.fail(e, err)
+			}
+			continue
+		}
 		if hasWhiteoutDir(dir) {
 			if e.Kind == layerindex.KindReg {
 				if m.hidden == nil {
@@ -272,19 +284,23 @@ func (m *merger) add(e *layerindex.Entry, idx int32) error {
 		ino = m.hidden[e.Link] // a link into the AUFS hardlink store
 	} else if e.Kind == layerindex.KindHardlink {
 		t, err := m.lookup(e.Link)
-		if err != nil {
+		switch {
+		case m.raw && (err != nil || t == nil || t.ino.kind == layerindex.KindDir):
+			// Raw view: the target lives in a lower layer; show what this
+			// layer holds, an entry without content.
+			ino = newInode(e, int32(m.layer), idx)
+			ino.kind, ino.link = layerindex.KindReg, ""
+		case err != nil:
 			return fmt.Errorf("%w: %q: %w", ErrLinkTarget, e.Link, err)
-		}
-		if t == nil {
+		case t == nil:
 			return fmt.Errorf("%w: %q does not exist", ErrLinkTarget, e.Link)
-		}
-		if t.ino.kind == layerindex.KindDir {
+		case t.ino.kind == layerindex.KindDir:
 			return fmt.Errorf("%w: %q is a directory", ErrLinkTarget, e.Link)
-		}
-		if t == old {
+		case t == old:
 			return nil // a link to itself changes nothing
+		default:
+			ino = t.ino
 		}
-		ino = t.ino
 	} else {
 		ino = newInode(e, int32(m.layer), idx)
 	}

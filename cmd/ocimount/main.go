@@ -25,6 +25,9 @@ func main() {
 			indexCommand(),
 			cacheCommand(),
 			statusCommand(),
+			// Forensics, without FUSE (forensics.go).
+			forensicsCommand("inspect"), forensicsCommand("ls"), forensicsCommand("cat"), forensicsCommand("history"),
+			forensicsCommand("diff"), forensicsCommand("waste"), forensicsCommand("export"),
 		},
 		// The shorthand: two arguments and no command name mean mount.
 		Action: func(c *cli.Context) error {

@@ -34,7 +34,7 @@ func mountFlags() []cli.Flag {
 		&cli.StringFlag{Name: "log-file", Usage: "where the background server logs read errors (default: CACHE-DIR/ocimount.log)"},
 		&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request (foreground)"},
 		&cli.BoolFlag{Name: "prefetch", Usage: "registry images: keep each layer's bytes in the range cache while indexing it"},
-	}, remoteFlags()...)
+	}, append(remoteFlags(), viewFlags()...)...)
 }
 
 func mountCommand() *cli.Command {
@@ -64,6 +64,7 @@ type mountOptions struct {
 	prefetch   bool
 	noRemoteIx bool
 	cli        *cli.Context
+	view       loader.View
 }
 
 func mountAction(c *cli.Context) error {
@@ -96,6 +97,9 @@ func mountAction(c *cli.Context) error {
 			return err
 		}
 		o.platform.Platform = &pl
+	}
+	if o.view, err = parseView(c); err != nil {
+		return err
 	}
 	if o.cacheDir == "" {
 		o.cacheDir = defaultCacheDir()
@@ -157,6 +161,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		RemoteIndex: func(art digest.Digest, n int) {
 			logger.Info("using published layer indexes", "artifact", art, "layers", n)
 		},
+		View: o.view,
 	}
 	o.platform.Remote = remoteOptions(o.cli, o.cacheDir, lo.Logf)
 	var pg *progress

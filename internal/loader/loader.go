@@ -59,6 +59,71 @@ type Options struct {
 	NoRemoteIndex bool
 	// RemoteIndex, if set, is told which index artifact was used.
 	RemoteIndex func(artifact digest.Digest, layers int)
+	// View selects a forensic view instead of the whole image; only the
+	// layers it needs are indexed.
+	View View
+}
+
+// View is what tree Load builds: the merged image (the zero value), the
+// image as it was after one layer, or one layer alone as stored. Layer
+// numbers are 0-based positions in the manifest, as `ocimount inspect`
+// and `ocimount index` print them.
+type View struct {
+	Kind  ViewKind
+	Layer int
+}
+
+// ViewKind says which tree a View is.
+type ViewKind uint8
+
+const (
+	ViewImage  ViewKind = iota // all layers merged
+	ViewPrefix                 // layers 0..Layer merged
+	ViewRaw                    // layer Layer alone, whiteouts visible (overlay.MergeRaw)
+)
+
+func (v View) String() string {
+	switch v.Kind {
+	case ViewPrefix:
+		return fmt.Sprintf("layers ..%d", v.Layer)
+	case ViewRaw:
+		return fmt.Sprintf("layer %d raw", v.Layer)
+	}
+	return "image"
+}
+
+// ErrLayerRange: a view names a layer the image does not have.
+var ErrLayerRange = errors.New("layer out of range")
+
+// span returns the layers the view's tree is made from, [lo, hi).
+func (v View) span(n int) (lo, hi int, err error) {
+	if v.Kind == ViewImage {
+		return 0, n, nil
+	}
+	if v.Layer < 0 || v.Layer >= n {
+		return 0, 0, fmt.Errorf("%w: layer %d, the image has %d layers (0..%d)", ErrLayerRange, v.Layer, n, n-1)
+	}
+	if v.Kind == ViewRaw {
+		return v.Layer, v.Layer + 1, nil
+	}
+	return 0, v.Layer + 1, nil
+}
+
+// treeKey is the cache key of the view's tree: the manifest digest for
+// the image itself, else a digest of manifest and view, so that views of
+// one image never collide with each other or with the image's tree.
+func (v View) treeKey(manifest digest.Digest) digest.Digest {
+	if v.Kind == ViewImage {
+		return manifest
+	}
+	return digest.FromString(string(manifest) + "\x00view " + v.String())
+}
+
+func (v View) merge(layers []overlay.Layer) (*overlay.Tree, error) {
+	if v.Kind == ViewRaw {
+		return overlay.MergeRaw(layers[0])
+	}
+	return overlay.Merge(layers)
 }
 
 // Image is a loaded image: its metadata, its layer indexes and the merged
@@ -125,6 +190,10 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	im.Cache = layerindex.NewSpanCache(cacheBytes)
 
 	n := len(bi.Layers)
+	lo, hi, err := o.View.span(n)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
 	dir := cache.Dir{Root: o.CacheDir}
 	if dir.Enabled() && !o.Rebuild && !o.KeepEntries {
 		if loadWarm(bi, o, im) {
@@ -146,6 +215,9 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	var wg sync.WaitGroup
 	errs := make([]error, n)
 	for i := range bi.Layers {
+		if i < lo || i >= hi {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -196,28 +268,29 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	if first != nil {
 		return nil, fmt.Errorf("%s: %w", src, first)
 	}
-	tree, err := overlay.Merge(layers)
+	tree, err := o.View.merge(layers[lo:hi])
 	if err != nil {
 		var me *overlay.MergeError
-		if errors.As(err, &me) && me.Layer < n {
+		if errors.As(err, &me) && me.Layer+lo < n {
+			me.Layer += lo
 			err = &LayerError{Index: me.Layer, Digest: bi.Layers[me.Layer].Descriptor.Digest, Err: fmt.Errorf("entry %q: %w", me.Entry, me.Err)}
 		}
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	im.Tree = tree
 	if dir.Enabled() {
-		ids := make([]overlay.LayerID, n)
-		for i, ix := range im.Indexes {
-			ids[i] = overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize}
+		ids := make([]overlay.LayerID, 0, hi-lo)
+		for _, ix := range im.Indexes[lo:hi] {
+			ids = append(ids, overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize})
 		}
 		if b, err := tree.MarshalBinary(ids); err != nil {
 			logf(o, "serializing the merged tree: %v", err)
-		} else if err := dir.StoreTree(bi.ManifestDigest, b); err != nil {
+		} else if err := dir.StoreTree(o.View.treeKey(bi.ManifestDigest), b); err != nil {
 			logf(o, "caching the merged tree: %v", err)
 		}
 	}
 	if !o.KeepEntries {
-		for _, ix := range im.Indexes {
+		for _, ix := range im.Indexes[lo:hi] {
 			ix.Entries = nil // the tree has what reads need; free the tables
 		}
 	}
@@ -235,6 +308,10 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 		span = layerindex.DefaultSpan
 	}
 	n := len(bi.Layers)
+	lo, hi, err := o.View.span(n)
+	if err != nil {
+		return false
+	}
 	indexes := make([]*layerindex.Index, n)
 	layers := make([]overlay.Layer, n)
 	ids := make([]overlay.LayerID, n)
@@ -245,7 +322,7 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 		}
 		return false
 	}
-	for i := range bi.Layers {
+	for i := lo; i < hi; i++ {
 		l := &bi.Layers[i]
 		c, err := compressionOf(l.Format)
 		key := cacheKey(l)
@@ -270,11 +347,11 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 		layers[i] = overlay.Layer{Index: ix, Content: content}
 		ids[i] = overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize}
 	}
-	tp, err := dir.TreePath(bi.ManifestDigest)
+	tp, err := dir.TreePath(o.View.treeKey(bi.ManifestDigest))
 	if err != nil {
 		return fail()
 	}
-	tree, err := overlay.LoadTreeFile(tp, ids, layers)
+	tree, err := overlay.LoadTreeFile(tp, ids[lo:hi], layers[lo:hi])
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			logf(o, "cached tree of %s unusable (%v); rebuilding", bi.ManifestDigest, err)
@@ -285,7 +362,7 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 	os.Chtimes(tp, now, now) // last use, for prune
 	im.Indexes, im.Tree, im.closers = indexes, tree, closers
 	im.FromCache = make([]bool, n)
-	for i := range im.FromCache {
+	for i := lo; i < hi; i++ {
 		im.FromCache[i] = true
 		if o.Progress != nil {
 			o.Progress(i, bi.Layers[i].Blob.Size(), bi.Layers[i].Blob.Size())

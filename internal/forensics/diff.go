@@ -1,0 +1,311 @@
+package forensics
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+
+	"github.com/ocimount/ocimount/layerindex"
+	"github.com/ocimount/ocimount/overlay"
+)
+
+// Change classes of a diff line.
+const (
+	Added    = "added"
+	Removed  = "removed"
+	Modified = "modified" // type, content, link target or device changed (maybe metadata too)
+	Metadata = "metadata" // only mode, owner, mtime or xattrs changed
+)
+
+// DiffEntry is one line of `ocimount diff --json` (docs/json-schema.md).
+type DiffEntry struct {
+	Path   string     `json:"path"`
+	Change string     `json:"change"`
+	Fields []string   `json:"fields,omitempty"` // what differs, for modified and metadata
+	Old    *ListEntry `json:"old,omitempty"`
+	New    *ListEntry `json:"new,omitempty"`
+}
+
+// DiffSummary counts a diff's lines by class.
+type DiffSummary struct {
+	Added, Removed, Modified, Metadata int
+}
+
+// DiffOptions tune a diff.
+type DiffOptions struct {
+	JSON bool
+	// NoMetadata leaves metadata-only changes out of the listing (they
+	// are still counted).
+	NoMetadata bool
+}
+
+// DiffTrees writes how tree b differs from tree a, path by path,
+// depth-first in name order, while it walks both trees in step (memory:
+// the walk's depth). Regular files differ in content when their sizes
+// differ; with equal sizes they are equal without reading when both come
+// from the same layer blob at the same offset, and are otherwise hashed
+// (only those files' bytes are read).
+func DiffTrees(w io.Writer, a, b *overlay.Tree, o DiffOptions) (DiffSummary, error) {
+	d := &differ{a: a, b: b, o: o, bw: newBuf(w)}
+	d.enc = json.NewEncoder(d.bw)
+	d.enc.SetEscapeHTML(false)
+	err := d.node(overlay.RootID, overlay.RootID)
+	if err == nil && !o.JSON {
+		_, err = fmt.Fprintf(d.bw, "# %d added, %d removed, %d modified, %d metadata only\n",
+			d.sum.Added, d.sum.Removed, d.sum.Modified, d.sum.Metadata)
+	}
+	if err == nil {
+		err = d.bw.Flush()
+	}
+	return d.sum, err
+}
+
+type differ struct {
+	a, b *overlay.Tree
+	o    DiffOptions
+	bw   interface {
+		io.Writer
+		Flush() error
+	}
+	enc *json.Encoder
+	sum DiffSummary
+}
+
+func (d *differ) emit(e DiffEntry) error {
+	switch e.Change {
+	case Added:
+		d.sum.Added++
+	case Removed:
+		d.sum.Removed++
+	case Modified:
+		d.sum.Modified++
+	case Metadata:
+		d.sum.Metadata++
+		if d.o.NoMetadata {
+			return nil
+		}
+	}
+	if d.o.JSON {
+		return d.enc.Encode(e)
+	}
+	letter := map[string]string{Added: "A", Removed: "D", Modified: "M", Metadata: "m"}[e.Change]
+	line := letter + " " + displayPath(e.Path)
+	if len(e.Fields) > 0 {
+		line += "  (" + describe(e) + ")"
+	}
+	_, err := fmt.Fprintln(d.bw, line)
+	return err
+}
+
+// describe says what changed, old → new.
+func describe(e DiffEntry) string {
+	var parts []string
+	for _, f := range e.Fields {
+		var o, n string
+		switch f {
+		case "type":
+			o, n = e.Old.Type, e.New.Type
+		case "size":
+			o, n = fmt.Sprint(e.Old.Size), fmt.Sprint(e.New.Size)
+		case "content":
+			parts = append(parts, "content")
+			continue
+		case "link":
+			o, n = e.Old.Link, e.New.Link
+		case "device":
+			o, n = fmt.Sprintf("%d,%d", e.Old.DevMajor, e.Old.DevMinor), fmt.Sprintf("%d,%d", e.New.DevMajor, e.New.DevMinor)
+		case "mode":
+			o, n = e.Old.Mode, e.New.Mode
+		case "owner":
+			o, n = fmt.Sprintf("%d:%d", e.Old.UID, e.Old.GID), fmt.Sprintf("%d:%d", e.New.UID, e.New.GID)
+		case "mtime":
+			o, n = e.Old.Mtime, e.New.Mtime
+		case "xattrs":
+			parts = append(parts, "xattrs")
+			continue
+		}
+		parts = append(parts, f+" "+o+" -> "+n)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// node compares path ia in a with ib in b (same path) and recurses.
+func (d *differ) node(ia, ib overlay.NodeID) error {
+	ea, eb := listEntry(d.a, ia), listEntry(d.b, ib)
+	fields, err := d.compare(ia, ib, &ea, &eb)
+	if err != nil {
+		return err
+	}
+	if len(fields) > 0 {
+		change := Metadata
+		for _, f := range fields {
+			if f == "type" || f == "size" || f == "content" || f == "link" || f == "device" {
+				change = Modified
+			}
+		}
+		if err := d.emit(DiffEntry{Path: ea.Path, Change: change, Fields: fields, Old: &ea, New: &eb}); err != nil {
+			return err
+		}
+	}
+	da, db := d.a.Kind(ia) == layerindex.KindDir, d.b.Kind(ib) == layerindex.KindDir
+	switch {
+	case da && db:
+		return d.children(ia, ib)
+	case da:
+		return d.all(d.a, ia, Removed)
+	case db:
+		return d.all(d.b, ib, Added)
+	}
+	return nil
+}
+
+// children merges two sorted child lists.
+func (d *differ) children(ia, ib overlay.NodeID) error {
+	fa, na := d.a.Children(ia)
+	fb, nb := d.b.Children(ib)
+	i, j := fa, fb
+	ea, eb := fa+overlay.NodeID(na), fb+overlay.NodeID(nb)
+	for i < ea || j < eb {
+		var c int
+		switch {
+		case i >= ea:
+			c = 1
+		case j >= eb:
+			c = -1
+		default:
+			c = strings.Compare(d.a.Name(i), d.b.Name(j))
+		}
+		var err error
+		switch {
+		case c < 0:
+			err = d.one(d.a, i, Removed)
+			i++
+		case c > 0:
+			err = d.one(d.b, j, Added)
+			j++
+		default:
+			err = d.node(i, j)
+			i, j = i+1, j+1
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// one emits a path that exists on one side only, and everything below it.
+func (d *differ) one(t *overlay.Tree, id overlay.NodeID, change string) error {
+	e := listEntry(t, id)
+	de := DiffEntry{Path: e.Path, Change: change}
+	if change == Added {
+		de.New = &e
+	} else {
+		de.Old = &e
+	}
+	if err := d.emit(de); err != nil {
+		return err
+	}
+	if t.Kind(id) == layerindex.KindDir {
+		return d.all(t, id, change)
+	}
+	return nil
+}
+
+func (d *differ) all(t *overlay.Tree, dir overlay.NodeID, change string) error {
+	return walkTree(t, dir, func(id overlay.NodeID) error {
+		e := listEntry(t, id)
+		de := DiffEntry{Path: e.Path, Change: change}
+		if change == Added {
+			de.New = &e
+		} else {
+			de.Old = &e
+		}
+		return d.emit(de)
+	})
+}
+
+// compare lists the fields that differ between two versions of a path.
+func (d *differ) compare(ia, ib overlay.NodeID, ea, eb *ListEntry) ([]string, error) {
+	var f []string
+	if ea.Type != eb.Type {
+		return []string{"type"}, nil
+	}
+	switch ea.Type {
+	case "file":
+		if ea.Size != eb.Size {
+			f = append(f, "size", "content")
+		} else if ea.Size > 0 {
+			same, err := sameContent(d.a, ia, d.b, ib, ea.Size)
+			if err != nil {
+				return nil, err
+			}
+			if !same {
+				f = append(f, "content")
+			}
+		}
+	case "symlink":
+		if ea.Link != eb.Link {
+			f = append(f, "link")
+		}
+	case "char", "block":
+		if ea.DevMajor != eb.DevMajor || ea.DevMinor != eb.DevMinor {
+			f = append(f, "device")
+		}
+	}
+	if ea.Mode != eb.Mode {
+		f = append(f, "mode")
+	}
+	if ea.UID != eb.UID || ea.GID != eb.GID {
+		f = append(f, "owner")
+	}
+	if ea.Mtime != eb.Mtime {
+		f = append(f, "mtime")
+	}
+	if !equalXattrs(ea.Xattrs, eb.Xattrs) {
+		f = append(f, "xattrs")
+	}
+	return f, nil
+}
+
+func equalXattrs(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// sameContent compares two equal-sized regular files, reading them only
+// when they do not provably come from the same bytes of the same blob.
+func sameContent(a *overlay.Tree, ia overlay.NodeID, b *overlay.Tree, ib overlay.NodeID, size int64) (bool, error) {
+	x, y := a.Attr(ia), b.Attr(ib)
+	la, lb := a.Layers()[x.Layer].Index, b.Layers()[y.Layer].Index
+	if x.Offset == y.Offset && la.DiffID != "" && la.DiffID == lb.DiffID && x.Sparse == y.Sparse &&
+		slices.Equal(x.SparseMap, y.SparseMap) {
+		return true, nil // the same uncompressed layer stream, the same place in it
+	}
+	ra, err := a.Open(ia)
+	if err != nil {
+		return false, err
+	}
+	rb, err := b.Open(ib)
+	if err != nil {
+		return false, err
+	}
+	ha, err := hashReader(ra, size)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", displayPath(a.Path(ia)), err)
+	}
+	hb, err := hashReader(rb, size)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", displayPath(b.Path(ib)), err)
+	}
+	return ha == hb, nil
+}

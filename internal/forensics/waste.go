@@ -1,0 +1,178 @@
+package forensics
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/ocimount/ocimount/layerindex"
+	"github.com/ocimount/ocimount/overlay"
+)
+
+// WasteEntry is a regular file a layer ships that the merged tree does
+// not show.
+type WasteEntry struct {
+	Path  string `json:"path"`  // as stored in its layer
+	Layer int    `json:"layer"` // the layer that ships the bytes
+	Size  int64  `json:"size"`  // bytes stored (a sparse file's data fragments)
+	// HiddenBy is the first layer that hides it (Layer itself when the
+	// layer stores the path twice); -1 if the cause was not found by name
+	// (a path reached through a symlinked parent).
+	HiddenBy int    `json:"hidden_by"`
+	How      string `json:"how"` // "overwritten", "whiteout", "opaque", "parent replaced", "duplicate in layer", "unknown"
+}
+
+// WasteResult is `ocimount waste --json` (docs/json-schema.md).
+type WasteResult struct {
+	TotalBytes       int64        `json:"total_bytes"`
+	UncompressedSize int64        `json:"uncompressed_size"` // all layers' tar streams
+	Entries          []WasteEntry `json:"entries"`
+}
+
+// Waste finds the bytes the image ships but its merged tree does not
+// show — files overwritten or deleted by later layers, where "deleted"
+// secrets still live — largest first. It reads no file contents: a file
+// is visible if some path of t is provided by its layer entry.
+func Waste(layers []overlay.Layer, t *overlay.Tree) (*WasteResult, error) {
+	visible := make([][]bool, len(layers))
+	for i, l := range layers {
+		visible[i] = make([]bool, len(l.Index.Entries))
+	}
+	for id := overlay.RootID; t.Valid(id); id++ {
+		if l, e := t.Source(id); l >= 0 && int(l) < len(visible) && int(e) < len(visible[l]) {
+			visible[l][e] = true
+		}
+	}
+	res := &WasteResult{Entries: []WasteEntry{}}
+	// What each layer does to names, built once: stored names, whiteouts,
+	// opaque directories.
+	type effects struct {
+		stored  map[string]layerindex.Kind
+		whited  map[string]bool
+		opaque  map[string]bool
+		lastIdx map[string]int
+	}
+	var fx []*effects
+	effectsOf := func(li int) *effects {
+		if fx == nil {
+			fx = make([]*effects, len(layers))
+		}
+		if fx[li] != nil {
+			return fx[li]
+		}
+		f := &effects{stored: map[string]layerindex.Kind{}, whited: map[string]bool{}, opaque: map[string]bool{}, lastIdx: map[string]int{}}
+		for i, e := range layers[li].Index.Entries {
+			dir, base := splitDir(e.Name)
+			switch {
+			case base == ".wh..wh..opq":
+				f.opaque[dir] = true
+			case strings.HasPrefix(base, ".wh..wh."):
+			case strings.HasPrefix(base, ".wh."):
+				f.whited[joinPath(dir, base[4:])] = true
+			default:
+				f.stored[e.Name] = e.Kind
+				f.lastIdx[e.Name] = i
+			}
+		}
+		fx[li] = f
+		return f
+	}
+	for li, l := range layers {
+		res.UncompressedSize += l.Index.UncompressedSize
+		for ei := range l.Index.Entries {
+			e := &l.Index.Entries[ei]
+			if e.Kind != layerindex.KindReg || visible[li][ei] {
+				continue
+			}
+			size := e.Size
+			if e.Sparse {
+				size = 0
+				for _, f := range e.SparseMap {
+					size += f.Len
+				}
+			}
+			if size == 0 {
+				continue // whiteout markers, empty files: no bytes hidden
+			}
+			w := WasteEntry{Path: e.Name, Layer: li, Size: size, HiddenBy: -1, How: "unknown"}
+			if f := effectsOf(li); f.lastIdx[e.Name] > ei {
+				w.HiddenBy, w.How = li, "duplicate in layer"
+			} else {
+			later:
+				for lj := li + 1; lj < len(layers); lj++ {
+					f := effectsOf(lj)
+					if f.whited[e.Name] {
+						w.HiddenBy, w.How = lj, "whiteout"
+						break
+					}
+					if _, ok := f.stored[e.Name]; ok {
+						w.HiddenBy, w.How = lj, "overwritten"
+						break
+					}
+					for q := e.Name; ; {
+						dir, _ := splitDir(q)
+						if q != e.Name {
+							if f.whited[q] {
+								w.HiddenBy, w.How = lj, "whiteout"
+								break later
+							}
+							if k, ok := f.stored[q]; ok && k != layerindex.KindDir {
+								w.HiddenBy, w.How = lj, "parent replaced"
+								break later
+							}
+						}
+						if f.opaque[dir] {
+							w.HiddenBy, w.How = lj, "opaque"
+							break later
+						}
+						if dir == "" {
+							break
+						}
+						q = dir
+					}
+				}
+			}
+			res.TotalBytes += size
+			res.Entries = append(res.Entries, w)
+		}
+	}
+	sort.SliceStable(res.Entries, func(i, j int) bool {
+		a, b := res.Entries[i], res.Entries[j]
+		if a.Size != b.Size {
+			return a.Size > b.Size
+		}
+		if a.Layer != b.Layer {
+			return a.Layer < b.Layer
+		}
+		return a.Path < b.Path
+	})
+	return res, nil
+}
+
+// WriteWaste prints a WasteResult; limit > 0 shows only the largest.
+func WriteWaste(w io.Writer, r *WasteResult, asJSON bool, limit int) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetEscapeHTML(false)
+		return enc.Encode(r)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	pct := 0.0
+	if r.UncompressedSize > 0 {
+		pct = 100 * float64(r.TotalBytes) / float64(r.UncompressedSize)
+	}
+	fmt.Fprintf(tw, "%d bytes in %d files shipped but not visible (%.1f%% of %d uncompressed layer bytes)\n",
+		r.TotalBytes, len(r.Entries), pct, r.UncompressedSize)
+	fmt.Fprintln(tw, "SIZE\tLAYER\tHIDDEN BY\tHOW\tPATH")
+	for i, e := range r.Entries {
+		if limit > 0 && i >= limit {
+			fmt.Fprintf(tw, "... %d more\n", len(r.Entries)-limit)
+			break
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\n", e.Size, e.Layer, layerCol(int32(e.HiddenBy)), e.How, displayPath(e.Path))
+	}
+	return tw.Flush()
+}
