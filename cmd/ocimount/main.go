@@ -24,6 +24,7 @@ func main() {
 			umountCommand(),
 			indexCommand(),
 			cacheCommand(),
+			bundleCommand(),
 		},
 		// The shorthand: two arguments and no command name mean mount.
 		Action: func(c *cli.Context) error {

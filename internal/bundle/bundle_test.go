@@ -59,13 +59,13 @@ func TestResolveUser(t *testing.T) {
 		{"4321", rspec.User{UID: 4321, GID: 0}, ""},         // unknown uid: allowed, gid 0
 		{"1000:77", rspec.User{UID: 1000, GID: 77}, ""},     // numeric pair: verbatim
 		{"5000:6000", rspec.User{UID: 5000, GID: 6000}, ""}, // verbatim even if unknown
-		{"app", rspec.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1, 10, 50}}, ""},
-		{"root", rspec.User{UID: 0, GID: 0, AdditionalGids: []uint32{10}}, ""},
-		{"daemon", rspec.User{UID: 1, GID: 1}, ""}, // member of nothing else
+		{"app", rspec.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 1, 10, 50}}, ""},
+		{"root", rspec.User{UID: 0, GID: 0, AdditionalGids: []uint32{0, 10}}, ""},
+		{"daemon", rspec.User{UID: 1, GID: 1, AdditionalGids: []uint32{1}}, ""}, // member of nothing else
 		{"app:wheel", rspec.User{UID: 1000, GID: 10}, ""},
 		{"app:33", rspec.User{UID: 1000, GID: 33}, ""},
 		{"1000:staff", rspec.User{UID: 1000, GID: 50}, ""},
-		{"nogroup-user", rspec.User{UID: 1001, GID: 4242}, ""},
+		{"nogroup-user", rspec.User{UID: 1001, GID: 4242, AdditionalGids: []uint32{4242}}, ""},
 		{"nobody", rspec.User{}, "not defined"},
 		{"app:nogroup", rspec.User{}, "not defined"},
 		{"+nisuser", rspec.User{}, "not defined"},
@@ -104,7 +104,7 @@ func TestResolveUserMissingFiles(t *testing.T) {
 	// No /etc/group: a named user simply has no supplementary groups, but
 	// a named group cannot be resolved.
 	noGroup := imageFS(testPasswd, "")
-	if u, err := ResolveUser("app", noGroup); err != nil || u.UID != 1000 || len(u.AdditionalGids) != 0 {
+	if u, err := ResolveUser("app", noGroup); err != nil || u.UID != 1000 || !reflect.DeepEqual(u.AdditionalGids, []uint32{1000}) {
 		t.Errorf("name without /etc/group: %+v, %v", u, err)
 	}
 	if _, err := ResolveUser("app:wheel", noGroup); err == nil || !strings.Contains(err.Error(), "/etc/group") {
@@ -208,7 +208,7 @@ func TestGenerate(t *testing.T) {
 			if p.Cwd != "/srv" {
 				t.Errorf("cwd %q", p.Cwd)
 			}
-			if want := (rspec.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1, 10, 50}}); !reflect.DeepEqual(p.User, want) {
+			if want := (rspec.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 1, 10, 50}}); !reflect.DeepEqual(p.User, want) {
 				t.Errorf("user %+v, want %+v", p.User, want)
 			}
 			if !s.Root.Readonly || s.Root.Path != "rootfs" {

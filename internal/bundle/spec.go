@@ -35,6 +35,11 @@ type Options struct {
 // runc spec and Docker do; a PATH from the image is never changed.
 const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
+// SpecVersion is the ociVersion written. Not the Go module's (1.2.x):
+// crun 1.8 refuses any version but 1.0.x ("unknown version specified"),
+// and nothing written here needs a later one.
+const SpecVersion = "1.0.2"
+
 // ErrNoCommand: the image has neither Entrypoint nor Cmd and no arguments
 // were given, so there is nothing to run.
 var ErrNoCommand = errors.New("the image has no Entrypoint or Cmd; give the command after --")
@@ -85,7 +90,7 @@ func Generate(img ocispec.Image, root fs.FS, o Options) (*rspec.Spec, error) {
 	}
 
 	s := &rspec.Spec{
-		Version: rspec.Version,
+		Version: SpecVersion,
 		Process: &rspec.Process{
 			User:            user,
 			Args:            args,
@@ -225,4 +230,38 @@ func annotations(img ocispec.Image) map[string]string {
 		return nil
 	}
 	return a
+}
+
+// MissingMountpoints lists the mount destinations of s (and process.cwd)
+// that do not exist as directories in root. A runtime creates missing ones
+// in the rootfs, which a read-only rootfs cannot do, so the container would
+// fail to start with a less clear message.
+func MissingMountpoints(s *rspec.Spec, root fs.FS) []string {
+	var missing []string
+	check := func(p string) {
+		rel := strings.TrimPrefix(path.Clean(p), "/")
+		if rel == "" {
+			return
+		}
+		if fi, err := fs.Stat(root, rel); err != nil || !fi.IsDir() {
+			missing = append(missing, p)
+		}
+	}
+	for i, m := range s.Mounts {
+		// Below an earlier mount (/dev/pts in the /dev tmpfs, sysfs's
+		// own fs/cgroup) the directory is not the image's business.
+		below := false
+		for _, up := range s.Mounts[:i] {
+			if strings.HasPrefix(path.Clean(m.Destination)+"/", path.Clean(up.Destination)+"/") {
+				below = true
+			}
+		}
+		if !below {
+			check(m.Destination)
+		}
+	}
+	if s.Process != nil {
+		check(s.Process.Cwd)
+	}
+	return missing
 }

@@ -26,8 +26,9 @@ const maxIDFile = 16 << 20
 // root must resolve symlinks inside the image only (overlay.Tree.FS does).
 //
 // Following the image-spec conversion document: numeric values are copied
-// verbatim; additionalGids (groups of /etc/group listing the user as a
-// member) are set only when the user is given by name and no group is
+// verbatim; additionalGids (the primary group, then the groups of
+// /etc/group listing the user as a member, as initgroups(3) makes them for
+// a login) are set only when the user is given by name and no group is
 // given. A user given by number alone takes the primary group of its
 // passwd entry if there is one, else 0, as runc and Docker do.
 func ResolveUser(spec string, root fs.FS) (rspec.User, error) {
@@ -118,6 +119,7 @@ func ResolveUser(spec string, root fs.FS) (rspec.User, error) {
 	// By name, no group: supplementary groups from /etc/group. An image
 	// without /etc/group simply has none.
 	loadGroup()
+	u.AdditionalGids = []uint32{u.GID} // as initgroups(3) and containerd do
 	seen := map[uint32]bool{u.GID: true}
 	for _, g := range group {
 		if seen[g.GID] {
