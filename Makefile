@@ -33,6 +33,7 @@ fuzz:
 	$(GO) test ./layerindex -run '^$$' -fuzz FuzzBuild -fuzztime $(FUZZTIME)
 	$(GO) test ./overlay -run '^$$' -fuzz FuzzMerge -fuzztime $(FUZZTIME)
 	$(GO) test ./blobs -run '^$$' -fuzz FuzzParseSource -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/bundle -run '^$$' -fuzz FuzzParsePasswdGroup -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin

@@ -386,3 +386,28 @@ func TestDefaultsMatchRunc(t *testing.T) {
 		}
 	}
 }
+
+func TestMissingMountpoints(t *testing.T) {
+	img := testImage()
+	img.Config.User = ""
+	s, err := Generate(img, imageFS("", ""), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := fstest.MapFS{
+		"proc":     &fstest.MapFile{Mode: fs.ModeDir | 0o555},
+		"dev":      &fstest.MapFile{Mode: fs.ModeDir | 0o755},
+		"sys":      &fstest.MapFile{Data: []byte("a file, not a dir")},
+		"srv/x":    &fstest.MapFile{Data: []byte("x")},
+		"etc/motd": &fstest.MapFile{},
+	}
+	// /dev/pts etc. live in the /dev tmpfs and /sys/fs/cgroup in sysfs:
+	// only the top-level destinations and the cwd must be in the image.
+	if got, want := MissingMountpoints(s, root), []string{"/sys"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("MissingMountpoints = %v, want %v", got, want)
+	}
+	s.Process.Cwd = "/nope"
+	if got, want := MissingMountpoints(s, root), []string{"/sys", "/nope"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("MissingMountpoints = %v, want %v", got, want)
+	}
+}
