@@ -301,8 +301,12 @@ func TestBundleWritable(t *testing.T) {
 	if r := run(t, 2*time.Minute, args...); r.code != 0 {
 		t.Fatalf("bundle --writable: %s", r)
 	}
-	if s := readSpec(t, dir); s.Root.Readonly {
+	s := readSpec(t, dir)
+	if s.Root.Readonly {
 		t.Errorf("writable bundle has root.readonly")
+	}
+	if want := []string{"/bin/sh", "-c", args[len(args)-1]}; !reflect.DeepEqual(s.Process.Args, want) {
+		t.Errorf("process.args = %q, want %q (Entrypoint + the arguments after --)", s.Process.Args, want)
 	}
 	if m := findMount(t, filepath.Join(dir, "rootfs")); m == nil || m.FSType != "overlay" {
 		t.Fatalf("rootfs is not an overlay: %+v", m)

@@ -79,7 +79,13 @@ func bundleAction(c *cli.Context) error {
 	// Flags after SOURCE are not parsed as flags: demand "--" before a
 	// command so that `bundle SRC DIR --writable` is not silently a
 	// container running "--writable".
-	if len(args) > 2 && !slices.Contains(os.Args, "--") {
+	// The flag parser stops at SOURCE, so a "--" after DIR is still in
+	// args: it only separates, it is not part of the command.
+	cmdArgs := args[2:]
+	switch {
+	case len(cmdArgs) > 0 && cmdArgs[0] == "--":
+		cmdArgs = cmdArgs[1:]
+	case len(cmdArgs) > 0 && !slices.Contains(os.Args, "--"):
 		return fmt.Errorf("unexpected %q after DIR: flags go before SOURCE; a command to run goes after --", args[2])
 	}
 	src, err := blobs.ParseSource(args[0])
@@ -128,7 +134,7 @@ func bundleAction(c *cli.Context) error {
 			return err
 		}
 		o.hooks = bundleHooks(dir, st, bundle.Options{
-			Args:     args[2:],
+			Args:     cmdArgs,
 			Writable: writable,
 			Rootless: rootless,
 			HostUID:  uint32(os.Geteuid()),
