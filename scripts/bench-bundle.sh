@@ -104,7 +104,6 @@ umoci_case() {
     rm -rf "$d"
 }
 
-median() { python3 -c 'import sys,statistics; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.3f}")' "$@"; }
 
 cold=() warm=() base=()
 WARMCACHE=$WORK/cache-warm
@@ -117,13 +116,20 @@ for ((i = 0; i < RUNS; i++)); do
     dropcaches; base+=("$(umoci_case)")
     log "run $((i + 1)): not cached ${cold[-1]} s, cached ${warm[-1]} s, umoci unpack + runc ${base[-1]} s"
 done
-c=$(median "${cold[@]}") w=$(median "${warm[@]}") b=$(median "${base[@]}")
-python3 - "$c" "$w" "$b" "$SRC" "$RUNS" <<'EOF'
-import sys
-c, w, b = map(float, sys.argv[1:4])
-print(f"| {sys.argv[4]}, median of {sys.argv[5]} | seconds to first output line | ratio to umoci unpack + runc run |")
+# Ratios are taken per run (each run's three cases ran back to back, under the same load
+# from whatever else the machine was doing), then the median of those is reported.
+python3 - "$SRC" "${#cold[@]}" "${cold[@]}" "${warm[@]}" "${base[@]}" <<'EOF2'
+import sys, statistics as st
+src, n = sys.argv[1], int(sys.argv[2])
+v = list(map(float, sys.argv[3:]))
+cold, warm, base = v[:n], v[n:2*n], v[2*n:]
+med = lambda xs: st.median(xs)
+rc = med([c / b for c, b in zip(cold, base)])
+rw = med([w / b for w, b in zip(warm, base)])
+print(f"| {src}, {n} run(s) | seconds to first output line, median (min-max) | ratio to umoci unpack + runc run, median of per-run ratios |")
 print("|---|---|---|")
-print(f"| ocimount bundle + runc run, index not cached | {c:.3f} | {c/b:.3f}x |")
-print(f"| ocimount bundle + runc run, index cached | {w:.3f} | {w/b:.3f}x |")
-print(f"| umoci unpack + runc run | {b:.3f} | 1x |")
-EOF
+rng = lambda xs: f"{med(xs):.2f} ({min(xs):.2f}-{max(xs):.2f})"
+print(f"| ocimount bundle + runc run, index not cached | {rng(cold)} | {rc:.2f}x |")
+print(f"| ocimount bundle + runc run, index cached | {rng(warm)} | {rw:.2f}x |")
+print(f"| umoci unpack + runc run | {rng(base)} | 1x |")
+EOF2
