@@ -331,11 +331,18 @@ func unmountBundle(dir string, st bundleState, lazy bool) error {
 	if lazy {
 		flags = unix.MNT_DETACH
 	}
+	// mountinfo names mountpoints by their resolved path.
+	if rd, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = rd
+	}
 	for _, m := range st.Mounts {
 		p := filepath.Join(dir, m)
 		// A stack of mounts at one path (mounted twice by hand) comes
 		// off one by one; EINVAL means nothing is mounted there.
 		for i := 0; i < 16; i++ {
+			if mounted, err := mountedAt(p); err == nil && !mounted {
+				break
+			}
 			err := unix.Unmount(p, flags)
 			if err == nil {
 				continue
@@ -418,3 +425,42 @@ func isMountpoint(p string) (bool, error) {
 	}
 	return a.Dev != b.Dev || a.Ino == b.Ino, nil
 }
+
+// mountedAt says whether something is mounted at p, from
+// /proc/self/mountinfo: unlike a umount2 that answers EINVAL, it works
+// without root (where the fallback, fusermount3 -u, fails on a path that is
+// not mounted) and never touches the mount (a stale FUSE mount hangs or
+// fails stat).
+func mountedAt(p string) (bool, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	p = filepath.Clean(p)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeOctal(f[4]) == p {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// unescapeOctal undoes mountinfo's \ooo escapes (space, tab, newline, \).
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, "\\") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(c byte) bool { return c >= '0' && c <= '7' }
