@@ -53,7 +53,7 @@ func bundleCommand() *cli.Command {
 			"`ocimount umount DIR` only unmounts.",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "writable", Aliases: []string{"w"}, Usage: "overlayfs on top of the image, upper and work dirs in DIR (root only)"},
-			&cli.BoolFlag{Name: "rootless", Usage: "config for a runtime run by this (non-root) user, as `runc spec --rootless`"},
+			&cli.BoolFlag{Name: "rootless", Usage: "config for a runtime run by this (non-root) user, as \"runc spec --rootless\" writes it"},
 			&cli.BoolFlag{Name: "remove", Usage: "unmount everything the bundle at DIR mounted and delete what it created"},
 			&cli.BoolFlag{Name: "lazy", Aliases: []string{"l"}, Usage: "with --remove: detach mounts even if busy"},
 			&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image"},
