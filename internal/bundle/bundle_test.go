@@ -277,6 +277,12 @@ func TestGenerate(t *testing.T) {
 			}
 		}},
 		{name: "rootless-nonroot-user", opts: Options{Rootless: true, HostUID: 1000, HostGID: 1000}, errText: "rootless"},
+		{name: "rootless-root-by-name", edit: func(i *ocispec.Image) { i.Config.User = "root" }, opts: Options{Rootless: true},
+			check: func(t *testing.T, s *rspec.Spec) {
+				if want := (rspec.User{}); !reflect.DeepEqual(s.Process.User, want) {
+					t.Errorf("user %+v, want %+v (no additionalGids in a user namespace)", s.Process.User, want)
+				}
+			}},
 		{name: "rootless", edit: func(i *ocispec.Image) { i.Config.User = "" }, opts: Options{Rootless: true, HostUID: 1234, HostGID: 5678},
 			check: func(t *testing.T, s *rspec.Spec) {
 				l := s.Linux

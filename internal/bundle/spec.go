@@ -77,8 +77,13 @@ func Generate(img ocispec.Image, root fs.FS, o Options) (*rspec.Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	if o.Rootless && (user.UID != 0 || user.GID != 0 || len(user.AdditionalGids) > 0) {
-		return nil, fmt.Errorf("image user %q is %d:%d (groups %v), but a rootless bundle maps only container root to the calling user; run as root or give a different user", c.User, user.UID, user.GID, user.AdditionalGids)
+	if o.Rootless {
+		if user.UID != 0 || user.GID != 0 {
+			return nil, fmt.Errorf("image user %q is %d:%d, but a rootless bundle maps only container root to the calling user; run as root or use an image whose user is root", c.User, user.UID, user.GID)
+		}
+		// An unprivileged user namespace cannot setgroups(2), and the
+		// other groups are not mapped anyway: runc refuses them.
+		user.AdditionalGids = nil
 	}
 	env := append([]string{}, c.Env...)
 	if !hasVar(env, "PATH") {
