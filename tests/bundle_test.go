@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -519,4 +520,42 @@ func TestBundleBadInput(t *testing.T) {
 			t.Errorf("--remove touched a non-bundle: %v", err)
 		}
 	})
+}
+
+// TestBundleInterrupted: SIGTERM or SIGINT to `ocimount bundle` during a
+// long first index leaves no mount, no server and no bundle directory.
+func TestBundleInterrupted(t *testing.T) {
+	requireIntegration(t)
+	big := make([]byte, 96<<20) // incompressible: indexing takes a while
+	r := rand.New(rand.NewPCG(9, 9))
+	for i := range big {
+		big[i] = byte(r.Uint32())
+	}
+	layout := filepath.Join(t.TempDir(), "img")
+	layers := append(busyboxLayers(t, true, true), tartest.ImageLayer{Compression: tartest.Gzip, Tar: tartest.Tar(t, tartest.FileBytes("big", big, 0o644))})
+	tartest.WriteOCILayout(t, layout, tartest.Image{Ref: "big", Layers: layers, Config: bundleImageConfig})
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := newBundleDir(t)
+			cmd := exec.Command(ocimountBin(t), "bundle", "-q", "--writable", "--cache-dir", t.TempDir(), "oci:"+layout+":big", dir)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			cmd.Process.Signal(sig)
+			err := cmd.Wait()
+			if err == nil {
+				t.Fatalf("bundle exited 0 after %v", sig)
+			}
+			if !strings.Contains(stderr.String(), "interrupted") {
+				t.Errorf("stderr: %s", stderr.String())
+			}
+			requireNothingMounted(t, dir)
+			if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("bundle dir left behind: %v", err)
+			}
+		})
+	}
 }

@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
@@ -154,7 +158,8 @@ func bundleAction(c *cli.Context) error {
 	if err := prepareBundleDir(dir, &st); err != nil {
 		return err
 	}
-	if err := daemonize(o); err != nil {
+	err = daemonizeInterruptible(o)
+	if err != nil {
 		if cerr := undoBundle(dir, st); cerr != nil {
 			return fmt.Errorf("%v; cleaning up %s also failed: %v", err, dir, cerr)
 		}
@@ -169,6 +174,73 @@ func bundleAction(c *cli.Context) error {
 			dir, what, dir, dir)
 	}
 	return nil
+}
+
+// daemonizeInterruptible is daemonize, except that SIGINT/SIGTERM/SIGHUP
+// do not kill this process: they are passed on to the server (which then
+// stops loading, or unmounts, and reports an error), so that the caller
+// still gets to remove what it put in DIR. A plain `mount` needs no such
+// care: it creates nothing but the mount.
+func daemonizeInterruptible(o mountOptions) error {
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	var mu sync.Mutex
+	var got os.Signal
+	done := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigc:
+			mu.Lock()
+			got = sig
+			mu.Unlock()
+			signalChildren(syscall.SIGTERM)
+		case <-done:
+		}
+	}()
+	err := daemonize(o)
+	signal.Stop(sigc)
+	close(done)
+	mu.Lock()
+	defer mu.Unlock()
+	if got != nil {
+		if err == nil {
+			// The server got as far as "ok" before it heard: the
+			// caller's undo takes the mounts down.
+			err = errors.New("interrupted")
+		}
+		return fmt.Errorf("interrupted (%v): %w", got, err)
+	}
+	return err
+}
+
+// signalChildren sends sig to this process's children (the server that
+// daemonize started; it is in its own session, so a terminal's Ctrl-C does
+// not reach it).
+func signalChildren(sig syscall.Signal) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	me := os.Getpid()
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...; comm may hold spaces and parens.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(me) {
+			syscall.Kill(pid, sig)
+		}
+	}
 }
 
 // prepareBundleDir refuses a non-empty DIR (it could hold someone's
