@@ -390,9 +390,11 @@ func TestBundlePodman(t *testing.T) {
 		"--user", "app", "--workdir", "/srv/app",
 		"--rootfs", filepath.Join(dir, "rootfs")+":O",
 		"/bin/sh", "-c", "cat hello.txt; echo podman > w.txt; cat w.txt; id -u")
-	out, err := cmd.CombinedOutput()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr // podman may warn there (cgroups, storage); only stdout is the container's
+	out, err := cmd.Output()
 	if err != nil || string(out) != "from the image\npodman\n1000\n" {
-		t.Fatalf("podman run: %v\n%s", err, out)
+		t.Fatalf("podman run: %v\nstdout: %s\nstderr: %s", err, out, stderr.String())
 	}
 	if _, err := os.Lstat(filepath.Join(dir, "rootfs/srv/app/w.txt")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("podman's write reached the image: %v", err)
