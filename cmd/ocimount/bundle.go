@@ -80,11 +80,10 @@ func bundleAction(c *cli.Context) error {
 	if len(args) < 2 {
 		return fmt.Errorf("bundle needs SOURCE and DIR, got %d argument(s)", len(args))
 	}
-	// Flags after SOURCE are not parsed as flags: demand "--" before a
-	// command so that `bundle SRC DIR --writable` is not silently a
-	// container running "--writable".
 	// The flag parser stops at SOURCE, so a "--" after DIR is still in
-	// args: it only separates, it is not part of the command.
+	// args: it only separates, it is not part of the command. Without
+	// one, refuse extra arguments, so that `bundle SRC DIR --writable` is
+	// not silently a container running "--writable".
 	cmdArgs := args[2:]
 	switch {
 	case len(cmdArgs) > 0 && cmdArgs[0] == "--":
