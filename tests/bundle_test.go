@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -560,4 +561,49 @@ func TestBundleInterrupted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBundleRemoveAfterRuntimeCrash: runc is killed while its container
+// runs; --remove still takes the host's mounts down (the container keeps
+// its own copies in its mount namespace), and the server exits once the
+// container is gone.
+func TestBundleRemoveAfterRuntimeCrash(t *testing.T) {
+	requireIntegration(t, "runc")
+	src := bundleImage(t)
+	dir := newBundleDir(t)
+	args := []string{"bundle", "--cache-dir", t.TempDir(), "--writable", src, dir, "--", "echo started; exec sleep 300"}
+	if r := run(t, 2*time.Minute, args...); r.code != 0 {
+		t.Fatalf("bundle: %s", r)
+	}
+	id := fmt.Sprintf("ocimount-test-%d-crash", os.Getpid())
+	t.Cleanup(func() { exec.Command("runc", "delete", "--force", id).Run() })
+	cmd := exec.Command("runc", "run", "--bundle", dir, id)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line := make([]byte, len("started\n"))
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "started\n" {
+		t.Fatalf("container did not start: %q, %v", line, err)
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if r := run(t, time.Minute, "bundle", "--remove", dir); r.code != 0 {
+		t.Fatalf("remove with the runtime dead and its container running: %s", r)
+	}
+	for _, m := range []string{filepath.Join(dir, "rootfs"), filepath.Join(dir, "rootfs-ro")} {
+		if findMount(t, m) != nil {
+			t.Errorf("%s still mounted", m)
+		}
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("bundle dir left behind: %v", err)
+	}
+	if b, err := exec.Command("runc", "delete", "--force", id).CombinedOutput(); err != nil {
+		t.Errorf("runc delete: %v %s", err, b)
+	}
+	requireNothingMounted(t, dir)
 }
