@@ -35,6 +35,7 @@ fuzz:
 	$(GO) test ./blobs -run '^$$' -fuzz FuzzParseSource -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/forensics -run '^$$' -fuzz FuzzInspectConfig -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/ocimount -run '^$$' -fuzz FuzzParseLayerRange -fuzztime $(FUZZTIME)
+	$(GO) test ./internal/bundle -run '^$$' -fuzz FuzzParsePasswdGroup -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf bin

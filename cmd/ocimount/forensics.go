@@ -46,7 +46,7 @@ func forensicsCommands() []*cli.Command {
 		return append([]cli.Flag{
 			&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "cache directory (default as for mount)"},
-		}, extra...)
+		}, append(remoteFlags(), extra...)...)
 	}
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "machine-readable output (schema: docs/json-schema.md)"}
 	return []*cli.Command{
@@ -351,9 +351,9 @@ func loadSource(c *cli.Context, arg string, entries bool, view loader.View) (*lo
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	return loader.Load(ctx, src, bo, loader.Options{CacheDir: dir, KeepEntries: entries, View: view, Logf: func(f string, a ...any) {
-		fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...)
-	}})
+	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...) }
+	bo.Remote = remoteOptions(c, dir, logf)
+	return loader.Load(ctx, src, bo, loader.Options{CacheDir: dir, KeepEntries: entries, View: view, NoRemoteIndex: c.Bool("no-remote-index"), Logf: logf})
 }
 
 func forensicsImage(im *loader.Image) *forensics.Image {

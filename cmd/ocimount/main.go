@@ -28,6 +28,7 @@ func main() {
 			// Forensics, without FUSE (forensics.go).
 			forensicsCommand("inspect"), forensicsCommand("ls"), forensicsCommand("cat"), forensicsCommand("history"),
 			forensicsCommand("diff"), forensicsCommand("waste"), forensicsCommand("export"),
+			bundleCommand(),
 		},
 		// The shorthand: two arguments and no command name mean mount.
 		Action: func(c *cli.Context) error {

@@ -65,6 +65,17 @@ type mountOptions struct {
 	noRemoteIx bool
 	cli        *cli.Context
 	view       loader.View
+	// hooks, when set, let another command (bundle) act on the loaded
+	// image before anything is mounted and stack mounts on top after.
+	hooks *serveHooks
+}
+
+// serveHooks run inside the server. loaded may refuse the image (nothing
+// is mounted yet); mounted runs once the FUSE mount serves and returns an
+// undo that is called if the mount is then abandoned.
+type serveHooks struct {
+	loaded  func(*loader.Image) error
+	mounted func() (undo func(), err error)
 }
 
 func mountAction(c *cli.Context) error {
@@ -188,6 +199,11 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		return err
 	}
 	defer im.Close()
+	if o.hooks != nil && o.hooks.loaded != nil {
+		if err := o.hooks.loaded(im); err != nil {
+			return err
+		}
+	}
 	srv, err := ocifs.Mount(o.mountpoint, im.Tree, ocifs.Options{
 		FsName:     o.source.String(),
 		AllowOther: o.allowOther,
@@ -203,6 +219,13 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		srv.Unmount()
 		return fmt.Errorf("mount %s: %w", o.mountpoint, err)
 	}
+	undo := func() {}
+	if o.hooks != nil && o.hooks.mounted != nil {
+		if undo, err = o.hooks.mounted(); err != nil {
+			srv.Unmount()
+			return err
+		}
+	}
 	logger.Info("mounted", "source", o.source.String(), "entries", im.Tree.Len(), "layers", len(im.Indexes), "elapsed", time.Since(t0))
 	if stopStatus, err := serveStatus(o, im, t0); err != nil {
 		logger.Warn("status socket", "err", err)
@@ -214,6 +237,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		ready.Close()
 		ready = nil
 		if err != nil {
+			undo()
 			srv.Unmount()
 			return fmt.Errorf("the waiting ocimount went away before the mount was ready; unmounted: %w", err)
 		}

@@ -19,6 +19,9 @@ func remoteFlags() []cli.Flag {
 }
 
 func remoteOptions(c *cli.Context, cacheDir string, logf func(string, ...any)) blobs.RemoteOptions {
+	if c == nil {
+		return blobs.RemoteOptions{Logf: logf}
+	}
 	ro := blobs.RemoteOptions{
 		Creds:         c.String("creds"),
 		Insecure:      !c.Bool("tls-verify"),

@@ -24,6 +24,9 @@ func umountCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return fmt.Errorf("umount needs MOUNTPOINT")
 			}
+			if isBundleDir(c.Args().Get(0)) { // bundle.go: overlay first, then FUSE
+				return removeBundle(c.Args().Get(0), c.Bool("lazy"), false)
+			}
 			return unmount(c.Args().Get(0), c.Bool("lazy"))
 		},
 	}
