@@ -53,6 +53,10 @@ if [[ -z $OCIMOUNT ]]; then
 fi
 RANDREAD=$WORK/randread
 (cd "$ROOT" && go build -o "$RANDREAD" ./scripts/bench/randread)
+KGUNZIP=$WORK/kgunzip   # klauspost/compress gzip to /dev/null: the same-library baseline
+(cd "$ROOT" && go build -o "$KGUNZIP" ./scripts/bench/gunzip)
+HAVE_SQUASHFUSE=0
+command -v mksquashfs >/dev/null && command -v squashfuse >/dev/null && HAVE_SQUASHFUSE=1
 for t in umoci pigz zstd tar python3; do
     command -v "$t" >/dev/null || { echo "bench.sh: $t missing" >&2; exit 1; }
 done
@@ -104,6 +108,7 @@ mount_img() {
     PID=$(pgrep -f -- "--cache-dir $2 oci:$IMAGES/$1 $3\$" | head -1 || true)
 }
 hwm_kb() { awk '/^VmHWM/{print $2}' "/proc/$PID/status" 2>/dev/null || echo 0; }
+rss_kb() { awk '/^VmRSS/{print $2}' "/proc/$PID/status" 2>/dev/null || echo 0; }
 umount_img() {  # umount_img MNT: unmount and wait for the server to exit
     "$OCIMOUNT" umount "$1"
     local i
@@ -139,6 +144,10 @@ walks() {
     timed find_count "$dir"; add "$key.find.warm" "$LAST"
     $prep; timed stat_walk "$dir"; add "$key.stat.cold" "$LAST"
     timed stat_walk "$dir"; add "$key.stat.warm" "$LAST"
+    # Server memory once every entry has been looked up (and is held by
+    # the kernel's dentry cache): what a full walk costs the server.
+    [[ $key == *.oci && -n $PID ]] && add "${key%.oci}.rss.walk" "$(rss_kb)"
+    [[ ${NOREAD:-0} == 1 ]] && { log "$key: find ${R[$key.find.cold]##* }/${R[$key.find.warm]##* } stat ${R[$key.stat.cold]##* }/${R[$key.stat.warm]##* } s (cold/warm)"; return 0; }
     $prep; timed read_all "$dir"; add "$key.read.cold" "$LAST"
     timed read_all "$dir"; add "$key.read.warm" "$LAST"
     log "$key: find ${R[$key.find.cold]##* }/${R[$key.find.warm]##* } stat ${R[$key.stat.cold]##* }/${R[$key.stat.warm]##* } read ${R[$key.read.cold]##* }/${R[$key.read.warm]##* } s (cold/warm)"
@@ -181,6 +190,15 @@ bench_tree_image() {   # bench_tree_image NAME
         umount_img "$WMNT"
     done
 
+    # Warm with the page cache kept (a remount right after an unmount):
+    # the target's "warm" — index cached; only cold runs drop caches.
+    for r in $(seq "$RUNS"); do
+        mnt=$(newdir mnt)
+        mount_img "$img" "$cache" "$mnt"; umount_img "$mnt"
+        mount_img "$img" "$cache" "$mnt"; add "$img.ready.hot" "$LAST"
+        umount_img "$mnt"
+    done
+
     # Baselines: pigz|tar (zstd|tar), umoci unpack.
     for r in $(seq "$RUNS"); do
         ext=$WORK/untar-$img; rm -rf "$ext"; mkdir -p "$ext"
@@ -204,9 +222,20 @@ bench_tree_image() {   # bench_tree_image NAME
     if [[ $zstd == 0 || $QUICK != 1 ]]; then
         for r in $(seq "$wruns"); do walks "$img.ext" "$tree" dropcaches; done
     fi
+    # squashfuse over the same tree (find and stat walks only).
+    if [[ $HAVE_SQUASHFUSE == 1 && $zstd == 0 ]]; then
+        local sq=$WORK/$img.sqfs
+        mksquashfs "$tree" "$sq" -noappend -quiet -no-progress >/dev/null 2>&1
+        SQ=$sq SQMNT=$(newdir sqmnt)
+        squashfuse "$SQ" "$SQMNT"
+        for r in $(seq "$wruns"); do NOREAD=1 walks "$img.sq" "$SQMNT" remount_sq; done
+        umount "$SQMNT" 2>/dev/null || umount -l "$SQMNT"
+        rm -f "$sq"
+    fi
     rm -rf "$WORK/untar-$img" "$WORK/umoci-$img"
     [[ $zstd == 1 ]] || rm -rf "$WORK/cache-$img"
 }
+remount_sq() { umount "$SQMNT" 2>/dev/null || umount -l "$SQMNT"; dropcaches; squashfuse "$SQ" "$SQMNT"; }
 remount_fresh() {  # for walks on the mount: unmount, drop caches, mount again (warm index)
     umount_img "$WMNT"
     dropcaches
@@ -240,6 +269,8 @@ bench_big_files() {
         dropcaches
         local bytes; bytes=$WORK/pigz.bytes
         timed sh -c "pigz -dc '$layer' | wc -c > '$bytes'"; add "$img.seq.pigz" "$(mbps "$(cat "$bytes")" "$LAST")"
+        dropcaches
+        timed sh -c "'$KGUNZIP' '$layer' > '$bytes'"; add "$img.seq.kgz" "$(mbps "$(cat "$bytes")" "$LAST")"
         # random 4 KiB preads, fresh mount (empty span cache), caches dropped
         dropcaches; mount_img "$img" "$cache" "$mnt"
         line=$("$RANDREAD" -n 2000 -seed 1 "$mnt/$f"); randadd "$img.rand.oci" "$line"
@@ -261,6 +292,44 @@ bench_big_files() {
     fi
     rm -rf "$ext"
 }
+# bench_big_uncompressed: sequential read of the same file from a plain tar layer.
+bench_big_uncompressed() {
+    local img=big-files-uncompressed lf cache mnt ext r f=data/mixed.bin size
+    [[ -d $IMAGES/$img ]] || { log "skip $img"; return 0; }
+    lf=$WORK/$img.layers; layers "$IMAGES/$img" > "$lf"
+    cache=$WORK/cache-$img; mkdir -p "$cache"; mnt=$(newdir mnt)
+    ext=$WORK/untar-$img; mkdir -p "$ext"; untar_layers "$ext" "$lf"
+    size=$(stat -c %s "$ext/$f")
+    mount_img "$img" "$cache" "$mnt"; umount_img "$mnt"   # index it once
+    for r in $(seq "$RUNS"); do
+        dropcaches; mount_img "$img" "$cache" "$mnt"
+        timed dd if="$mnt/$f" of=/dev/null bs=1M status=none; add "$img.seq.oci.cold" "$(mbps "$size" "$LAST")"
+        umount_img "$mnt"; mount_img "$img" "$cache" "$mnt"
+        timed dd if="$mnt/$f" of=/dev/null bs=1M status=none; add "$img.seq.oci.hot" "$(mbps "$size" "$LAST")"
+        umount_img "$mnt"
+        dropcaches
+        timed dd if="$ext/$f" of=/dev/null bs=1M status=none; add "$img.seq.ext.cold" "$(mbps "$size" "$LAST")"
+        timed dd if="$ext/$f" of=/dev/null bs=1M status=none; add "$img.seq.ext.hot" "$(mbps "$size" "$LAST")"
+        log "$img: run $r: seq MiB/s oci ${R[$img.seq.oci.cold]##* }/${R[$img.seq.oci.hot]##* } local ${R[$img.seq.ext.cold]##* }/${R[$img.seq.ext.hot]##* } (cold/page cache of the layer or file)"
+    done
+    rm -rf "$ext"
+}
+
+# bench_baseline_rss: the server's RSS on a tiny image, after listing it:
+# the process baseline that per-entry figures are measured above.
+bench_baseline_rss() {
+    local d mnt
+    d=$(newdir tiny); (cd "$ROOT" && go run ./scripts/mkdemo "$d/image") >/dev/null 2>&1 || return 0
+    mnt=$(newdir mnt); MOUNTS+=("$mnt")
+    timed "$OCIMOUNT" mount -q --cache-dir "$d/cache" "oci:$d/image" "$mnt"
+    PID=$(pgrep -f -- "--cache-dir $d/cache oci:$d/image $mnt\$" | head -1 || true)
+    find "$mnt" -printf '%s %m %u\n' > /dev/null
+    BASE_RSS=$(rss_kb)
+    umount_img "$mnt"
+    log "baseline server RSS (tiny image): ${BASE_RSS} KiB"
+}
+BASE_RSS=0
+
 AM_LINE=""
 mbps() { awk -v b="$1" -v s="$2" 'BEGIN{printf "%.0f", b/1048576/s}'; }
 randadd() {  # randadd KEY "reads=.. p50_us=.. p99_us=.."
@@ -273,10 +342,12 @@ randadd() {  # randadd KEY "reads=.. p50_us=.. p99_us=.."
 # ---------------------------------------------------------------- run
 T0=$EPOCHREALTIME
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+bench_baseline_rss
 bench_tree_image debian-layered
 bench_tree_image debian-layered-zstd
 bench_tree_image many-files
 bench_big_files
+bench_big_uncompressed
 ELAPSED=$(awk -v a="$T0" -v b="$EPOCHREALTIME" 'BEGIN{printf "%.0f", b-a}')
 LOAD1=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -317,12 +388,17 @@ report() {
         [[ -n $(med "$img.ready.cold") ]] || continue
         row "$img" "ready, cold (empty cache)" s "$img.ready.cold" "umoci unpack" "$img.umoci"
         row "$img" "ready, cold (empty cache)" s "$img.ready.cold" "$( [[ $img == *zstd* ]] && echo 'zstd -dc \| tar -x' || echo 'pigz -dc \| tar -x')" "$img.untar"
-        row "$img" "ready, warm (index cached)" s "$img.ready.warm" "$( [[ $img == *zstd* ]] && echo 'zstd -dc \| tar -x' || echo 'pigz -dc \| tar -x')" "$img.untar"
+        row "$img" "ready, warm (index cached, caches dropped)" s "$img.ready.warm" "$( [[ $img == *zstd* ]] && echo 'zstd -dc \| tar -x' || echo 'pigz -dc \| tar -x')" "$img.untar"
+        row "$img" "ready, warm (index cached, page cache kept)" s "$img.ready.hot" "$( [[ $img == *zstd* ]] && echo 'zstd -dc \| tar -x' || echo 'pigz -dc \| tar -x')" "$img.untar"
         local w
         for w in find stat read; do
             local wn; case $w in find) wn='`find \| wc -l`';; stat) wn='stat walk';; read) wn='read every file';; esac
             row "$img" "$wn, cold" s "$img.oci.$w.cold" "extracted tree" "$img.ext.$w.cold"
             row "$img" "$wn, warm" s "$img.oci.$w.warm" "extracted tree" "$img.ext.$w.warm"
+            if [[ $w != read ]]; then
+                row "$img" "$wn, cold" s "$img.oci.$w.cold" "squashfuse" "$img.sq.$w.cold"
+                row "$img" "$wn, warm" s "$img.oci.$w.warm" "squashfuse" "$img.sq.$w.warm"
+            fi
         done
     done
     img=big-files
@@ -331,6 +407,7 @@ report() {
         row "$img" "ready, warm" s "$img.ready.warm" "archivemount ready" "$img.ready.am"
         row "$img" "seq read mixed.bin, cold" MiB/s "$img.seq.oci.cold" "local file, cold" "$img.seq.ext.cold"
         row "$img" "seq read mixed.bin, cold" MiB/s "$img.seq.oci.cold" "\`pigz -dc\` layer" "$img.seq.pigz"
+        row "$img" "seq read mixed.bin, cold" MiB/s "$img.seq.oci.cold" "klauspost gzip -d of the layer" "$img.seq.kgz"
         row "$img" "seq read mixed.bin, warm (page cache)" MiB/s "$img.seq.oci.warm" "" ""
         row "$img" "4 KiB random pread p50, cold" µs "$img.rand.oci.p50" "local file" "$img.rand.ext.p50"
         row "$img" "4 KiB random pread p99, cold" µs "$img.rand.oci.p99" "local file" "$img.rand.ext.p99"
@@ -341,6 +418,23 @@ report() {
             row "$img" "4 KiB random pread p99, cold" µs "$img.rand.oci.p99" "archivemount ($(med $img.rand.am.n) reads)" "$img.rand.am.p99"
         fi
     fi
+    img=big-files-uncompressed
+    if [[ -n $(med "$img.seq.oci.cold") ]]; then
+        row "$img" "seq read mixed.bin, cold" MiB/s "$img.seq.oci.cold" "local file, cold" "$img.seq.ext.cold"
+        row "$img" "seq read mixed.bin, layer in page cache" MiB/s "$img.seq.oci.hot" "local file in page cache" "$img.seq.ext.hot"
+    fi
+    echo
+    echo "Server RSS after a full stat walk (VmRSS; every entry looked up), above the RSS of a server"
+    echo "on a tiny image after the same walk ($(awk -v k="$BASE_RSS" 'BEGIN{printf "%.1f MiB", k/1024}')):"
+    echo
+    echo "| image | entries | RSS after walk | bytes/entry above baseline |"
+    echo "|---|---|---|---|"
+    for img in debian-layered debian-layered-zstd many-files; do
+        [[ -n $(med "$img.rss.walk") ]] || continue
+        local n k
+        n=$(entries "$img"); k=$(med "$img.rss.walk")
+        echo "| $img | ${n:-?} | $(awk -v k="$k" 'BEGIN{printf "%.1f MiB", k/1024}') | $(awk -v k="$k" -v b="$BASE_RSS" -v n="${n:-0}" 'BEGIN{ if (n>0) printf "%.0f", (k-b)*1024/n; else print "?" }') |"
+    done
     echo
     echo "Peak RSS of the ocimount server (VmHWM):"
     echo
