@@ -1,0 +1,419 @@
+package tests
+
+import (
+	"encoding/base64"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Registry sources against Debian's docker-registry (distribution 2.8).
+
+// TestRegistryMount mounts every encoding of the fixture from a plain-HTTP
+// loopback registry (cold: no index anywhere, each layer streamed once)
+// and compares the tree with umoci's extraction.
+func TestRegistryMount(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	reg := sharedRegistry(t)
+	ref := refTree(t)
+	dg := reg.manifestDigest(t, "fixture/gzip", "latest")
+	cases := []struct{ name, ref string }{
+		{"gzip", reg.Host + "/fixture/gzip:latest"},
+		{"zstd", reg.Host + "/fixture/zstd:latest"},
+		{"uncompressed", reg.Host + "/fixture/tar:latest"},
+		{"gzip-by-digest", reg.Host + "/fixture/gzip@" + dg},
+		{"gzip-docker-transport", "docker://" + reg.Host + "/fixture/gzip:latest"},
+		{"gzip-default-tag", "docker://" + reg.Host + "/fixture/gzip"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			mnt, cache := remoteMount(t, nil, c.ref)
+			got, err := Snapshot(mnt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			requireSameTree(t, ref, got)
+			st := statusOf(t, mnt)
+			if len(st.Layers) != 6 {
+				t.Fatalf("status shows %d layers, want 6", len(st.Layers))
+			}
+			if strings.HasSuffix(c.name, "by-digest") && st.Manifest != dg {
+				t.Errorf("status manifest %s, want %s", st.Manifest, dg)
+			}
+			for _, l := range st.Layers {
+				if !l.Remote || l.Chunks == 0 {
+					t.Errorf("layer %d: remote=%v chunks=%d", l.Index, l.Remote, l.Chunks)
+				}
+				// Cold mount: every layer is streamed once in full, and
+				// not twice.
+				if l.Fetched < l.Size || l.Fetched > l.Size+l.Size/4+(2<<20) {
+					t.Errorf("layer %d: fetched %d bytes of a %d-byte blob", l.Index, l.Fetched, l.Size)
+				}
+			}
+			if t.Failed() {
+				t.Logf("log:\n%s", readLog(cache))
+			}
+		})
+	}
+}
+
+// TestRegistryIndexPush publishes the indexes, then mounts with an empty
+// cache: the mount uses them and reads only the ranges it needs.
+func TestRegistryIndexPush(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	reg := sharedRegistry(t)
+	ref := refTree(t)
+	f := images(t)
+	for _, v := range []string{"gzip", "zstd", "tar"} {
+		t.Run(v, func(t *testing.T) {
+			repo := reg.Host + "/indexpush/" + v + ":latest"
+			reg.push(t, "oci:"+f.Dir+"/"+v+":latest", "indexpush/"+v+":latest")
+			pushIndexes(t, nil, repo)
+			mnt, cache := remoteMount(t, nil, repo)
+			if log := readLog(cache); !strings.Contains(log, "using published layer indexes") {
+				t.Errorf("mount did not use the published indexes; log:\n%s", log)
+			}
+			if _, err := os.ReadDir(mnt); err != nil {
+				t.Fatal(err)
+			}
+			if b, err := os.ReadFile(filepath.Join(mnt, "etc/hostname")); err != nil || string(b) != "ocimount-test\n" {
+				t.Fatalf("etc/hostname = %q, %v", b, err)
+			}
+			st := statusOf(t, mnt)
+			size := st.sum(func(l layerStatus) int64 { return l.Size })
+			fetched := st.sum(func(l layerStatus) int64 { return l.Fetched })
+			t.Logf("after ls + cat: fetched %d of %d bytes (%.2f%%), %d requests", fetched, size,
+				100*float64(fetched)/float64(size), st.sum(func(l layerStatus) int64 { return l.Requests }))
+			for _, l := range st.Layers {
+				if l.Size > 2<<20 && l.Fetched >= l.Size/2 {
+					t.Errorf("layer %d (%s): fetched %d of %d bytes: streamed instead of ranged reads", l.Index, l.Format, l.Fetched, l.Size)
+				}
+			}
+			if fetched > size/10 {
+				t.Errorf("fetched %d bytes of %d for ls + one small file", fetched, size)
+			}
+			got, err := Snapshot(mnt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			requireSameTree(t, ref, got)
+			if t.Failed() {
+				t.Logf("log:\n%s", readLog(cache))
+			}
+		})
+	}
+}
+
+// indexedRepo is fixture/gzip copied to indexed/gzip with its indexes
+// published, once per run: mounts of it read by ranges from the start.
+var (
+	indexedOnce sync.Once
+	indexedOK   bool
+)
+
+func indexedRepo(t *testing.T) (reg *testRegistry, repo string) {
+	t.Helper()
+	reg = sharedRegistry(t)
+	f := images(t)
+	indexedOnce.Do(func() {
+		reg.push(t, "oci:"+f.Dir+"/gzip:latest", "indexed/gzip:latest")
+		pushIndexes(t, nil, reg.Host+"/indexed/gzip:latest")
+		indexedOK = true
+	})
+	if !indexedOK {
+		t.Fatal("setting up indexed/gzip failed in an earlier test")
+	}
+	return reg, "indexed/gzip:latest"
+}
+
+// TestRegistryAuth: a TLS registry with htpasswd auth and a CA made here.
+func TestRegistryAuth(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo", "htpasswd")
+	f := images(t)
+	want := refTree(t).Nodes["data/random2.bin"].SHA256
+	reg := startRegistry(t, registryOpts{TLS: true, User: "alice", Pass: "s3cret-pass"})
+	reg.push(t, "oci:"+f.Dir+"/gzip:latest", "auth/gzip:latest")
+	ref := reg.Host + "/auth/gzip:latest"
+	ca := "SSL_CERT_FILE=" + reg.CAFile
+	pushIndexes(t, isolatedEnv(t, ca), ref, "--creds", "alice:s3cret-pass")
+
+	// check reads a file that needs authenticated range requests.
+	check := func(t *testing.T, mnt string) {
+		t.Helper()
+		if got, err := hashFile(filepath.Join(mnt, "data/random2.bin")); err != nil || got != want {
+			t.Errorf("data/random2.bin: sha256 %s, %v; want %s", got, err, want)
+		}
+	}
+	authJSON := fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg.Host, base64.StdEncoding.EncodeToString([]byte("alice:s3cret-pass")))
+
+	t.Run("creds", func(t *testing.T) {
+		mnt, _ := remoteMount(t, isolatedEnv(t, ca), ref, "--creds", "alice:s3cret-pass")
+		check(t, mnt)
+	})
+	t.Run("docker-config", func(t *testing.T) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "config.json"), []byte(authJSON), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mnt, _ := remoteMount(t, isolatedEnv(t, ca, "DOCKER_CONFIG="+dir), "docker://"+ref)
+		check(t, mnt)
+	})
+	t.Run("podman-auth-file", func(t *testing.T) {
+		p := filepath.Join(t.TempDir(), "auth.json")
+		if err := os.WriteFile(p, []byte(authJSON), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		mnt, _ := remoteMount(t, isolatedEnv(t, ca, "REGISTRY_AUTH_FILE="+p), ref)
+		check(t, mnt)
+	})
+	t.Run("tls-verify-false", func(t *testing.T) {
+		mnt, _ := remoteMount(t, isolatedEnv(t), ref, "--creds", "alice:s3cret-pass", "--tls-verify=false")
+		check(t, mnt)
+	})
+	fails := []struct {
+		name    string
+		env     []string
+		flags   []string
+		mention string
+	}{
+		{"wrong-password", isolatedEnv(t, ca), []string{"--creds", "alice:wrong"}, "authentication"},
+		{"no-credentials", isolatedEnv(t, ca), nil, "authentication"},
+		{"unknown-ca", isolatedEnv(t), []string{"--creds", "alice:s3cret-pass"}, "certificate"},
+	}
+	for _, c := range fails {
+		t.Run(c.name, func(t *testing.T) {
+			mnt := newMountpoint(t)
+			args := append(append([]string{"mount", "--cache-dir", t.TempDir()}, c.flags...), ref, mnt)
+			r := runEnv(t, c.env, time.Minute, args...)
+			if r.code == 0 {
+				t.Fatalf("mount succeeded: %s", r)
+			}
+			if !strings.Contains(strings.ToLower(r.stderr), c.mention) {
+				t.Errorf("error does not mention %q: %s", c.mention, r)
+			}
+			if r.dur > 20*time.Second {
+				t.Errorf("failing took %v", r.dur)
+			}
+			requireNoMount(t, mnt)
+		})
+	}
+}
+
+// TestRegistryTokenAuth: distribution's token auth with ES256 JWTs from a
+// token server in the test (which itself wants basic credentials).
+func TestRegistryTokenAuth(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	f := images(t)
+	want := refTree(t).Nodes["data/random2.bin"].SHA256
+	reg := startRegistry(t, registryOpts{Token: true, User: "bob", Pass: "t0ken-pass"})
+	reg.push(t, "oci:"+f.Dir+"/gzip:latest", "token/gzip:latest")
+	ref := reg.Host + "/token/gzip:latest"
+	pushIndexes(t, isolatedEnv(t), ref, "--creds", "bob:t0ken-pass")
+	before := reg.Token.count()
+	mnt, cache := remoteMount(t, isolatedEnv(t), ref, "--creds", "bob:t0ken-pass")
+	if reg.Token.count() == before {
+		t.Error("mount got no token from the token server")
+	}
+	if !strings.Contains(readLog(cache), "using published layer indexes") {
+		t.Errorf("published indexes not used; log:\n%s", readLog(cache))
+	}
+	if got, err := hashFile(filepath.Join(mnt, "data/random2.bin")); err != nil || got != want {
+		t.Errorf("data/random2.bin: sha256 %s, %v; want %s", got, err, want)
+	}
+	t.Run("wrong-password", func(t *testing.T) {
+		mnt := newMountpoint(t)
+		r := runEnv(t, isolatedEnv(t), time.Minute, "mount", "--cache-dir", t.TempDir(), "--creds", "bob:nope", ref, mnt)
+		if r.code == 0 {
+			t.Fatalf("mount succeeded: %s", r)
+		}
+		if !strings.Contains(strings.ToLower(r.stderr), "authentication") {
+			t.Errorf("error does not mention authentication: %s", r)
+		}
+		requireNoMount(t, mnt)
+	})
+}
+
+// TestRegistryFaults puts a fault-injecting proxy between the mount and
+// the registry. Reads by range must never return wrong bytes: transient
+// faults are retried, persistent ones fail the read (EIO, a log line) and
+// the mount stays usable.
+func TestRegistryFaults(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	reg, repo := indexedRepo(t)
+	ref := refTree(t)
+	f := images(t)
+	store := startBlobStore(t, f.Dir+"/gzip")
+	proxy := startFaultProxy(t, reg.Host, store)
+	const file = "data/random2.bin" // 3 MiB of random bytes in layer 3
+	want := ref.Nodes[file].SHA256
+
+	// mountVia mounts through the proxy (passing through while mounting)
+	// and returns the mountpoint, cache dir and the digest of layer 3.
+	mountVia := func(t *testing.T) (string, string, string) {
+		t.Helper()
+		proxy.set(passThrough, 0)
+		mnt, cache := remoteMount(t, nil, proxy.Host+"/"+repo)
+		if !strings.Contains(readLog(cache), "using published layer indexes") {
+			t.Fatalf("published indexes not used; log:\n%s", readLog(cache))
+		}
+		st := statusOf(t, mnt)
+		if len(st.Layers) != 6 {
+			t.Fatalf("%d layers", len(st.Layers))
+		}
+		return mnt, cache, st.Layers[2].Digest
+	}
+	cases := []struct {
+		mode faultMode
+		n    int // faulty answers; <0: until switched off
+	}{
+		{corruptByte, -1},
+		{corruptByte, 1},
+		{ignoreRange, -1},
+		{ignoreRange, 2},
+		{badRange, 2},
+		{shortBody, -1},
+		{shortBody, 2},
+		{unavailable, 3},
+		{bogus416, 2},
+	}
+	for _, c := range cases {
+		name := c.mode.String()
+		if c.n < 0 {
+			name += "-persistent"
+		} else {
+			name += fmt.Sprintf("-x%d", c.n)
+		}
+		t.Run(name, func(t *testing.T) {
+			mnt, cache, layer := mountVia(t)
+			proxy.set(c.mode, c.n)
+			start := time.Now()
+			got, err := hashFile(filepath.Join(mnt, file))
+			took := time.Since(start)
+			_, _, faults := proxy.counts(layer)
+			t.Logf("read took %v, %d faulty answers", took.Round(time.Millisecond), faults)
+			if faults == 0 {
+				t.Fatalf("the proxy injected no fault (no ranged reads?)")
+			}
+			if err == nil && got != want {
+				t.Fatalf("WRONG BYTES: %s has sha256 %s, want %s", file, got, want)
+			}
+			if c.n < 0 {
+				if err == nil {
+					t.Fatalf("read succeeded although every ranged answer was broken")
+				}
+				if !strings.Contains(err.Error(), "input/output error") {
+					t.Errorf("read error %v, want EIO", err)
+				}
+				log := readLog(cache)
+				if !strings.Contains(log, layer) || !strings.Contains(log, "read failed") {
+					t.Errorf("no log line names blob %s; log:\n%s", layer, log)
+				}
+				if findMount(t, mnt) == nil {
+					t.Fatal("mount went away after a failed read")
+				}
+				proxy.set(passThrough, 0)
+				got, err = hashFile(filepath.Join(mnt, file))
+				if err != nil || got != want {
+					t.Fatalf("after the fault cleared: sha256 %s, %v; want %s", got, err, want)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("read failed despite only %d faulty answers: %v\nlog:\n%s", c.n, err, readLog(cache))
+				}
+				st := statusOf(t, mnt)
+				if st.Layers[2].Retries == 0 {
+					t.Errorf("status shows no retries for layer 3 after %d faults: %+v", faults, st.Layers[2])
+				}
+			}
+			if took > 20*time.Second {
+				t.Errorf("the faulty read took %v", took)
+			}
+		})
+	}
+
+	// A registry that redirects blob GETs to object storage: the presigned
+	// URL is remembered, so later ranges go straight to the store.
+	t.Run("redirect", func(t *testing.T) {
+		mnt, cache, layer := mountVia(t)
+		proxy.set(redirectStore, -1)
+		p := filepath.Join(mnt, file)
+		wantBytes, err := os.ReadFile(filepath.Join(ref.Root, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := readAtCheck(p, 0, wantBytes[:64<<10]); err != nil {
+			t.Fatalf("first read: %v\nlog:\n%s", err, readLog(cache))
+		}
+		r1, _, _ := proxy.counts(layer)
+		s1 := store.count(layer)
+		if r1 == 0 || s1 == 0 {
+			t.Fatalf("no redirect happened: %d ranged GETs at the registry, %d at the store", r1, s1)
+		}
+		off := int64(5 << 19) // 2.5 MiB: a span whose chunks are not fetched yet
+		if err := readAtCheck(p, off, wantBytes[off:off+64<<10]); err != nil {
+			t.Fatalf("second read: %v", err)
+		}
+		r2, _, _ := proxy.counts(layer)
+		s2 := store.count(layer)
+		t.Logf("registry ranged GETs %d -> %d, store GETs %d -> %d", r1, r2, s1, s2)
+		if s2 == s1 {
+			t.Errorf("the second read fetched nothing from the store")
+		}
+		if r2 != r1 {
+			t.Errorf("the second read went to the registry again (%d -> %d ranged GETs) instead of the cached redirect target", r1, r2)
+		}
+		// An expired presigned URL (403 from the store) is dropped and
+		// the registry asked again.
+		store.mu.Lock()
+		store.deny = 1
+		store.mu.Unlock()
+		if got, err := hashFile(p); err != nil || got != want {
+			t.Fatalf("after the store refused once: sha256 %s, %v; want %s\nlog:\n%s", got, err, want, readLog(cache))
+		}
+		if r3, _, _ := proxy.counts(layer); r3 == r2 {
+			t.Errorf("after a 403 from the store the registry was not asked for a new URL")
+		}
+	})
+}
+
+// TestRegistryConcurrentReaders: 8 readers of one uncached file of a
+// lazily read registry image get the same, correct bytes.
+func TestRegistryConcurrentReaders(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	reg, repo := indexedRepo(t)
+	ref := refTree(t)
+	mnt, cache := remoteMount(t, nil, reg.Host+"/"+repo)
+	for _, file := range []string{"data/seq.txt", "data/random2.bin"} {
+		want := ref.Nodes[file].SHA256
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		sums := make([]string, 8)
+		errs := make([]error, 8)
+		for i := range sums {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				sums[i], errs[i] = hashFile(filepath.Join(mnt, file))
+			}()
+		}
+		close(start)
+		wg.Wait()
+		for i := range sums {
+			if errs[i] != nil || sums[i] != want {
+				t.Errorf("%s reader %d: sha256 %s, %v; want %s", file, i, sums[i], errs[i], want)
+			}
+		}
+	}
+	st := statusOf(t, mnt)
+	if st.sum(func(l layerStatus) int64 { return l.Retries }) != 0 {
+		t.Errorf("retries against a healthy registry: %+v", st.Layers)
+	}
+	if t.Failed() {
+		t.Logf("log:\n%s", readLog(cache))
+	}
+}
