@@ -83,6 +83,13 @@ func (p *faultProxy) set(m faultMode, n int) {
 	p.mu.Unlock()
 }
 
+// reset clears the request counters.
+func (p *faultProxy) reset() {
+	p.mu.Lock()
+	p.ranged, p.whole, p.faults = map[string]int{}, map[string]int{}, 0
+	p.mu.Unlock()
+}
+
 func (p *faultProxy) counts(dg string) (ranged, whole, faults int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

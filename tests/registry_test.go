@@ -302,6 +302,7 @@ func TestRegistryFaults(t *testing.T) {
 	mountVia := func(t *testing.T) (string, string, string) {
 		t.Helper()
 		proxy.set(passThrough, 0)
+		proxy.reset()
 		mnt, cache := remoteMount(t, nil, proxy.Host+"/"+repo)
 		if !strings.Contains(readLog(cache), "using published layer indexes") {
 			t.Fatalf("published indexes not used; log:\n%s", readLog(cache))
@@ -412,15 +413,40 @@ func TestRegistryFaults(t *testing.T) {
 		if r2 != r1 {
 			t.Errorf("the second read went to the registry again (%d -> %d ranged GETs) instead of the cached redirect target", r1, r2)
 		}
+		if got, err := hashFile(p); err != nil || got != want {
+			t.Fatalf("whole file via the store: sha256 %s, %v; want %s\nlog:\n%s", got, err, want, readLog(cache))
+		}
+
 		// An expired presigned URL (403 from the store) is dropped and
-		// the registry asked again.
+		// the registry asked again. Layer 2's data/seq.txt: one read to
+		// cache its redirect target, then a read of another span after
+		// the store starts refusing once.
+		seq := filepath.Join(mnt, "data/seq.txt")
+		seqWant, err := os.ReadFile(filepath.Join(ref.Root, "data/seq.txt"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := readAtCheck(seq, 0, seqWant[:64<<10]); err != nil {
+			t.Fatalf("seq.txt first read: %v", err)
+		}
+		layer2 := statusOf(t, mnt).Layers[1].Digest
+		ra, _, _ := proxy.counts(layer2)
 		store.mu.Lock()
 		store.deny = 1
 		store.mu.Unlock()
-		if got, err := hashFile(p); err != nil || got != want {
-			t.Fatalf("after the store refused once: sha256 %s, %v; want %s\nlog:\n%s", got, err, want, readLog(cache))
+		off = 8 << 20
+		if err := readAtCheck(seq, off, seqWant[off:off+64<<10]); err != nil {
+			t.Fatalf("seq.txt read after the store refused once: %v\nlog:\n%s", err, readLog(cache))
 		}
-		if r3, _, _ := proxy.counts(layer); r3 == r2 {
+		store.mu.Lock()
+		left := store.deny
+		store.mu.Unlock()
+		rb, _, _ := proxy.counts(layer2)
+		t.Logf("layer 2: registry ranged GETs %d -> %d, store refusals left %d", ra, rb, left)
+		if left != 0 {
+			t.Fatalf("the second read of seq.txt fetched nothing (test setup)")
+		}
+		if rb == ra {
 			t.Errorf("after a 403 from the store the registry was not asked for a new URL")
 		}
 	})
