@@ -46,6 +46,8 @@ type faultProxy struct {
 	mu      sync.Mutex
 	mode    faultMode
 	left    int            // faulty answers left before passing (<0: forever)
+	wmode   faultMode      // for whole-blob GETs (no Range) of blobs over 1 MiB
+	wleft   int
 	faults  int            // faulty answers given
 	ranged  map[string]int // ranged blob GETs seen, by digest
 	whole   map[string]int // blob GETs without Range, by digest
@@ -81,6 +83,27 @@ func (p *faultProxy) set(m faultMode, n int) {
 	p.mu.Lock()
 	p.mode, p.left, p.faults = m, n, 0
 	p.mu.Unlock()
+}
+
+// setWhole is set for GETs of whole blobs (no Range header) larger than
+// 1 MiB: the streams of a first mount. Only corruptByte and shortBody.
+func (p *faultProxy) setWhole(m faultMode, n int) {
+	p.mu.Lock()
+	p.wmode, p.wleft = m, n
+	p.mu.Unlock()
+}
+
+func (p *faultProxy) takeWhole() faultMode {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.wmode == passThrough || p.wleft == 0 {
+		return passThrough
+	}
+	if p.wleft > 0 {
+		p.wleft--
+	}
+	p.faults++
+	return p.wmode
 }
 
 // reset clears the request counters.
@@ -153,6 +176,9 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer resp.Body.Close()
 	for k, v := range resp.Header {
 		w.Header()[k] = v
+	}
+	if dg != "" && rng == "" && r.Method == http.MethodGet && resp.StatusCode == http.StatusOK && resp.ContentLength > 1<<20 {
+		mode = p.takeWhole()
 	}
 	switch mode {
 	case passThrough:

@@ -129,11 +129,10 @@ http:
 	}
 	switch {
 	case o.Token:
-		ts, err := startTokenServer(dir)
+		ts, err := startTokenServer(dir, o.User, o.Pass)
 		if err != nil {
 			return nil, err
 		}
-		ts.User, ts.Pass = o.User, o.Pass
 		r.Token = ts
 		fmt.Fprintf(&cfg, "auth:\n  token:\n    realm: %s\n    service: %s\n    issuer: %s\n    rootcertbundle: %s\n",
 			ts.Realm, ts.Service, ts.Issuer, ts.CertFile)
@@ -613,7 +612,7 @@ type tokenServer struct {
 	issued                           int
 }
 
-func startTokenServer(dir string) (*tokenServer, error) {
+func startTokenServer(dir, user, pass string) (*tokenServer, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -629,7 +628,7 @@ func startTokenServer(dir string) (*tokenServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := &tokenServer{Service: "ocimount-test-registry", Issuer: "ocimount-test-issuer", key: key, certDER: der,
+	ts := &tokenServer{Service: "ocimount-test-registry", Issuer: "ocimount-test-issuer", User: user, Pass: pass, key: key, certDER: der,
 		CertFile: filepath.Join(dir, "token-signer.pem")}
 	if err := os.WriteFile(ts.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, err

@@ -489,3 +489,118 @@ func TestRegistryConcurrentReaders(t *testing.T) {
 		t.Logf("log:\n%s", readLog(cache))
 	}
 }
+
+// TestRegistryColdStreamFaults: the first mount streams whole layers. A
+// stream cut once is resumed with a Range request; a corrupted stream
+// fails the mount cleanly (digest mismatch, nothing mounted, no server).
+func TestRegistryColdStreamFaults(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	reg := sharedRegistry(t)
+	ref := refTree(t)
+	f := images(t)
+	proxy := startFaultProxy(t, reg.Host, startBlobStore(t, f.Dir+"/gzip"))
+	src := proxy.Host + "/fixture/gzip:latest"
+	t.Run("stream-cut-once", func(t *testing.T) {
+		proxy.setWhole(shortBody, 1)
+		defer proxy.setWhole(passThrough, 0)
+		mnt, cache := remoteMount(t, nil, src)
+		st := statusOf(t, mnt)
+		if n := st.sum(func(l layerStatus) int64 { return l.Retries }); n == 0 {
+			t.Errorf("no retries counted after a cut stream: %+v", st.Layers)
+		}
+		if !strings.Contains(readLog(cache), "resuming") {
+			t.Errorf("no log line about resuming; log:\n%s", readLog(cache))
+		}
+		got, err := Snapshot(mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireSameTree(t, ref, got)
+	})
+	t.Run("stream-corrupt", func(t *testing.T) {
+		proxy.setWhole(corruptByte, -1)
+		defer proxy.setWhole(passThrough, 0)
+		mnt := newMountpoint(t)
+		r := run(t, time.Minute, "mount", "--cache-dir", t.TempDir(), src, mnt)
+		if r.code == 0 {
+			t.Fatalf("mount of a corrupted layer succeeded: %s", r)
+		}
+		// Either the digest check or the tar/gzip parser notices first;
+		// either way the error names the blob.
+		if !strings.Contains(r.stderr, "blob sha256:") {
+			t.Errorf("error does not name the blob: %s", r)
+		}
+		requireNoMount(t, mnt)
+	})
+}
+
+// TestRegistryRangeCache: fetched chunks are kept on disk and reused by
+// the next mount with the same cache; a damaged chunk file is fetched
+// again, never served.
+func TestRegistryRangeCache(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	reg, repo := indexedRepo(t)
+	ref := refTree(t)
+	const file = "data/random2.bin"
+	want := ref.Nodes[file].SHA256
+	cache := t.TempDir()
+	mountWith := func(t *testing.T) string {
+		t.Helper()
+		mnt := newMountpoint(t)
+		r := run(t, time.Minute, "mount", "--cache-dir", cache, reg.Host+"/"+repo, mnt)
+		if r.code != 0 {
+			t.Fatalf("mount: %s", r)
+		}
+		return mnt
+	}
+	mnt := mountWith(t)
+	if got, err := hashFile(filepath.Join(mnt, file)); err != nil || got != want {
+		t.Fatalf("first read: %s, %v", got, err)
+	}
+	layer := statusOf(t, mnt).Layers[2]
+	if layer.Local == 0 {
+		t.Fatalf("no chunks kept on disk: %+v", layer)
+	}
+	forceUnmount(t, mnt)
+
+	// Same cache: the read is served from disk.
+	mnt = mountWith(t)
+	if got, err := hashFile(filepath.Join(mnt, file)); err != nil || got != want {
+		t.Fatalf("second read: %s, %v", got, err)
+	}
+	l2 := statusOf(t, mnt).Layers[2]
+	if l2.Fetched != 0 {
+		t.Errorf("read of cached chunks fetched %d bytes: %+v", l2.Fetched, l2)
+	}
+	forceUnmount(t, mnt)
+
+	// Damage every cached chunk of layer 3: each must be fetched again.
+	hex := strings.TrimPrefix(layer.Digest, "sha256:")
+	var damaged int
+	filepath.WalkDir(filepath.Join(cache, "chunks"), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.Contains(p, hex) {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) == 0 {
+			return nil
+		}
+		b[len(b)/3] ^= 0xff
+		if os.WriteFile(p, b, 0o600) == nil {
+			damaged++
+		}
+		return nil
+	})
+	if damaged == 0 {
+		t.Fatalf("found no chunk files of %s under %s/chunks", layer.Digest, cache)
+	}
+	mnt = mountWith(t)
+	if got, err := hashFile(filepath.Join(mnt, file)); err != nil || got != want {
+		t.Fatalf("read after damaging %d chunk files: sha256 %s, %v; want %s", damaged, got, err, want)
+	}
+	l3 := statusOf(t, mnt).Layers[2]
+	t.Logf("damaged %d chunk files; then fetched %d bytes, %d misses", damaged, l3.Fetched, l3.ChunkMisses)
+	if l3.Fetched == 0 {
+		t.Errorf("damaged chunks were not fetched again: %+v", l3)
+	}
+}
