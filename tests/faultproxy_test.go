@@ -28,10 +28,11 @@ const (
 	unavailable             // 503
 	bogus416                // 416 with the whole blob's Content-Length, then close
 	redirectStore           // 307 to the "object store" with a presigned-looking URL
+	stallBody               // send half the body, then hold the connection open
 )
 
 func (m faultMode) String() string {
-	return [...]string{"pass", "corrupt", "ignore-range", "bad-content-range", "short-body", "503", "416", "redirect"}[m]
+	return [...]string{"pass", "corrupt", "ignore-range", "bad-content-range", "short-body", "503", "416", "redirect", "stall"}[m]
 }
 
 // faultProxy is a reverse proxy in front of a registry that breaks ranged
@@ -48,6 +49,7 @@ type faultProxy struct {
 	left    int            // faulty answers left before passing (<0: forever)
 	wmode   faultMode      // for whole-blob GETs (no Range) of blobs over 1 MiB
 	wleft   int
+	release chan struct{} // closed to free stalled handlers
 	faults  int            // faulty answers given
 	ranged  map[string]int // ranged blob GETs seen, by digest
 	whole   map[string]int // blob GETs without Range, by digest
@@ -82,6 +84,10 @@ func startFaultProxy(t *testing.T, upstreamHost string, store *blobStore) *fault
 func (p *faultProxy) set(m faultMode, n int) {
 	p.mu.Lock()
 	p.mode, p.left, p.faults = m, n, 0
+	if p.release != nil {
+		close(p.release)
+	}
+	p.release = make(chan struct{})
 	p.mu.Unlock()
 }
 
@@ -210,6 +216,19 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		io.CopyN(w, resp.Body, n)
 		w.(http.Flusher).Flush()
 		panic(http.ErrAbortHandler) // close the connection mid-body
+	case stallBody:
+		p.mu.Lock()
+		release := p.release
+		p.mu.Unlock()
+		w.WriteHeader(resp.StatusCode)
+		io.CopyN(w, resp.Body, resp.ContentLength/2)
+		w.(http.Flusher).Flush()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		case <-time.After(3 * time.Minute):
+		}
+		panic(http.ErrAbortHandler)
 	case bogus416:
 		// distribution 2.8 style: 416, a Content-Length of the whole
 		// blob, and the connection closes early.
