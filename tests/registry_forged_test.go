@@ -98,3 +98,78 @@ func TestRegistryForgedIndex(t *testing.T) {
 		t.Errorf("etc/hostname reads %q", b)
 	}
 }
+
+// TestRegistryBadPublishedIndex: published indexes that are garbage or
+// describe another layer are not used: the mount streams the layers as
+// if there were none and shows the right tree.
+func TestRegistryBadPublishedIndex(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	reg := sharedRegistry(t)
+	f := images(t)
+	ref := refTree(t)
+	cases := []struct {
+		name  string
+		alter func(order []digest.Digest, data map[digest.Digest][]byte)
+	}{
+		{"garbage", func(order []digest.Digest, data map[digest.Digest][]byte) {
+			for _, d := range order {
+				data[d] = []byte("OCIMIDX\x00 this is not an index " + string(d))
+			}
+		}},
+		{"swapped-layers", func(order []digest.Digest, data map[digest.Digest][]byte) {
+			data[order[0]], data[order[1]] = data[order[1]], data[order[0]]
+		}},
+		{"truncated", func(order []digest.Digest, data map[digest.Digest][]byte) {
+			for _, d := range order {
+				data[d] = data[d][:len(data[d])/2]
+			}
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			repo := "badindex/" + c.name
+			reg.push(t, "oci:"+f.Dir+"/gzip:latest", repo+":latest")
+			src := reg.Host + "/" + repo + ":latest"
+			dir := t.TempDir()
+			if r := run(t, 2*time.Minute, "index", "--quiet", "--cache-dir", dir, src); r.code != 0 {
+				t.Fatalf("index: %s", r)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s, err := blobs.ParseSource(src)
+			if err != nil {
+				t.Fatal(err)
+			}
+			im, err := blobs.OpenImage(ctx, s, blobs.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer im.Close()
+			order := make([]digest.Digest, len(im.Layers))
+			data := map[digest.Digest][]byte{}
+			for i, l := range im.Layers {
+				order[i] = l.Descriptor.Digest
+				p, err := cache.Dir{Root: dir}.IndexPath(l.Descriptor.Digest)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if data[order[i]], err = os.ReadFile(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c.alter(order, data)
+			if _, err := im.Remote.PushIndexes(ctx, order, data); err != nil {
+				t.Fatalf("publishing: %v", err)
+			}
+			mnt, cacheDir := remoteMount(t, nil, src)
+			got, err := Snapshot(mnt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			requireSameTree(t, ref, got)
+			if t.Failed() {
+				t.Logf("log:\n%s", readLog(cacheDir))
+			}
+		})
+	}
+}

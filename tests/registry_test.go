@@ -326,7 +326,10 @@ func TestRegistryFaults(t *testing.T) {
 		{shortBody, -1},
 		{shortBody, 2},
 		{unavailable, 3},
+		{unavailable, -1},
 		{bogus416, 2},
+		{bogus416, -1},
+		{badRange, -1},
 	}
 	for _, c := range cases {
 		name := c.mode.String()
