@@ -1,11 +1,14 @@
 package tests
 
 import (
+	"context"
 	"encoding/base64"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -771,4 +774,52 @@ func TestRegistryBlobDeleted(t *testing.T) {
 	if got, err := hashFile(filepath.Join(mnt, "data/seq.txt")); err != nil || got != ref.Nodes["data/seq.txt"].SHA256 {
 		t.Errorf("data/seq.txt (another layer): %s, %v", got, err)
 	}
+}
+
+// TestRegistryPlatform: a multi-platform image in a registry: the host's
+// platform by default, --platform picks another, and indexes published
+// for one platform's manifest are found when mounting that platform.
+func TestRegistryPlatform(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	reg := sharedRegistry(t)
+	dir := multiPlatformLayout(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "skopeo", "--insecure-policy", "copy", "--quiet", "--all", "--dest-tls-verify=false",
+		"oci:"+dir+":multi", "docker://"+reg.Host+"/multi/image:latest").CombinedOutput()
+	if err != nil {
+		t.Fatalf("skopeo copy --all: %v\n%s", err, out)
+	}
+	src := reg.Host + "/multi/image:latest"
+	arch := func(t *testing.T, mnt string) string {
+		b, err := os.ReadFile(filepath.Join(mnt, "arch"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	t.Run("default", func(t *testing.T) {
+		mnt, _ := remoteMount(t, nil, src)
+		if a := arch(t, mnt); a != runtime.GOARCH {
+			t.Errorf("default platform picked %q, want %q", a, runtime.GOARCH)
+		}
+	})
+	t.Run("arm64-published", func(t *testing.T) {
+		pushIndexes(t, nil, src, "--platform", "linux/arm64")
+		mnt, cache := remoteMount(t, nil, src, "--platform", "linux/arm64")
+		if a := arch(t, mnt); a != "arm64" {
+			t.Errorf("--platform linux/arm64 picked %q", a)
+		}
+		if !strings.Contains(readLog(cache), "using published layer indexes") {
+			t.Errorf("indexes published for linux/arm64 not used; log:\n%s", readLog(cache))
+		}
+	})
+	t.Run("absent", func(t *testing.T) {
+		mnt := newMountpoint(t)
+		r := run(t, time.Minute, "mount", "--cache-dir", t.TempDir(), "--platform", "linux/s390x", src, mnt)
+		if r.code == 0 || !strings.Contains(r.stderr, "s390x") {
+			t.Errorf("want failure naming linux/s390x: %s", r)
+		}
+		requireNoMount(t, mnt)
+	})
 }
