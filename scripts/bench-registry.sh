@@ -114,12 +114,14 @@ mountcase() {
     cat "$mnt/$FILE" >/dev/null
     t2=$(now)
     s=$(stats)
-    "$OCIM" status "$mnt" >"$WORK/status-$label.txt" 2>&1 || true
+    # Layer bytes as ocimount counts them (the rest: manifests, config,
+    # published index blobs).
+    lb=$("$OCIM" status --json "$mnt" | jq '[.layers[].Fetched] | add')
     if grep -q "using published layer indexes" "$cache/ocimount.log"; then
         echo "$label: used the published indexes" >&2
     fi
     umount "$mnt"
-    echo "$label $(awk "BEGIN{print $t1 - $t0}") $(awk "BEGIN{print $t2 - $t0}") $(jq -r '"\(.bytes) \(.requests) \(.range_requests)"' <<<"$s")"
+    echo "$label $(awk "BEGIN{print $t1 - $t0}") $(awk "BEGIN{print $t2 - $t0}") $(jq -r '"\(.bytes) \(.requests) \(.range_requests)"' <<<"$s") $lb"
 }
 
 echo "(a) cold mount ..." >&2
@@ -139,7 +141,7 @@ umoci unpack --image "$WORK/pulled:latest" "$WORK/bundle" >/dev/null
 [[ -f $WORK/bundle/rootfs/$FILE || -L $WORK/bundle/rootfs/$FILE ]]
 t2=$(now)
 s=$(stats)
-C="baseline $(awk "BEGIN{print $t1 - $t0}") $(awk "BEGIN{print $t2 - $t0}") $(jq -r '"\(.bytes) \(.requests) \(.range_requests)"' <<<"$s")"
+C="baseline $(awk "BEGIN{print $t1 - $t0}") $(awk "BEGIN{print $t2 - $t0}") $(jq -r '"\(.bytes) \(.requests) \(.range_requests) \(.blob_bytes)"' <<<"$s")"
 
 # --- report ----------------------------------------------------------------------------
 echo
@@ -147,17 +149,19 @@ echo "image: $IMG ($NLAYERS layers, $COMP bytes compressed = $(awk "BEGIN{printf
 echo "registry: docker-registry $(docker-registry --version 2>/dev/null | awk '{print $NF}') on loopback, via countproxy"
 echo
 awk -v comp="$COMP" -v file="$FILE" '
-    { label[NR]=$1; mt[NR]=$2; tt[NR]=$3; by[NR]=$4; rq[NR]=$5; rr[NR]=$6 }
+    { label[NR]=$1; mt[NR]=$2; tt[NR]=$3; by[NR]=$4; rq[NR]=$5; rr[NR]=$6; lb[NR]=$7 }
     END {
         base = tt[3]
         names["cold"]      = "(a) mount, no index (cold)"
         names["published"] = "(b) mount, published index"
         names["baseline"]  = "(c) skopeo copy + umoci unpack"
-        printf "| %-32s | %12s | %9s | %8s | %10s | %12s | %10s |\n", "case", "bytes", "% image", "requests", "ranged", "time to use", "vs (c)"
-        printf "|%s|%s|%s|%s|%s|%s|%s|\n", "----------------------------------", "--------------", "-----------", "----------", "------------", "--------------", "------------"
+        printf "| %-32s | %12s | %9s | %12s | %8s | %8s | %12s | %9s |\n", "case", "bytes", "% image", "layer bytes", "requests", "ranged", "time to use", "vs (c)"
+        printf "|%s|%s|%s|%s|%s|%s|%s|%s|\n", "----------------------------------", "--------------", "-----------", "--------------", "----------", "----------", "--------------", "-----------"
         for (i = 1; i <= 3; i++)
-            printf "| %-32s | %12d | %8.2f%% | %8d | %10d | %10.2f s | %9.3fx |\n", names[label[i]], by[i], 100*by[i]/comp, rq[i], rr[i], tt[i], tt[i]/base
-        printf "\ntime to use = (a),(b): mount + ls / + cat /%s; (c): copy + unpack.\n", file
+            printf "| %-32s | %12d | %8.2f%% | %12d | %8d | %8d | %10.2f s | %8.3fx |\n", names[label[i]], by[i], 100*by[i]/comp, lb[i], rq[i], rr[i], tt[i], tt[i]/base
+        printf "\nbytes: response bodies through the proxy (all requests); layer bytes: (a),(b) layer blob bytes\n"
+        printf "fetched as ocimount status counts them (the rest is manifests, config, published indexes);\n"
+        printf "(c) blob bytes through the proxy. time to use = (a),(b): mount + ls / + cat /%s; (c): copy + unpack.\n", file
         printf "mount alone: (a) %.2f s, (b) %.2f s; (c) skopeo copy alone %.2f s.\n", mt[1], mt[2], mt[3]
     }' <<<"$A
 $B
