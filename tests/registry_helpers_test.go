@@ -57,6 +57,9 @@ type registryOpts struct {
 	TLS        bool   // serve HTTPS with a certificate from a fresh test CA
 	User, Pass string // htpasswd auth (needs TLS), or the token server's basic credentials
 	Token      bool   // token auth with a token server in this process
+	// TokenExp is added to the issue time for a token's "exp" claim
+	// (0: 5 minutes).
+	TokenExp time.Duration
 }
 
 // testRegistry is a running docker-registry.
@@ -129,7 +132,7 @@ http:
 	}
 	switch {
 	case o.Token:
-		ts, err := startTokenServer(dir, o.User, o.Pass)
+		ts, err := startTokenServer(dir, o.User, o.Pass, o.TokenExp)
 		if err != nil {
 			return nil, err
 		}
@@ -605,6 +608,7 @@ func (ca *testCA) issue(dir, name string, dns []string, ips []net.IP) (certFile,
 type tokenServer struct {
 	Realm, Service, Issuer, CertFile string
 	User, Pass                       string
+	exp                              time.Duration
 	key                              *ecdsa.PrivateKey
 	certDER                          []byte
 	srv                              *http.Server
@@ -612,7 +616,10 @@ type tokenServer struct {
 	issued                           int
 }
 
-func startTokenServer(dir, user, pass string) (*tokenServer, error) {
+func startTokenServer(dir, user, pass string, exp time.Duration) (*tokenServer, error) {
+	if exp == 0 {
+		exp = 5 * time.Minute
+	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, err
@@ -628,7 +635,7 @@ func startTokenServer(dir, user, pass string) (*tokenServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ts := &tokenServer{Service: "ocimount-test-registry", Issuer: "ocimount-test-issuer", User: user, Pass: pass, key: key, certDER: der,
+	ts := &tokenServer{Service: "ocimount-test-registry", Issuer: "ocimount-test-issuer", User: user, Pass: pass, exp: exp, key: key, certDER: der,
 		CertFile: filepath.Join(dir, "token-signer.pem")}
 	if err := os.WriteFile(ts.CertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, err
@@ -674,7 +681,7 @@ func (ts *tokenServer) serve(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	claims := map[string]any{
 		"iss": ts.Issuer, "sub": "tester", "aud": r.URL.Query().Get("service"),
-		"exp": now.Add(5 * time.Minute).Unix(), "nbf": now.Add(-time.Minute).Unix(), "iat": now.Unix(),
+		"exp": now.Add(ts.exp).Unix(), "nbf": now.Add(-2 * time.Minute).Unix(), "iat": now.Add(-2 * time.Minute).Unix(),
 		"jti": fmt.Sprint(now.UnixNano()), "access": grants,
 	}
 	tok, err := ts.sign(claims)
@@ -686,7 +693,7 @@ func (ts *tokenServer) serve(w http.ResponseWriter, r *http.Request) {
 	ts.issued++
 	ts.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(map[string]any{"token": tok, "access_token": tok, "expires_in": 300, "issued_at": now.UTC().Format(time.RFC3339)})
+	json.NewEncoder(w).Encode(map[string]any{"token": tok, "access_token": tok, "expires_in": max(int(ts.exp/time.Second), 1), "issued_at": now.UTC().Format(time.RFC3339)})
 }
 
 func (ts *tokenServer) sign(claims map[string]any) (string, error) {

@@ -823,3 +823,34 @@ func TestRegistryPlatform(t *testing.T) {
 		requireNoMount(t, mnt)
 	})
 }
+
+// TestRegistryTokenExpiry: a mount outlives its bearer token (registries
+// hand out tokens for minutes, mounts last hours): reads after the token
+// expired get a new one and succeed.
+func TestRegistryTokenExpiry(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	f := images(t)
+	ref := refTree(t)
+	// distribution accepts tokens up to a minute past "exp" (clock skew
+	// leeway): issue tokens that are usable for a few seconds only.
+	const validFor, leeway = 3 * time.Second, time.Minute
+	reg := startRegistry(t, registryOpts{Token: true, User: "carol", Pass: "pw", TokenExp: validFor - leeway})
+	reg.push(t, "oci:"+f.Dir+"/gzip:latest", "expiry/gzip:latest")
+	src := reg.Host + "/expiry/gzip:latest"
+	pushIndexes(t, isolatedEnv(t), src, "--creds", "carol:pw")
+	mnt, cache := remoteMount(t, isolatedEnv(t), src, "--creds", "carol:pw")
+	if b, err := os.ReadFile(filepath.Join(mnt, "etc/hostname")); err != nil || string(b) != "ocimount-test\n" {
+		t.Fatalf("etc/hostname: %q, %v", b, err)
+	}
+	before := reg.Token.count()
+	time.Sleep(validFor + 2*time.Second)
+	got, err := hashFile(filepath.Join(mnt, "data/random2.bin"))
+	after := reg.Token.count()
+	t.Logf("tokens issued: %d before the read, %d after", before, after)
+	if err != nil || got != ref.Nodes["data/random2.bin"].SHA256 {
+		t.Fatalf("read after the token expired: %s, %v\nlog:\n%s", got, err, readLog(cache))
+	}
+	if after == before {
+		t.Errorf("no new token was fetched: the old one did not expire (test setup: leeway?)")
+	}
+}
