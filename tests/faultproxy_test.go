@@ -29,10 +29,11 @@ const (
 	bogus416                // 416 with the whole blob's Content-Length, then close
 	redirectStore           // 307 to the "object store" with a presigned-looking URL
 	stallBody               // send half the body, then hold the connection open
+	stallHeaders            // send nothing, hold the connection open
 )
 
 func (m faultMode) String() string {
-	return [...]string{"pass", "corrupt", "ignore-range", "bad-content-range", "short-body", "503", "416", "redirect", "stall"}[m]
+	return [...]string{"pass", "corrupt", "ignore-range", "bad-content-range", "short-body", "503", "416", "redirect", "stall-body", "stall-headers"}[m]
 }
 
 // faultProxy is a reverse proxy in front of a registry that breaks ranged
@@ -161,6 +162,16 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	switch mode {
+	case stallHeaders:
+		p.mu.Lock()
+		release := p.release
+		p.mu.Unlock()
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		case <-time.After(3 * time.Minute):
+		}
+		panic(http.ErrAbortHandler)
 	case unavailable:
 		http.Error(w, "fault proxy: unavailable", http.StatusServiceUnavailable)
 		return
