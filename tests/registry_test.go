@@ -887,3 +887,52 @@ func TestRegistryTokenExpiry(t *testing.T) {
 		t.Errorf("no new token was fetched: the old one did not expire (test setup: leeway?)")
 	}
 }
+
+// TestRegistrySharedCache: two mounts of one image share a cache dir and
+// read the same uncached files at once (the range cache is written with
+// temp files and renames): all readers get the right bytes, and a third
+// mount then reads them from disk alone.
+func TestRegistrySharedCache(t *testing.T) {
+	requireIntegration(t, "docker-registry", "skopeo")
+	reg, repo := indexedRepo(t)
+	ref := refTree(t)
+	cache := t.TempDir()
+	mount := func() string {
+		mnt := newMountpoint(t)
+		if r := run(t, time.Minute, "mount", "--cache-dir", cache, reg.Host+"/"+repo, mnt); r.code != 0 {
+			t.Fatalf("mount: %s", r)
+		}
+		return mnt
+	}
+	mnts := []string{mount(), mount()}
+	files := []string{"data/seq.txt", "data/random2.bin"}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mnt, file := mnts[i%2], files[(i/2)%2]
+			got, err := hashFile(filepath.Join(mnt, file))
+			if err != nil || got != ref.Nodes[file].SHA256 {
+				mu.Lock()
+				t.Errorf("%s via mount %d: sha256 %s, %v", file, i%2, got, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	third := mount()
+	for _, file := range files {
+		if got, err := hashFile(filepath.Join(third, file)); err != nil || got != ref.Nodes[file].SHA256 {
+			t.Errorf("%s via the third mount: %s, %v", file, got, err)
+		}
+	}
+	st := statusOf(t, third)
+	if n := st.sum(func(l layerStatus) int64 { return l.Fetched }); n != 0 {
+		t.Errorf("third mount fetched %d bytes although both files were read into the shared cache", n)
+	}
+	if b, _ := os.ReadFile(filepath.Join(cache, "ocimount.log")); strings.Contains(string(b), "damaged") {
+		t.Errorf("range cache files were damaged:\n%s", b)
+	}
+}
