@@ -47,10 +47,10 @@ type faultProxy struct {
 
 	mu      sync.Mutex
 	mode    faultMode
-	left    int            // faulty answers left before passing (<0: forever)
-	wmode   faultMode      // for whole-blob GETs (no Range) of blobs over 1 MiB
+	left    int       // faulty answers left before passing (<0: forever)
+	wmode   faultMode // for whole-blob GETs (no Range) of blobs over 1 MiB
 	wleft   int
-	release chan struct{} // closed to free stalled handlers
+	release chan struct{}  // closed to free stalled handlers
 	faults  int            // faulty answers given
 	ranged  map[string]int // ranged blob GETs seen, by digest
 	whole   map[string]int // blob GETs without Range, by digest
