@@ -721,7 +721,7 @@ func TestRegistryStalled(t *testing.T) {
 	proxy := startFaultProxy(t, reg.Host, startBlobStore(t, f.Dir+"/gzip"))
 	t.Cleanup(func() { proxy.set(passThrough, 0) })
 	const file = "data/random2.bin"
-	const limit = 20 * time.Second
+	const limit = 15 * time.Second
 	for _, mode := range []faultMode{stallBody, stallHeaders} {
 		t.Run(mode.String(), func(t *testing.T) {
 			proxy.set(passThrough, 0)
