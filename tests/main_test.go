@@ -24,6 +24,7 @@ func TestMain(m *testing.M) {
 	}
 	scratch = d
 	code := m.Run()
+	runExitHooks()
 	if os.Getenv("OCIMOUNT_KEEP") == "" {
 		os.RemoveAll(scratch)
 	} else {
