@@ -49,14 +49,14 @@ var ErrUnverified = errors.New("no chunk digests to verify fetched bytes against
 
 // BlobStats are a RemoteBlob's counters since it was opened.
 type BlobStats struct {
-	Fetched     int64 // bytes received from the registry (range reads and streams)
-	Served      int64 // bytes returned by ReadAt
-	Requests    int64 // HTTP requests for this blob
-	Retries     int64
-	ChunkHits   int64 // chunks found in memory or on disk
-	ChunkMisses int64 // chunks that had to be fetched
-	Chunks      int   // chunks of the blob (0 until SetChunkSums)
-	Local       int   // chunks present in the on-disk range cache
+	Fetched     int64 `json:"fetched"`      // bytes received from the registry (range reads and streams)
+	Served      int64 `json:"served"`       // bytes returned by ReadAt
+	Requests    int64 `json:"requests"`     // HTTP requests for this blob
+	Retries     int64 `json:"retries"`      //
+	ChunkHits   int64 `json:"chunk_hits"`   // chunks found in memory or on disk
+	ChunkMisses int64 `json:"chunk_misses"` // chunks that had to be fetched
+	Chunks      int   `json:"chunks"`       // chunks of the blob (0 until SetChunkSums)
+	Local       int   `json:"local_chunks"` // chunks present in the on-disk range cache
 }
 
 // RemoteBlob is a layer blob in a registry, read lazily in fixed-size
@@ -128,12 +128,21 @@ func (b *RemoteBlob) Stats() BlobStats {
 	}
 	b.mu.Lock()
 	s.Chunks = len(b.sums)
-	for _, p := range b.present {
-		if p {
-			s.Local++
+	csize := b.csize
+	b.mu.Unlock()
+	if b.reg.chunks != nil && csize > 0 {
+		// Ask the disk, not our flags: the cache may have been pruned
+		// (by this mount or another) since.
+		present := b.reg.chunks.present(b.dg, csize, s.Chunks)
+		b.mu.Lock()
+		b.present = present
+		b.mu.Unlock()
+		for _, p := range present {
+			if p {
+				s.Local++
+			}
 		}
 	}
-	b.mu.Unlock()
 	return s
 }
 
@@ -232,6 +241,29 @@ func (b *RemoteBlob) chunk(idx, last int) ([]byte, error) {
 	return calls[0].data, calls[0].err
 }
 
+// A FUSE read waits for its chunks, so a registry that stalls must cost a
+// failed read (EIO) within seconds, not minutes: an attempt with no
+// progress for rangeIdle is abandoned, and no new attempt starts after
+// rangeBudget. Slow but progressing transfers are not cut.
+var (
+	rangeIdle   = 4 * time.Second
+	rangeBudget = 12 * time.Second
+)
+
+// progressReader pushes a watchdog back on every read that returns bytes.
+type progressReader struct {
+	r  io.Reader
+	wd *time.Timer
+}
+
+func (p *progressReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	if n > 0 {
+		p.wd.Reset(rangeIdle)
+	}
+	return n, err
+}
+
 const (
 	seqBeforeReadAhead = 4
 	readAhead          = 3  // extra chunks fetched after sequential misses (2 MiB in all)
@@ -312,8 +344,12 @@ func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 	end := min(int64(to+1)*b.csize, b.size) - 1
 	what := fmt.Sprintf("blob %s bytes %d-%d", b.dg, start, end)
 	var lastErr error
+	giveUp := time.Now().Add(rangeBudget)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
+			if time.Now().After(giveUp) {
+				break // a FUSE read must not hang: fail it, the next read tries again
+			}
 			b.retries.Add(1)
 			b.reg.logf("%s: retry %d after: %v", what, attempt, lastErr)
 			if err := sleepCtx(b.ctx, backoff(attempt)); err != nil {
@@ -348,9 +384,12 @@ func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 // fetchOnce does one Range GET, via the cached redirect target if there
 // is one. It reports whether a failure is worth retrying.
 func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error) {
-	// At most 8 MiB per request: a response slower than this is stalled.
-	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	// A response that makes no progress for rangeIdle (no headers, no
+	// body bytes) is stalled: abandon it and retry.
+	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
+	wd := time.AfterFunc(rangeIdle, cancel)
+	defer wd.Stop()
 	now := time.Now()
 	u := b.redir.get(now)
 	viaRedirect := u != ""
@@ -402,7 +441,7 @@ func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error)
 	}
 	n := end - start + 1
 	data := make([]byte, n)
-	got, err := io.ReadFull(resp.Body, data)
+	got, err := io.ReadFull(&progressReader{r: resp.Body, wd: wd}, data)
 	b.fetched.Add(int64(got))
 	if err != nil {
 		return nil, true, fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, n, err)
