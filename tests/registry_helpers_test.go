@@ -479,14 +479,14 @@ type layerStatus struct {
 	Size        int64  `json:"size"`
 	Remote      bool   `json:"remote"`
 	FullyLocal  bool   `json:"fully_local"`
-	Fetched     int64 `json:"fetched"`
-	Served      int64 `json:"served"`
-	Requests    int64 `json:"requests"`
-	Retries     int64 `json:"retries"`
-	ChunkHits   int64 `json:"chunk_hits"`
-	ChunkMisses int64 `json:"chunk_misses"`
-	Chunks      int   `json:"chunks"`
-	Local       int   `json:"local_chunks"`
+	Fetched     int64  `json:"fetched"`
+	Served      int64  `json:"served"`
+	Requests    int64  `json:"requests"`
+	Retries     int64  `json:"retries"`
+	ChunkHits   int64  `json:"chunk_hits"`
+	ChunkMisses int64  `json:"chunk_misses"`
+	Chunks      int    `json:"chunks"`
+	Local       int    `json:"local_chunks"`
 }
 
 type mountStatus struct {
