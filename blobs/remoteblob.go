@@ -78,8 +78,10 @@ type RemoteBlob struct {
 	sums     [][32]byte
 	present  []bool // on disk
 	inflight map[int]*chunkCall
-	lastMiss int // last chunk fetched, for read-ahead
-	seqRun   int // consecutive misses that each followed the previous one
+	// stalledUntil: chunks whose fetch just failed by stalling.
+	stalledUntil map[int]time.Time
+	lastMiss     int // last chunk fetched, for read-ahead
+	seqRun       int // consecutive misses that each followed the previous one
 
 	fetched, served, requests, retries, hits, misses atomic.Int64
 }
@@ -92,7 +94,7 @@ type chunkCall struct {
 
 func (r *registry) blob(dg digest.Digest, size int64) *RemoteBlob {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &RemoteBlob{reg: r, dg: dg, size: size, ctx: ctx, cancel: cancel, inflight: map[int]*chunkCall{}, lastMiss: -2}
+	return &RemoteBlob{reg: r, dg: dg, size: size, ctx: ctx, cancel: cancel, inflight: map[int]*chunkCall{}, stalledUntil: map[int]time.Time{}, lastMiss: -2}
 }
 
 // Size is the blob size from the manifest descriptor.
@@ -192,6 +194,13 @@ func (b *RemoteBlob) chunk(idx, last int) ([]byte, error) {
 		return data, nil
 	}
 	b.mu.Lock()
+	if t, ok := b.stalledUntil[idx]; ok {
+		if time.Now().Before(t) {
+			b.mu.Unlock()
+			return nil, fmt.Errorf("blob %s chunk %d: %w moments ago; not retrying yet", b.dg, idx, errStalled)
+		}
+		delete(b.stalledUntil, idx)
+	}
 	if c, ok := b.inflight[idx]; ok {
 		b.mu.Unlock()
 		<-c.done
@@ -246,8 +255,8 @@ func (b *RemoteBlob) chunk(idx, last int) ([]byte, error) {
 // progress for rangeIdle is abandoned, and no new attempt starts after
 // rangeBudget. Slow but progressing transfers are not cut.
 var (
-	rangeIdle   = 4 * time.Second
-	rangeBudget = 12 * time.Second
+	rangeIdle   = 3 * time.Second
+	rangeBudget = 5 * time.Second
 )
 
 // progressReader pushes a watchdog back on every read that returns bytes.
@@ -332,6 +341,9 @@ func (b *RemoteBlob) setPresent(i int, v bool) {
 	b.mu.Unlock()
 }
 
+// errStalled marks an attempt abandoned for lack of progress.
+var errStalled = errors.New("registry stalled")
+
 // errBadResponse marks a response that broke the Range contract; it is
 // retried like a transient failure.
 var errBadResponse = errors.New("bad range response")
@@ -378,6 +390,17 @@ func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 		}
 	}
 	b.reg.logf("%s: read failed: %v", what, lastErr)
+	if errors.Is(lastErr, errStalled) {
+		// The kernel retries a failed read at once (read-ahead, then the
+		// read itself); answer those from this failure instead of
+		// stalling again, for a moment.
+		b.mu.Lock()
+		until := time.Now().Add(rangeIdle)
+		for i := from; i <= to; i++ {
+			b.stalledUntil[i] = until
+		}
+		b.mu.Unlock()
+	}
 	return nil, fmt.Errorf("%s: %w", what, lastErr)
 }
 
@@ -388,8 +411,18 @@ func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error)
 	// body bytes) is stalled: abandon it and retry.
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
-	wd := time.AfterFunc(rangeIdle, cancel)
+	stalled := false
+	var smu sync.Mutex
+	wd := time.AfterFunc(rangeIdle, func() { smu.Lock(); stalled = true; smu.Unlock(); cancel() })
 	defer wd.Stop()
+	stallErr := func(err error) error {
+		smu.Lock()
+		defer smu.Unlock()
+		if stalled {
+			return fmt.Errorf("%w (no progress for %v): %v", errStalled, rangeIdle, err)
+		}
+		return err
+	}
 	now := time.Now()
 	u := b.redir.get(now)
 	viaRedirect := u != ""
@@ -410,7 +443,7 @@ func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error)
 		if viaRedirect {
 			b.redir.drop()
 		}
-		return nil, true, err
+		return nil, true, stallErr(err)
 	}
 	defer resp.Body.Close()
 	if !viaRedirect && resp.Request != nil && resp.Request.URL.String() != u {
@@ -444,7 +477,7 @@ func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error)
 	got, err := io.ReadFull(&progressReader{r: resp.Body, wd: wd}, data)
 	b.fetched.Add(int64(got))
 	if err != nil {
-		return nil, true, fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, n, err)
+		return nil, true, stallErr(fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, n, err))
 	}
 	return data, false, nil
 }

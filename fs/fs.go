@@ -54,6 +54,13 @@ type rawFS struct {
 	blocks uint64
 }
 
+// maxRead is the largest READ (and max_write). Not a full 1 MiB: a
+// spliced reply needs its data, the reply header and one spare page in a
+// pipe, and pipes are capped at 1 MiB (fs.pipe-max-size); at 1 MiB every
+// large read failed to splice, fell back to copying and logged
+// "trySplice: ... max pipe size".
+const maxRead = 1<<20 - 8<<10
+
 // pageSize is the unit splice moves data in.
 var pageSize = int64(os.Getpagesize())
 
@@ -88,7 +95,7 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 		Name:                 "ocimount",
 		Options:              mopts,
 		AllowOther:           o.AllowOther,
-		MaxWrite:             1 << 20, // also max_read: fewer, larger reads
+		MaxWrite:             maxRead, // also max_read: fewer, larger reads
 		MaxReadAhead:         readaheadKB << 10,
 		DirectMount:          true, // as root: no fusermount needed; falls back to it otherwise
 		DirectMountFlags:     flags,
