@@ -33,6 +33,8 @@ fuzz:
 	$(GO) test ./layerindex -run '^$$' -fuzz FuzzBuild -fuzztime $(FUZZTIME)
 	$(GO) test ./overlay -run '^$$' -fuzz FuzzMerge -fuzztime $(FUZZTIME)
 	$(GO) test ./blobs -run '^$$' -fuzz FuzzParseSource -fuzztime $(FUZZTIME)
+	$(GO) test ./layerindex -run '^$$' -fuzz FuzzCheckHeader -fuzztime $(FUZZTIME)
+	$(GO) test ./blobs -run '^$$' -fuzz FuzzRangeOf -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/forensics -run '^$$' -fuzz FuzzInspectConfig -fuzztime $(FUZZTIME)
 	$(GO) test ./cmd/ocimount -run '^$$' -fuzz FuzzParseLayerRange -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/bundle -run '^$$' -fuzz FuzzParsePasswdGroup -fuzztime $(FUZZTIME)

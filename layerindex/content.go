@@ -1,6 +1,13 @@
 package layerindex
 
-import "io"
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+)
 
 // Content returns random access to entry e's bytes, given random access to
 // the layer's uncompressed stream. It reads nothing until asked.
@@ -9,4 +16,96 @@ func Content(stream io.ReaderAt, e *Entry) io.ReaderAt {
 		return newSparseReader(stream, e)
 	}
 	return io.NewSectionReader(stream, e.Offset, e.Size)
+}
+
+// ErrHeaderMismatch: the tar header in front of an entry's data does not
+// describe that entry: the index does not belong to this layer (a forged
+// or corrupt published index).
+var ErrHeaderMismatch = errors.New("tar header does not match the index entry")
+
+// CheckHeader reads the 512-byte tar header block that precedes a
+// regular file's data in the uncompressed stream and checks that it is a
+// valid header of a regular file of e.Size bytes and, when name != "" and
+// the header's name is not truncated, that its last path component is
+// name. It is how content served from an index that was not built here
+// (one published in a registry) is tied to the layer's own tar stream:
+// the chunk digests prove the bytes are the layer's, this proves they are
+// this file's.
+func CheckHeader(stream io.ReaderAt, e *Entry, name string) error {
+	if e.Sparse || e.Offset < 512 {
+		return nil // sparse entries keep their map in extra headers; none to check simply
+	}
+	var h [512]byte
+	if _, err := stream.ReadAt(h[:], e.Offset-512); err != nil && err != io.EOF {
+		return err
+	}
+	// Checksum: the header's bytes summed with the checksum field as spaces.
+	want, ok := parseOctal(h[148:156])
+	var sum int64
+	for i, c := range h {
+		if i >= 148 && i < 156 {
+			c = ' '
+		}
+		sum += int64(c)
+	}
+	if !ok || sum != want {
+		return fmt.Errorf("%w: no tar header before offset %d", ErrHeaderMismatch, e.Offset)
+	}
+	if t := h[156]; t != '0' && t != 0 && t != '7' {
+		return fmt.Errorf("%w: header before offset %d is of type %q, not a regular file", ErrHeaderMismatch, e.Offset, t)
+	}
+	if size, ok := parseTarNumber(h[124:136]); ok && e.Size < 1<<33 && size != e.Size {
+		return fmt.Errorf("%w: header before offset %d says %d bytes, the index %d", ErrHeaderMismatch, e.Offset, size, e.Size)
+	}
+	if name == "" {
+		return nil
+	}
+	for i := 0; i < len(name); i++ {
+		if name[i] < 0x20 || name[i] >= 0x7f {
+			// Non-ASCII names travel in a PAX header; writers put an
+			// ASCII-only stand-in in this one (Go's archive/tar drops
+			// the other bytes).
+			return nil
+		}
+	}
+	raw := h[0:100]
+	n := bytes.IndexByte(raw, 0)
+	if n < 0 || n >= 99 {
+		return nil // a long name, carried by an extra header: this one is truncated
+	}
+	hn := strings.TrimRight(string(raw[:n]), "/")
+	if i := strings.LastIndexByte(hn, '/'); i >= 0 {
+		hn = hn[i+1:]
+	}
+	if hn != name {
+		return fmt.Errorf("%w: header before offset %d names %q, not %q", ErrHeaderMismatch, e.Offset, hn, name)
+	}
+	return nil
+}
+
+func parseOctal(b []byte) (int64, bool) {
+	s := strings.Trim(string(b), " \x00")
+	if s == "" {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(s, 8, 64)
+	return v, err == nil
+}
+
+// parseTarNumber reads an octal or base-256 numeric field.
+func parseTarNumber(b []byte) (int64, bool) {
+	if len(b) > 0 && b[0]&0x80 != 0 {
+		var v int64
+		for i, c := range b {
+			if i == 0 {
+				c &= 0x7f
+			}
+			if v > (1<<55)-1 {
+				return 0, false
+			}
+			v = v<<8 | int64(c)
+		}
+		return v, true
+	}
+	return parseOctal(b)
 }

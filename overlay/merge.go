@@ -43,6 +43,11 @@ func (e *MergeError) Unwrap() error { return e.Err }
 type Layer struct {
 	Index   *layerindex.Index
 	Content io.ReaderAt
+	// CheckHeaders: the index was not built from this layer here (it
+	// was published in a registry), so before a file's bytes are first
+	// served, the tar header in front of them is checked against the
+	// entry (layerindex.CheckHeader).
+	CheckHeaders bool
 }
 
 const (

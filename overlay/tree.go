@@ -6,6 +6,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/ocimount/ocimount/layerindex"
 )
@@ -72,6 +74,10 @@ type xattrRef struct{ nameOff, nameLen, valOff, valLen uint32 }
 // Tree is the merged, immutable view of an image. All methods are safe for
 // concurrent use.
 type Tree struct {
+	// hdrOK marks inodes whose tar header was checked (CheckHeaders).
+	hdrOnce sync.Once
+	hdrOK   []atomic.Uint32
+
 	layers []Layer
 	strs   string
 	nodes  []node // indexed by NodeID; nodes[0] unused
@@ -291,9 +297,35 @@ func (t *Tree) Open(id NodeID) (io.ReaderAt, error) {
 	if l.Content == nil {
 		return nil, fmt.Errorf("%s: layer %d has no content source", t.Path(id), in.Layer)
 	}
-	return layerindex.Content(l.Content, &layerindex.Entry{
+	e := &layerindex.Entry{
 		Name: t.Name(id), Kind: in.Kind, Size: in.Size, Offset: in.Offset, Sparse: in.Sparse, SparseMap: in.SparseMap,
-	}), nil
+	}
+	if l.CheckHeaders {
+		if err := t.checkHeader(id, in, l, e); err != nil {
+			return nil, err
+		}
+	}
+	return layerindex.Content(l.Content, e), nil
+}
+
+// checkHeader runs layerindex.CheckHeader once per inode (the result is
+// remembered: reads come one FUSE request at a time).
+func (t *Tree) checkHeader(id NodeID, in Inode, l Layer, e *layerindex.Entry) error {
+	t.hdrOnce.Do(func() { t.hdrOK = make([]atomic.Uint32, (len(t.inodes)+31)/32) })
+	k := t.nodes[id].inode
+	w, bit := &t.hdrOK[k/32], uint32(1)<<(k%32)
+	if w.Load()&bit != 0 {
+		return nil
+	}
+	name := t.Name(id)
+	if in.Nlink > 1 {
+		name = "" // the data may sit under another of its names
+	}
+	if err := layerindex.CheckHeader(l.Content, e, name); err != nil {
+		return fmt.Errorf("%s (layer %d, published index): %w", t.Path(id), in.Layer, err)
+	}
+	w.Or(bit)
+	return nil
 }
 
 // FileBacked is implemented by layer content that is an uncompressed tar
@@ -312,6 +344,9 @@ func (t *Tree) BackingFile(id NodeID) (f *os.File, off int64, ok bool) {
 	in := t.Attr(id)
 	if in.Kind != layerindex.KindReg || in.Sparse || in.Layer < 0 {
 		return nil, 0, false
+	}
+	if t.layers[in.Layer].CheckHeaders {
+		return nil, 0, false // reads must go through Open, which checks
 	}
 	fb, ok := t.layers[in.Layer].Content.(FileBacked)
 	if !ok {

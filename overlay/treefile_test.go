@@ -156,7 +156,7 @@ func TestParseTreeHostile(t *testing.T) {
 			t.Fatalf("cut at %d: err = %v, want ErrBadTree", cut, err)
 		}
 	}
-	bad := *tree
+	bad := &Tree{layers: tree.layers, strs: tree.strs, inodes: tree.inodes, xattrs: tree.xattrs, frags: tree.frags}
 	bad.nodes = append([]node(nil), tree.nodes...)
 	bad.nodes[len(bad.nodes)-1].parent = 0
 	b2, err := bad.MarshalBinary(ids)

@@ -44,6 +44,44 @@ func (d Dir) indexPath(dg digest.Digest) (string, error) {
 	return filepath.Join(d.Root, "index", "v4", string(dg.Algorithm()), dg.Encoded()), nil
 }
 
+// publishedPath marks an index that came from a registry (ocimount index
+// --push elsewhere) rather than from a pass over the layer here; content
+// served from it gets its tar headers checked (overlay.Layer.CheckHeaders).
+func (d Dir) publishedPath(dg digest.Digest) (string, error) {
+	if err := dg.Validate(); err != nil {
+		return "", fmt.Errorf("cache key %q: %w", dg, err)
+	}
+	return filepath.Join(d.Root, "index", "v4-published", string(dg.Algorithm()), dg.Encoded()), nil
+}
+
+// StorePublishedIndex caches a serialized index that was published in a
+// registry, marked as such (the mark is written first, so a crash cannot
+// leave such an index unmarked).
+func (d Dir) StorePublishedIndex(dg digest.Digest, b []byte) error {
+	mp, err := d.publishedPath(dg)
+	if err != nil {
+		return err
+	}
+	if err := WriteAtomic(mp, nil); err != nil {
+		return err
+	}
+	p, err := d.indexPath(dg)
+	if err != nil {
+		return err
+	}
+	return WriteAtomic(p, b)
+}
+
+// Published reports whether the cached index of dg came from a registry.
+func (d Dir) Published(dg digest.Digest) bool {
+	mp, err := d.publishedPath(dg)
+	if err != nil {
+		return false
+	}
+	_, err = os.Stat(mp)
+	return err == nil
+}
+
 // IndexPath is where the index of layer dg is cached.
 func (d Dir) IndexPath(dg digest.Digest) (string, error) { return d.indexPath(dg) }
 
@@ -124,7 +162,14 @@ func (d Dir) StoreIndex(ix *layerindex.Index) error {
 	if err != nil {
 		return err
 	}
-	return WriteAtomic(p, b)
+	if err := WriteAtomic(p, b); err != nil {
+		return err
+	}
+	// Built here from the layer itself: no longer a published index.
+	if mp, err := d.publishedPath(ix.Digest); err == nil {
+		os.Remove(mp)
+	}
+	return nil
 }
 
 // WriteAtomic writes b to path so that readers see either the old file or

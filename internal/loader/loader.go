@@ -236,7 +236,11 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 			}
 			im.Indexes[i] = ix
 			im.FromCache[i] = cached
-			layers[i] = overlay.Layer{Index: ix, Content: content}
+			// An index that came from the registry, now or on an earlier
+			// mount, is checked against the layer's tar headers as files
+			// are read.
+			untrusted := cached && ((dir.Enabled() && dir.Published(cacheKey(l))) || (!dir.Enabled() && published[cacheKey(l)] != nil))
+			layers[i] = overlay.Layer{Index: ix, Content: content, CheckHeaders: untrusted}
 			closers[i] = c
 			if ix.Checkpoints != nil && content == nil {
 				layers[i].Content = ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, string(ix.Digest))
@@ -344,7 +348,7 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 			content = ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, string(ix.Digest))
 		}
 		indexes[i] = ix
-		layers[i] = overlay.Layer{Index: ix, Content: content}
+		layers[i] = overlay.Layer{Index: ix, Content: content, CheckHeaders: dir.Published(key)}
 		ids[i] = overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize}
 	}
 	tp, err := dir.TreePath(o.View.treeKey(bi.ManifestDigest))
@@ -439,10 +443,8 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 			content, closer, ok := servedFrom(ix, l, dir, span)
 			if ok {
 				if dir.Enabled() {
-					if p, err := dir.IndexPath(key); err == nil {
-						if err := cache.WriteAtomic(p, published); err != nil {
-							logf(o, "caching index of %s: %v", key, err)
-						}
+					if err := dir.StorePublishedIndex(key, published); err != nil {
+						logf(o, "caching index of %s: %v", key, err)
 					}
 				}
 				if o.Progress != nil {
