@@ -54,7 +54,7 @@ func CheckHeader(stream io.ReaderAt, e *Entry, name string) error {
 	if t := h[156]; t != '0' && t != 0 && t != '7' {
 		return fmt.Errorf("%w: header before offset %d is of type %q, not a regular file", ErrHeaderMismatch, e.Offset, t)
 	}
-	if size, ok := parseTarNumber(h[124:136]); ok && e.Size < 1<<33 && size != e.Size {
+	if size, err := parseNumeric(h[124:136]); err == nil && e.Size < 1<<33 && size != e.Size {
 		return fmt.Errorf("%w: header before offset %d says %d bytes, the index %d", ErrHeaderMismatch, e.Offset, size, e.Size)
 	}
 	if name == "" {
@@ -90,22 +90,4 @@ func parseOctal(b []byte) (int64, bool) {
 	}
 	v, err := strconv.ParseInt(s, 8, 64)
 	return v, err == nil
-}
-
-// parseTarNumber reads an octal or base-256 numeric field.
-func parseTarNumber(b []byte) (int64, bool) {
-	if len(b) > 0 && b[0]&0x80 != 0 {
-		var v int64
-		for i, c := range b {
-			if i == 0 {
-				c &= 0x7f
-			}
-			if v > (1<<55)-1 {
-				return 0, false
-			}
-			v = v<<8 | int64(c)
-		}
-		return v, true
-	}
-	return parseOctal(b)
 }
