@@ -116,7 +116,7 @@ mountcase() {
     s=$(stats)
     # Layer bytes as ocimount counts them (the rest: manifests, config,
     # published index blobs).
-    lb=$("$OCIM" status --json "$mnt" | jq '[.layers[].Fetched] | add')
+    lb=$("$OCIM" status --json "$mnt" | jq '[.layers[].fetched] | add')
     if grep -q "using published layer indexes" "$cache/ocimount.log"; then
         echo "$label: used the published indexes" >&2
     fi
