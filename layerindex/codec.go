@@ -191,7 +191,10 @@ func (c *Checkpoints) DecodeSpan(blob io.ReaderAt, i int, dst []byte) ([]byte, e
 func readSpan(s io.Reader, dst []byte, need int64) ([]byte, error) {
 	const spanPrealloc = 64 << 20
 	if int64(cap(dst)) < min(need, spanPrealloc) {
-		dst = make([]byte, 0, min(need, spanPrealloc))
+		// Rounded up to 256 KiB: spans differ in length by a deflate
+		// block or so, and a recycled buffer should fit the next one.
+		c := min(need, spanPrealloc)
+		dst = make([]byte, 0, min((c+(256<<10)-1)&^((256<<10)-1), spanPrealloc))
 	}
 	for int64(len(dst)) < need {
 		if len(dst) == cap(dst) {
@@ -305,7 +308,8 @@ func (r *spanReaderAt) maybePrefetch(i int, pos, start, end int64, sequential bo
 	}
 	go func() {
 		defer r.prefetching.Store(false)
-		r.cache.get(k, func() ([]byte, error) { return r.c.DecodeSpan(r.blob, i+1, nil) })
+		_, release, _ := r.cache.acquire(k, func(dst []byte) ([]byte, error) { return r.c.DecodeSpan(r.blob, i+1, dst) })
+		release()
 	}()
 }
 
@@ -328,11 +332,13 @@ func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		if r.cache != nil && end-start <= r.cache.max {
 			r.maybePrefetch(i, pos+int64(len(p)-n), start, end, sequential)
 			var data []byte
-			data, err = r.cache.get(spanKey{key: r.key, span: i}, func() ([]byte, error) {
-				return r.c.DecodeSpan(r.blob, i, nil)
+			var release func()
+			data, release, err = r.cache.acquire(spanKey{key: r.key, span: i}, func(dst []byte) ([]byte, error) {
+				return r.c.DecodeSpan(r.blob, i, dst)
 			})
 			if err == nil {
 				m = copy(p[n:], data[pos-start:])
+				release()
 			}
 		} else {
 			m, err = r.readUncached(p[n:], pos, i, start, end)

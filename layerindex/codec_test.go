@@ -402,3 +402,48 @@ func TestReaderAtIOError(t *testing.T) {
 type failingReaderAt struct{ err error }
 
 func (f failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, f.err }
+
+// With a cache of three spans, concurrent readers keep evicting spans
+// that others are still copying from, and evicted buffers are recycled
+// for new decodes: every read must still return the right bytes (run with
+// -race: a buffer reused while read is a data race).
+func TestReaderAtRecycledBuffers(t *testing.T) {
+	data := testData(11, 4<<20)
+	var gz bytes.Buffer
+	w, _ := kgzip.NewWriterLevel(&gz, 6)
+	w.Write(data)
+	w.Close()
+	_, cps := indexAll(t, Gzip, gz.Bytes(), 256<<10)
+	cache := NewSpanCache(3 * 300 << 10)
+	ra := cps.NewReaderAt(bytes.NewReader(gz.Bytes()), cache, "blob")
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(g), 7))
+			p := make([]byte, 100<<10)
+			for range 80 {
+				off := rng.Int64N(int64(len(data)))
+				if g%2 == 0 { // sequential stretches trigger read-ahead
+					off = int64(rng.IntN(4)) << 20
+				}
+				n, err := ra.ReadAt(p, off)
+				if err != nil && err != io.EOF {
+					t.Errorf("ReadAt: %v", err)
+					return
+				}
+				if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+					t.Errorf("ReadAt at %d: wrong bytes", off)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if _, misses, _ := cache.Stats(); misses <= int64(cps.NumSpans()) {
+		t.Fatalf("only %d decodes for %d spans: the cache did not evict", misses, cps.NumSpans())
+	}
+	cache.mu.Lock()
+	recycled := len(cache.free)
+	cache.mu.Unlock()
+	t.Logf("%d buffers waiting for reuse", recycled)
+}

@@ -1,6 +1,7 @@
 package layerindex
 
 import (
+	"bytes"
 	"container/list"
 	"sync"
 )
@@ -21,6 +22,7 @@ type SpanCache struct {
 	lru      list.List // of *cacheEntry, most recently used first
 	entries  map[spanKey]*list.Element
 	inflight map[spanKey]*spanCall
+	free     [][]byte // recycled span buffers, at most maxFree
 	bytes    int64
 	hits     int64
 	misses   int64
@@ -34,13 +36,18 @@ type spanKey struct {
 type cacheEntry struct {
 	k    spanKey
 	data []byte
+	// rw is read-locked by every caller still reading data; an evicted
+	// entry whose lock can be taken has no reader left and its buffer
+	// is recycled.
+	rw sync.RWMutex
 }
 
 // spanCall is one decode in progress; waiters block on done.
 type spanCall struct {
-	done chan struct{}
-	data []byte
-	err  error
+	done   chan struct{}
+	data   []byte
+	err    error
+	cached bool // data went into the cache (and may be recycled later)
 }
 
 // NewSpanCache returns a cache holding at most maxBytes of decoded spans.
@@ -66,42 +73,92 @@ func (s *SpanCache) Stats() (hits, misses int64, bytes int64) {
 	return s.hits, s.misses, s.bytes
 }
 
-// get returns span k, calling decode if it is neither cached nor being
-// decoded. Errors are not cached: the next get tries again.
-func (s *SpanCache) get(k spanKey, decode func() ([]byte, error)) ([]byte, error) {
-	s.mu.Lock()
-	if e, ok := s.entries[k]; ok {
-		s.lru.MoveToFront(e)
-		s.hits++
-		data := e.Value.(*cacheEntry).data
-		s.mu.Unlock()
-		return data, nil
-	}
-	if c, ok := s.inflight[k]; ok {
-		s.hits++
-		s.mu.Unlock()
-		<-c.done
-		return c.data, c.err
-	}
-	c := &spanCall{done: make(chan struct{})}
-	s.inflight[k] = c
-	s.misses++
-	s.mu.Unlock()
-
-	// Whatever happens (even a panic in decode), waiters must be released
-	// and the call forgotten.
-	defer func() {
+// acquire returns span k, calling decode (with a recycled buffer to decode
+// into, possibly nil) if it is neither cached nor being decoded. The
+// caller must call release once it no longer reads data: until then the
+// span's buffer cannot be recycled, even if it is evicted meanwhile.
+// Errors are not cached: the next acquire tries again.
+//
+// Recycling matters: a streaming read decodes a fresh 2 MiB span every
+// few milliseconds, and allocating each one (zeroed, often fresh pages
+// from the OS) cost a quarter of the CPU of a sequential read.
+func (s *SpanCache) acquire(k spanKey, decode func(dst []byte) ([]byte, error)) (data []byte, release func(), err error) {
+	counted := false
+	for {
 		s.mu.Lock()
-		delete(s.inflight, k)
-		if c.err == nil && c.data != nil {
-			s.add(k, c.data)
+		if e, ok := s.entries[k]; ok {
+			s.lru.MoveToFront(e)
+			if !counted {
+				s.hits++
+			}
+			ce := e.Value.(*cacheEntry)
+			// Taken under s.mu: eviction (also under s.mu) then sees a
+			// reader and leaves the buffer to the GC.
+			ce.rw.RLock()
+			s.mu.Unlock()
+			return ce.data, ce.rw.RUnlock, nil
 		}
+		if c, ok := s.inflight[k]; ok {
+			if !counted {
+				s.hits++
+				counted = true
+			}
+			s.mu.Unlock()
+			<-c.done
+			if c.err != nil {
+				return nil, noRelease, c.err
+			}
+			if !c.cached {
+				return c.data, noRelease, nil // never cached, so never recycled
+			}
+			continue // cached: take it from the cache, with a read lock
+		}
+		c := &spanCall{done: make(chan struct{}), err: errDecodePanicked}
+		s.inflight[k] = c
+		s.misses++
+		dst := s.takeBuffer()
 		s.mu.Unlock()
-		close(c.done)
-	}()
-	c.err = errDecodePanicked
-	c.data, c.err = decode()
-	return c.data, c.err
+		release = noRelease
+		// Whatever happens (even a panic in decode), waiters must be
+		// released and the call forgotten.
+		defer func() {
+			s.mu.Lock()
+			delete(s.inflight, k)
+			if c.err == nil && c.data != nil {
+				if ce := s.add(k, c.data); ce != nil {
+					ce.rw.RLock()
+					release = ce.rw.RUnlock
+					c.cached = true
+				}
+			}
+			s.mu.Unlock()
+			close(c.done)
+		}()
+		c.data, c.err = decode(dst)
+		return c.data, release, c.err
+	}
+}
+
+func noRelease() {}
+
+// get is acquire for callers that keep the bytes: they get a copy.
+func (s *SpanCache) get(k spanKey, decode func() ([]byte, error)) ([]byte, error) {
+	data, release, err := s.acquire(k, func([]byte) ([]byte, error) { return decode() })
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return bytes.Clone(data), nil
+}
+
+// takeBuffer pops a recycled span buffer (nil if none). s.mu is held.
+func (s *SpanCache) takeBuffer() []byte {
+	if n := len(s.free); n > 0 {
+		b := s.free[n-1]
+		s.free = s.free[:n-1]
+		return b[:0]
+	}
+	return nil
 }
 
 var errDecodePanicked = codecError("span decode panicked")
@@ -111,25 +168,36 @@ type codecError string
 func (e codecError) Error() string { return string(e) }
 
 // add caches data under k and evicts the least recently used spans beyond
-// the bound. s.mu is held.
-func (s *SpanCache) add(k spanKey, data []byte) {
+// the bound, recycling the buffers nobody reads any more. It returns the
+// new entry, or nil if data was not cached. s.mu is held.
+func (s *SpanCache) add(k spanKey, data []byte) *cacheEntry {
 	size := int64(len(data))
 	if size > s.max {
-		return
+		return nil
 	}
 	if _, ok := s.entries[k]; ok {
-		return
+		return nil
 	}
-	s.entries[k] = s.lru.PushFront(&cacheEntry{k: k, data: data})
+	ce := &cacheEntry{k: k, data: data}
+	s.entries[k] = s.lru.PushFront(ce)
 	s.bytes += size
 	for s.bytes > s.max {
 		e := s.lru.Back()
-		ce := e.Value.(*cacheEntry)
+		old := e.Value.(*cacheEntry)
 		s.lru.Remove(e)
-		delete(s.entries, ce.k)
-		s.bytes -= int64(len(ce.data))
+		delete(s.entries, old.k)
+		s.bytes -= int64(len(old.data))
+		// No reader holds it and none can find it now: reuse. The lock
+		// is never released: the entry is dead.
+		if old.rw.TryLock() && len(s.free) < maxFree {
+			s.free = append(s.free, old.data)
+		}
 	}
+	return ce
 }
+
+// maxFree bounds the recycled buffers kept (a few spans' worth).
+const maxFree = 4
 
 // has reports whether span k is cached or being decoded.
 func (s *SpanCache) has(k spanKey) bool {
