@@ -39,6 +39,13 @@ func run(t *testing.T, timeout time.Duration, args ...string) result {
 // runIn is run with the working directory set to dir.
 func runIn(t *testing.T, dir string, timeout time.Duration, args ...string) result {
 	t.Helper()
+	return runWith(t, dir, nil, timeout, args...)
+}
+
+// runWith runs ocimount in dir (if set) with env merged into the test's
+// environment (see mergeEnv).
+func runWith(t *testing.T, dir string, env []string, timeout time.Duration, args ...string) result {
+	t.Helper()
 	bin := ocimountBin(t)
 	logs := t.TempDir()
 	outF, err := os.Create(filepath.Join(logs, "stdout"))
@@ -55,6 +62,9 @@ func runIn(t *testing.T, dir string, timeout time.Duration, args ...string) resu
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
+	if env != nil {
+		cmd.Env = mergeEnv(os.Environ(), env)
+	}
 	cmd.Stdout, cmd.Stderr = outF, errF
 	start := time.Now()
 	err = cmd.Run()

@@ -12,7 +12,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"math/big"
 	"net"
@@ -375,40 +374,7 @@ func sharedRegistry(t *testing.T) *testRegistry {
 // test's environment; a "KEY=" entry with no value removes KEY.
 func runEnv(t *testing.T, env []string, timeout time.Duration, args ...string) result {
 	t.Helper()
-	bin := ocimountBin(t)
-	logs := t.TempDir()
-	outF, err := os.Create(filepath.Join(logs, "stdout"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outF.Close()
-	errF, err := os.Create(filepath.Join(logs, "stderr"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer errF.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Env = mergeEnv(os.Environ(), env)
-	cmd.Stdout, cmd.Stderr = outF, errF
-	start := time.Now()
-	err = cmd.Run()
-	r := result{args: args, dur: time.Since(start)}
-	stdout, _ := os.ReadFile(outF.Name())
-	stderr, _ := os.ReadFile(errF.Name())
-	r.stdout, r.stderr = string(stdout), string(stderr)
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-	case ctx.Err() != nil:
-		r.code = -1
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	default:
-		t.Fatalf("running ocimount: %v", err)
-	}
-	return r
+	return runWith(t, "", env, timeout, args...)
 }
 
 func mergeEnv(base, extra []string) []string {
