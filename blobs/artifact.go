@@ -55,8 +55,11 @@ func (r *Remote) FetchIndexes(ctx context.Context, want []digest.Digest) (map[di
 	var lastErr error
 	for _, d := range refs {
 		got, err := r.fetchArtifact(ctx, d, want)
-		if err == nil {
+		if err == nil && len(got) > 0 {
 			return got, d.Digest, nil
+		}
+		if err == nil {
+			continue // names none of the layers we want: try an older one
 		}
 		lastErr = err
 		r.reg.logf("index artifact %s: %v", d.Digest, err)

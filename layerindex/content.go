@@ -30,10 +30,16 @@ var ErrHeaderMismatch = errors.New("tar header does not match the index entry")
 // name. It is how content served from an index that was not built here
 // (one published in a registry) is tied to the layer's own tar stream:
 // the chunk digests prove the bytes are the layer's, this proves they are
-// this file's.
+// this file's. Sparse entries fail: their layout cannot be checked this
+// way.
 func CheckHeader(stream io.ReaderAt, e *Entry, name string) error {
-	if e.Sparse || e.Offset < 512 {
-		return nil // sparse entries keep their map in extra headers; none to check simply
+	if e.Sparse {
+		// A sparse entry's data may start after a map stored in the data
+		// area (PAX 1.0), so no header sits right before it to check.
+		return fmt.Errorf("%w: sparse entries cannot be checked against their header", ErrHeaderMismatch)
+	}
+	if e.Offset < 512 || e.Offset%512 != 0 {
+		return fmt.Errorf("%w: data offset %d is not right after a header block", ErrHeaderMismatch, e.Offset)
 	}
 	var h [512]byte
 	if _, err := stream.ReadAt(h[:], e.Offset-512); err != nil && err != io.EOF {

@@ -162,14 +162,19 @@ func (d Dir) StoreIndex(ix *layerindex.Index) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteAtomic(p, b); err != nil {
-		return err
-	}
-	// Built here from the layer itself: no longer a published index.
-	if mp, err := d.publishedPath(ix.Digest); err == nil {
+	// A "published" mark is left alone: another mount may be storing a
+	// published index of the same layer right now, and removing the
+	// mark after its rename would leave that index trusted. Only an
+	// explicit rebuild (ClearPublished) drops it.
+	return WriteAtomic(p, b)
+}
+
+// ClearPublished drops the mark of dg's index: it was just rebuilt from
+// the layer (ocimount index --verify).
+func (d Dir) ClearPublished(dg digest.Digest) {
+	if mp, err := d.publishedPath(dg); err == nil {
 		os.Remove(mp)
 	}
-	return nil
 }
 
 // WriteAtomic writes b to path so that readers see either the old file or

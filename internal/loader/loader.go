@@ -228,7 +228,7 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 				return
 			}
 			l := &bi.Layers[i]
-			ix, content, c, cached, err := indexLayer(ctx, l, o, published[cacheKey(l)])
+			ix, content, c, cached, fromPublished, err := indexLayer(ctx, l, o, published[cacheKey(l)])
 			if err != nil {
 				errs[i] = &LayerError{Index: i, Digest: l.Descriptor.Digest, Err: err}
 				cancel() // one bad layer fails the image: stop the others early
@@ -239,7 +239,7 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 			// An index that came from the registry, now or on an earlier
 			// mount, is checked against the layer's tar headers as files
 			// are read.
-			untrusted := cached && ((dir.Enabled() && dir.Published(cacheKey(l))) || (!dir.Enabled() && published[cacheKey(l)] != nil))
+			untrusted := fromPublished || (cached && dir.Enabled() && dir.Published(cacheKey(l)))
 			layers[i] = overlay.Layer{Index: ix, Content: content, CheckHeaders: untrusted}
 			closers[i] = c
 			if ix.Checkpoints != nil && content == nil {
@@ -404,10 +404,10 @@ func cacheKey(l *blobs.Layer) digest.Digest {
 // there (reading no layer bytes), else from one indexing pass over the
 // blob — and, when the layer is served from somewhere other than its
 // checkpoints (plain tar, decoded zstd file), that content source.
-func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte) (ix *layerindex.Index, content io.ReaderAt, closer io.Closer, cached bool, err error) {
+func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte) (ix *layerindex.Index, content io.ReaderAt, closer io.Closer, cached, fromPublished bool, err error) {
 	c, err := compressionOf(l.Format)
 	if err != nil {
-		return nil, nil, nil, false, err
+		return nil, nil, nil, false, false, err
 	}
 	span := o.Span
 	if span <= 0 {
@@ -424,7 +424,7 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 				if o.Progress != nil {
 					o.Progress(l.Index, l.Blob.Size(), l.Blob.Size())
 				}
-				return ix, content, closer, true, nil
+				return ix, content, closer, true, false, nil
 			}
 		case err == nil:
 			logf(o, "cached index of %s does not match the layer; rebuilding", key)
@@ -450,7 +450,7 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 				if o.Progress != nil {
 					o.Progress(l.Index, l.Blob.Size(), l.Blob.Size())
 				}
-				return ix, content, closer, true, nil
+				return ix, content, closer, true, true, nil
 			}
 		}
 	}
@@ -474,10 +474,10 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 			tdir = filepath.Dir(dir.DecodedPath(key))
 		}
 		if err := os.MkdirAll(tdir, 0o700); err != nil {
-			return nil, nil, nil, false, err
+			return nil, nil, nil, false, false, err
 		}
 		if tmp, err = os.CreateTemp(tdir, ".tmp-layer-*"); err != nil {
-			return nil, nil, nil, false, err
+			return nil, nil, nil, false, false, err
 		}
 		bo.Tee = tmp
 	}
@@ -501,27 +501,29 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 	ix, err = layerindex.Build(ctx, stream, c, bo)
 	if err != nil {
 		cleanup()
-		return nil, nil, nil, false, err
+		return nil, nil, nil, false, false, err
 	}
 	if err := attachSums(ix, l); err != nil {
 		cleanup()
-		return nil, nil, nil, false, err
+		return nil, nil, nil, false, false, err
 	}
 	if dir.Enabled() {
 		if err := dir.StoreIndex(ix); err != nil {
 			logf(o, "caching index of %s: %v", ix.Digest, err)
+		} else if o.Rebuild {
+			dir.ClearPublished(ix.Digest) // rebuilt from the layer itself: trusted again
 		}
 	}
 	switch {
 	case c == layerindex.None:
-		return ix, l.Blob, nil, false, nil
+		return ix, l.Blob, nil, false, false, nil
 	case c == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= 4*span:
 		cleanup()
-		return ix, nil, nil, false, nil
+		return ix, nil, nil, false, false, nil
 	case !dir.Enabled():
 		// Anonymous: the open handle keeps the data until Close.
 		os.Remove(tmp.Name())
-		return ix, decodedFile{tmp}, tmp, false, nil
+		return ix, decodedFile{tmp}, tmp, false, false, nil
 	}
 	// Keep the decoded copy under the blob digest for later mounts; the
 	// open handle serves reads even if another mount replaces the file.
@@ -531,9 +533,9 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 	}
 	if err != nil {
 		cleanup()
-		return nil, nil, nil, false, err
+		return nil, nil, nil, false, false, err
 	}
-	return ix, decodedFile{tmp}, tmp, false, nil
+	return ix, decodedFile{tmp}, tmp, false, false, nil
 }
 
 // servedFrom says how a layer with a cached index is read; ok is false if

@@ -131,6 +131,11 @@ func TestRemoteImage(t *testing.T) {
 	if n := rt.ranges.Load(); n != 0 {
 		t.Fatalf("%d range reads before any file was read", n)
 	}
+	for i, l := range lazy.Tree.Layers() {
+		if !l.CheckHeaders {
+			t.Errorf("layer %d from a published index is served without tar header checks", i)
+		}
+	}
 	if got := dump(t, lazy.Tree); got != want {
 		t.Fatalf("lazily read tree differs:\n%s\nwant:\n%s", got, want)
 	}
@@ -143,6 +148,11 @@ func TestRemoteImage(t *testing.T) {
 	warm := loadRemote(rt, Options{CacheDir: fresh})
 	if n := rt.streams.Load() + rt.ranges.Load(); n != 0 {
 		t.Fatalf("warm remount made %d blob requests", n)
+	}
+	for i, l := range warm.Tree.Layers() {
+		if !l.CheckHeaders {
+			t.Errorf("warm remount: layer %d (published index, cached) is served without tar header checks", i)
+		}
 	}
 	// Its reads come from the range cache on disk.
 	if got := dump(t, warm.Tree); got != want {
