@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
 	"strings"
 	"sync"
@@ -67,6 +68,10 @@ type inode struct {
 	layer, entry                     int32
 	kind                             layerindex.Kind
 	sparse                           bool
+	// renamed: the tar entry holding the data has another base name than
+	// the file's first name here (a hardlink whose target name was
+	// removed), so a header check cannot compare names.
+	renamed bool
 }
 
 type xattrRef struct{ nameOff, nameLen, valOff, valLen uint32 }
@@ -111,7 +116,7 @@ func freeze(root *mnode, layers []Layer) *Tree {
 	t := &Tree{layers: layers, nodes: make([]node, 2, 1024)}
 	bb := &blobBuilder{idx: map[string][2]uint32{}}
 	inoOf := map[*minode]uint32{}
-	intern := func(id NodeID, in *minode) uint32 {
+	intern := func(id NodeID, name string, in *minode) uint32 {
 		if k, ok := inoOf[in]; ok {
 			return k
 		}
@@ -137,13 +142,14 @@ func freeze(root *mnode, layers []Layer) *Tree {
 		if in.kind == layerindex.KindReg && in.layer >= 0 {
 			e := &layers[in.layer].Index.Entries[in.entry]
 			st.offset = e.Offset
+			st.renamed = path.Base(e.Name) != name
 			st.fragOff, st.fragN = uint32(len(t.frags)), uint32(len(e.SparseMap))
 			t.frags = append(t.frags, e.SparseMap...)
 		}
 		t.inodes = append(t.inodes, st)
 		return k
 	}
-	t.nodes[RootID] = node{parent: RootID, inode: intern(RootID, root.ino)}
+	t.nodes[RootID] = node{parent: RootID, inode: intern(RootID, "", root.ino)}
 	queue := []*mnode{root}
 	ids := []NodeID{RootID}
 	for qi := 0; qi < len(queue); qi++ {
@@ -159,7 +165,7 @@ func freeze(root *mnode, layers []Layer) *Tree {
 			c := d.children[n]
 			id := NodeID(len(t.nodes))
 			no, nl := bb.add(n)
-			t.nodes = append(t.nodes, node{nameOff: no, nameLen: nl, parent: did, inode: intern(id, c.ino)})
+			t.nodes = append(t.nodes, node{nameOff: no, nameLen: nl, parent: did, inode: intern(id, n, c.ino)})
 			if c.ino.kind == layerindex.KindDir {
 				subdirs++
 				queue = append(queue, c)
@@ -318,8 +324,8 @@ func (t *Tree) checkHeader(id NodeID, in Inode, l Layer, e *layerindex.Entry) er
 		return nil
 	}
 	name := t.Name(id)
-	if in.Nlink > 1 {
-		name = "" // the data may sit under another of its names
+	if in.Nlink > 1 || t.inodes[k].renamed {
+		name = "" // the data sits (or may sit) under another name
 	}
 	if err := layerindex.CheckHeader(l.Content, e, name); err != nil {
 		return fmt.Errorf("%s (layer %d, published index): %w", t.Path(id), in.Layer, err)

@@ -14,7 +14,7 @@ import (
 	"github.com/ocimount/ocimount/layerindex"
 )
 
-// Serialized merged tree ("tree cache"), version 2:
+// Serialized merged tree ("tree cache"), version 3:
 //
 //	"OCIMTREE" | u32 version | u32 byte-order mark | layers | pad8 |
 //	u64 n | string blob | pad8 | u64 n | nodes | pad8 | u64 n | inodes |
@@ -32,7 +32,7 @@ import (
 // and bit rot, not forgery; every index in it is still range-checked.
 const (
 	treeMagic   = "OCIMTREE"
-	treeVersion = 2
+	treeVersion = 3
 	bomValue    = 0x01020304
 )
 
@@ -241,7 +241,7 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 	t.inodes = viewAs[inode](inodeB, ni)
 	for i := range t.inodes {
 		in := &t.inodes[i]
-		if sp := *(*byte)(unsafe.Pointer(&in.sparse)); sp > 1 {
+		if sp, rn := *(*byte)(unsafe.Pointer(&in.sparse)), *(*byte)(unsafe.Pointer(&in.renamed)); sp > 1 || rn > 1 {
 			return bad(fmt.Sprintf("inode %d: bad flag", i))
 		}
 		if uint64(in.fragOff)+uint64(in.fragN) <= uint64(nf) {
