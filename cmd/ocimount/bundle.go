@@ -99,26 +99,9 @@ func bundleAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	o := mountOptions{
-		source:   src,
-		platform: &blobs.Options{},
-		cacheDir: c.String("cache-dir"),
-		quiet:    c.Bool("quiet"),
-		logFile:  c.String("log-file"),
-		cli:      c,
-	}
-	if p := c.String("platform"); p != "" {
-		pl, err := blobs.ParsePlatform(p)
-		if err != nil {
-			return err
-		}
-		o.platform.Platform = &pl
-	}
-	if o.cacheDir == "" {
-		o.cacheDir = defaultCacheDir()
-	}
-	if o.logFile == "" {
-		o.logFile = filepath.Join(o.cacheDir, "ocimount.log")
+	o, err := commonMountOptions(c, src)
+	if err != nil {
+		return err
 	}
 	if os.Geteuid() == 0 {
 		// Containers need setuid binaries (su, ping), device nodes and a

@@ -3,6 +3,10 @@ package main
 import (
 	"os"
 	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ocimount/ocimount/blobs"
 )
 
 // defaultCacheDir: $OCIMOUNT_CACHE, else /var/cache/ocimount for root
@@ -18,4 +22,21 @@ func defaultCacheDir() string {
 		return filepath.Join(d, "ocimount")
 	}
 	return filepath.Join(os.TempDir(), "ocimount-cache")
+}
+
+// imageOptions reads what every command that opens an image shares: the
+// platform to pick and the cache directory (defaulted).
+func imageOptions(c *cli.Context) (bo blobs.Options, cacheDir string, err error) {
+	if p := c.String("platform"); p != "" {
+		pl, err := blobs.ParsePlatform(p)
+		if err != nil {
+			return bo, "", err
+		}
+		bo.Platform = &pl
+	}
+	cacheDir = c.String("cache-dir")
+	if cacheDir == "" {
+		cacheDir = defaultCacheDir()
+	}
+	return bo, cacheDir, nil
 }

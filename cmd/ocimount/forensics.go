@@ -332,17 +332,9 @@ func loadSource(c *cli.Context, arg string, entries bool, view loader.View) (*lo
 	if err != nil {
 		return nil, err
 	}
-	var bo blobs.Options
-	if p := c.String("platform"); p != "" {
-		pl, err := blobs.ParsePlatform(p)
-		if err != nil {
-			return nil, err
-		}
-		bo.Platform = &pl
-	}
-	dir := c.String("cache-dir")
-	if dir == "" {
-		dir = defaultCacheDir()
+	bo, dir, err := imageOptions(c)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		dir = "" // unwritable cache: still answer, just slower next time

@@ -44,17 +44,9 @@ func indexAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	var bo blobs.Options
-	if p := c.String("platform"); p != "" {
-		pl, err := blobs.ParsePlatform(p)
-		if err != nil {
-			return err
-		}
-		bo.Platform = &pl
-	}
-	dir := c.String("cache-dir")
-	if dir == "" {
-		dir = defaultCacheDir()
+	bo, dir, err := imageOptions(c)
+	if err != nil {
+		return err
 	}
 	verify := c.Bool("verify")
 	quiet := c.Bool("quiet")

@@ -61,10 +61,11 @@ type mountOptions struct {
 	quiet      bool
 	logFile    string
 	debug      bool
-	prefetch   bool
-	noRemoteIx bool
-	cli        *cli.Context
-	view       loader.View
+	// cli holds the command's flags, read where they are used (registry
+	// options, --prefetch, --no-remote-index); commands without a flag
+	// read it as unset.
+	cli  *cli.Context
+	view loader.View
 	// hooks, when set, let another command (bundle) act on the loaded
 	// image before anything is mounted and stack mounts on top after.
 	hooks *serveHooks
@@ -78,6 +79,23 @@ type serveHooks struct {
 	mounted func() (undo func(), err error)
 }
 
+// commonMountOptions fills what mount and bundle share from their flags:
+// source, platform, cache dir and log file (defaulted), quiet.
+func commonMountOptions(c *cli.Context, src blobs.Source) (mountOptions, error) {
+	bo, cacheDir, err := imageOptions(c)
+	if err != nil {
+		return mountOptions{}, err
+	}
+	o := mountOptions{source: src, platform: &bo, cacheDir: cacheDir, quiet: c.Bool("quiet"), logFile: c.String("log-file"), cli: c}
+	if o.logFile == "" {
+		o.logFile = filepath.Join(o.cacheDir, "ocimount.log")
+	}
+	return o, nil
+}
+
+// flag reads a boolean flag of the command that started the mount.
+func (o mountOptions) flag(name string) bool { return o.cli != nil && o.cli.Bool(name) }
+
 func mountAction(c *cli.Context) error {
 	if c.NArg() != 2 {
 		return fmt.Errorf("mount needs SOURCE and MOUNTPOINT, got %d argument(s)", c.NArg())
@@ -86,37 +104,18 @@ func mountAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	o := mountOptions{
-		source:     src,
-		mountpoint: c.Args().Get(1),
-		platform:   &blobs.Options{},
-		cacheDir:   c.String("cache-dir"),
-		foreground: c.Bool("foreground"),
-		allowOther: c.Bool("allow-other"),
-		suid:       c.Bool("suid"),
-		dev:        c.Bool("dev"),
-		quiet:      c.Bool("quiet"),
-		logFile:    c.String("log-file"),
-		debug:      c.Bool("debug"),
-		prefetch:   c.Bool("prefetch"),
-		noRemoteIx: c.Bool("no-remote-index"),
-		cli:        c,
-	}
-	if p := c.String("platform"); p != "" {
-		pl, err := blobs.ParsePlatform(p)
-		if err != nil {
-			return err
-		}
-		o.platform.Platform = &pl
-	}
-	if o.view, err = parseView(c); err != nil {
+	o, err := commonMountOptions(c, src)
+	if err != nil {
 		return err
 	}
-	if o.cacheDir == "" {
-		o.cacheDir = defaultCacheDir()
-	}
-	if o.logFile == "" {
-		o.logFile = filepath.Join(o.cacheDir, "ocimount.log")
+	o.mountpoint = c.Args().Get(1)
+	o.foreground = c.Bool("foreground")
+	o.allowOther = c.Bool("allow-other")
+	o.suid = c.Bool("suid")
+	o.dev = c.Bool("dev")
+	o.debug = c.Bool("debug")
+	if o.view, err = parseView(c); err != nil {
+		return err
 	}
 	if o.mountpoint, err = filepath.Abs(o.mountpoint); err != nil {
 		return err
@@ -167,8 +166,8 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	lo := loader.Options{
 		CacheDir:      o.cacheDir,
 		Logf:          func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
-		Prefetch:      o.prefetch,
-		NoRemoteIndex: o.noRemoteIx,
+		Prefetch:      o.flag("prefetch"),
+		NoRemoteIndex: o.flag("no-remote-index"),
 		RemoteIndex: func(art digest.Digest, n int) {
 			logger.Info("using published layer indexes", "artifact", art, "layers", n)
 		},
