@@ -98,11 +98,7 @@ func forensicsCommands() []*cli.Command {
 				if c.NArg() < 1 || c.NArg() > 2 {
 					return fmt.Errorf("ls needs SOURCE [PATH]")
 				}
-				view, err := parseView(c)
-				if err != nil {
-					return err
-				}
-				im, err := loadForensics(c, -1, false, view)
+				im, err := loadViewed(c, -1)
 				if err != nil {
 					return err
 				}
@@ -123,11 +119,7 @@ func forensicsCommands() []*cli.Command {
 				if c.NArg() != 2 {
 					return fmt.Errorf("cat needs SOURCE and PATH")
 				}
-				view, err := parseView(c)
-				if err != nil {
-					return err
-				}
-				im, err := loadForensics(c, 2, false, view)
+				im, err := loadViewed(c, 2)
 				if err != nil {
 					return err
 				}
@@ -200,11 +192,7 @@ func forensicsCommands() []*cli.Command {
 				if c.NArg() != 2 {
 					return fmt.Errorf("export needs SOURCE and FILE.tar (- for stdout)")
 				}
-				view, err := parseView(c)
-				if err != nil {
-					return err
-				}
-				im, err := loadForensics(c, 2, false, view)
+				im, err := loadViewed(c, 2)
 				if err != nil {
 					return err
 				}
@@ -317,6 +305,16 @@ func diffAction(c *cli.Context) error {
 
 // loadForensics checks the argument count (nargs < 0: one or two) and
 // loads the first argument.
+// loadViewed loads the tree the command's --layers flag selects (the
+// whole image without it), for the commands that only read the tree.
+func loadViewed(c *cli.Context, nargs int) (*loader.Image, error) {
+	view, err := parseView(c)
+	if err != nil {
+		return nil, err
+	}
+	return loadForensics(c, nargs, false, view)
+}
+
 func loadForensics(c *cli.Context, nargs int, entries bool, view loader.View) (*loader.Image, error) {
 	if nargs > 0 && c.NArg() != nargs || c.NArg() == 0 {
 		return nil, fmt.Errorf("%s needs %s", c.Command.Name, c.Command.ArgsUsage)
