@@ -348,7 +348,7 @@ func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, dest []byte) (fuse
 		return nil, fuse.Status(syscall.EBADF)
 	}
 	off := int64(in.Offset)
-	size := t.Attr(id).Size
+	size := t.Size(id)
 	if off >= size {
 		return fuse.ReadResultData(nil), fuse.OK
 	}

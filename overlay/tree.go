@@ -295,28 +295,38 @@ func (t *Tree) Walk(p string) (NodeID, bool) {
 // Open returns random access to a regular file's content. It reads
 // nothing until asked; reads decompress only the spans they touch.
 func (t *Tree) Open(id NodeID) (io.ReaderAt, error) {
-	in := t.Attr(id)
-	if in.Kind != layerindex.KindReg {
+	// The stored inode, not Attr: this runs for every FUSE READ, and Attr
+	// builds the xattr list.
+	st := t.ino(id)
+	if st.kind != layerindex.KindReg {
 		return nil, fmt.Errorf("%s: not a regular file", t.Path(id))
 	}
-	l := t.layers[in.Layer]
+	l := t.layers[st.layer]
 	if l.Content == nil {
-		return nil, fmt.Errorf("%s: layer %d has no content source", t.Path(id), in.Layer)
+		return nil, fmt.Errorf("%s: layer %d has no content source", t.Path(id), st.layer)
 	}
-	e := &layerindex.Entry{
-		Name: t.Name(id), Kind: in.Kind, Size: in.Size, Offset: in.Offset, Sparse: in.Sparse, SparseMap: in.SparseMap,
+	e := &layerindex.Entry{Name: t.Name(id), Kind: st.kind, Size: st.size, Offset: st.offset, Sparse: st.sparse}
+	if st.fragN > 0 {
+		e.SparseMap = t.frags[st.fragOff : st.fragOff+st.fragN : st.fragOff+st.fragN]
 	}
 	if l.CheckHeaders {
-		if err := t.checkHeader(id, in, l, e); err != nil {
+		if err := t.checkHeader(id, st, l, e); err != nil {
 			return nil, err
 		}
 	}
 	return layerindex.Content(l.Content, e), nil
 }
 
+// ino is the stored inode of node id.
+func (t *Tree) ino(id NodeID) *inode { return &t.inodes[t.nodes[id].inode] }
+
+// Size is a regular file's content size (a symlink's target length): the
+// one attribute every read needs, without building the whole Inode.
+func (t *Tree) Size(id NodeID) int64 { return t.ino(id).size }
+
 // checkHeader runs layerindex.CheckHeader once per inode (the result is
 // remembered: reads come one FUSE request at a time).
-func (t *Tree) checkHeader(id NodeID, in Inode, l Layer, e *layerindex.Entry) error {
+func (t *Tree) checkHeader(id NodeID, st *inode, l Layer, e *layerindex.Entry) error {
 	t.hdrOnce.Do(func() { t.hdrOK = make([]atomic.Uint32, (len(t.inodes)+31)/32) })
 	k := t.nodes[id].inode
 	w, bit := &t.hdrOK[k/32], uint32(1)<<(k%32)
@@ -324,11 +334,11 @@ func (t *Tree) checkHeader(id NodeID, in Inode, l Layer, e *layerindex.Entry) er
 		return nil
 	}
 	name := t.Name(id)
-	if in.Nlink > 1 || t.inodes[k].renamed {
+	if st.nlink > 1 || st.renamed {
 		name = "" // the data sits (or may sit) under another name
 	}
 	if err := layerindex.CheckHeader(l.Content, e, name); err != nil {
-		return fmt.Errorf("%s (layer %d, published index): %w", t.Path(id), in.Layer, err)
+		return fmt.Errorf("%s (layer %d, published index): %w", t.Path(id), st.layer, err)
 	}
 	w.Or(bit)
 	return nil
@@ -347,19 +357,19 @@ type FileBacked interface {
 // BackingFile says where a regular file's bytes lie in a local file, if
 // they do (see FileBacked); sparse entries never qualify.
 func (t *Tree) BackingFile(id NodeID) (f *os.File, off int64, ok bool) {
-	in := t.Attr(id)
-	if in.Kind != layerindex.KindReg || in.Sparse || in.Layer < 0 {
+	st := t.ino(id)
+	if st.kind != layerindex.KindReg || st.sparse || st.layer < 0 {
 		return nil, 0, false
 	}
-	if t.layers[in.Layer].CheckHeaders {
+	if t.layers[st.layer].CheckHeaders {
 		return nil, 0, false // reads must go through Open, which checks
 	}
-	fb, ok := t.layers[in.Layer].Content.(FileBacked)
+	fb, ok := t.layers[st.layer].Content.(FileBacked)
 	if !ok {
 		return nil, 0, false
 	}
 	f, base := fb.File()
-	return f, base + in.Offset, true
+	return f, base + st.offset, true
 }
 
 // Layers returns the layers the tree was merged from.
