@@ -304,11 +304,7 @@ func chunks(data []byte, sizes ...int) [][]byte {
 var testSpans = []int64{64 << 10, 512 << 10, 0}
 
 func TestReaderAtConcurrent(t *testing.T) {
-	data := testData(7, 4<<20)
-	var gz bytes.Buffer
-	w, _ := kgzip.NewWriterLevel(&gz, 6)
-	w.Write(data)
-	w.Close()
+	data, gz := gzipTestBlob(7)
 	enc, _ := zstd.NewWriter(nil, zstd.WithEncoderCRC(true))
 	var zs []byte
 	for _, c := range chunks(data, 300<<10) {
@@ -318,7 +314,7 @@ func TestReaderAtConcurrent(t *testing.T) {
 		name string
 		c    Compression
 		blob []byte
-	}{{"gzip", Gzip, gz.Bytes()}, {"zstd", Zstd, zs}} {
+	}{{"gzip", Gzip, gz}, {"zstd", Zstd, zs}} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, cps := indexAll(t, tc.c, tc.blob, 256<<10)
 			if cps.NumSpans() < 8 {
@@ -408,14 +404,10 @@ func (f failingReaderAt) ReadAt([]byte, int64) (int, error) { return 0, f.err }
 // for new decodes: every read must still return the right bytes (run with
 // -race: a buffer reused while read is a data race).
 func TestReaderAtRecycledBuffers(t *testing.T) {
-	data := testData(11, 4<<20)
-	var gz bytes.Buffer
-	w, _ := kgzip.NewWriterLevel(&gz, 6)
-	w.Write(data)
-	w.Close()
-	_, cps := indexAll(t, Gzip, gz.Bytes(), 256<<10)
+	data, gz := gzipTestBlob(11)
+	_, cps := indexAll(t, Gzip, gz, 256<<10)
 	cache := NewSpanCache(3 * 300 << 10)
-	ra := cps.NewReaderAt(bytes.NewReader(gz.Bytes()), cache, "blob")
+	ra := cps.NewReaderAt(bytes.NewReader(gz), cache, "blob")
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -446,4 +438,14 @@ func TestReaderAtRecycledBuffers(t *testing.T) {
 	recycled := len(cache.free)
 	cache.mu.Unlock()
 	t.Logf("%d buffers waiting for reuse", recycled)
+}
+
+// gzipTestBlob is 4 MiB of test data and its gzip encoding.
+func gzipTestBlob(seed uint64) (data, gz []byte) {
+	data = testData(seed, 4<<20)
+	var b bytes.Buffer
+	w, _ := kgzip.NewWriterLevel(&b, 6)
+	w.Write(data)
+	w.Close()
+	return data, b.Bytes()
 }

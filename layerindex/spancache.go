@@ -1,7 +1,6 @@
 package layerindex
 
 import (
-	"bytes"
 	"container/list"
 	"sync"
 )
@@ -140,16 +139,6 @@ func (s *SpanCache) acquire(k spanKey, decode func(dst []byte) ([]byte, error)) 
 }
 
 func noRelease() {}
-
-// get is acquire for callers that keep the bytes: they get a copy.
-func (s *SpanCache) get(k spanKey, decode func() ([]byte, error)) ([]byte, error) {
-	data, release, err := s.acquire(k, func([]byte) ([]byte, error) { return decode() })
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return bytes.Clone(data), nil
-}
 
 // takeBuffer pops a recycled span buffer (nil if none). s.mu is held.
 func (s *SpanCache) takeBuffer() []byte {

@@ -135,3 +135,13 @@ func TestSpanCacheErrorsNotCached(t *testing.T) {
 		t.Fatal("nil cache stats")
 	}
 }
+
+// get is acquire for tests that keep the bytes: they get a copy.
+func (s *SpanCache) get(k spanKey, decode func() ([]byte, error)) ([]byte, error) {
+	data, release, err := s.acquire(k, func([]byte) ([]byte, error) { return decode() })
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return bytes.Clone(data), nil
+}
