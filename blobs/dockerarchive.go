@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	digest "github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -27,9 +28,10 @@ type dockerEntry struct {
 
 // hexName matches member names that carry a sha256: the newer layout's
 // blobs/sha256/<hex>, and the legacy <hex>.json config name.
+// Compiled on first use, like dockerRefRE.
 var (
-	blobPathRE   = regexp.MustCompile(`^blobs/sha256/([0-9a-f]{64})$`)
-	legacyJSONRE = regexp.MustCompile(`^([0-9a-f]{64})\.json$`)
+	blobPathRE   = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^blobs/sha256/([0-9a-f]{64})$`) })
+	legacyJSONRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^([0-9a-f]{64})\.json$`) })
 )
 
 // openDockerArchive reads `docker save` output through its manifest.json.
@@ -66,7 +68,7 @@ func openDockerArchive(ctx context.Context, src Source, a *archive) (*Image, err
 	}
 	cdig := digest.SHA256.FromBytes(cdata)
 	cname := memberName(e.Config)
-	for _, re := range []*regexp.Regexp{blobPathRE, legacyJSONRE} {
+	for _, re := range []*regexp.Regexp{blobPathRE(), legacyJSONRE()} {
 		if m := re.FindStringSubmatch(cname); m != nil && m[1] != cdig.Encoded() {
 			return nil, r.errorf("config %s: %w (content is %s)", cname, ErrDigestMismatch, cdig)
 		}
@@ -104,7 +106,7 @@ func openDockerArchive(ctx context.Context, src Source, a *archive) (*Image, err
 			return nil, r.errorf("layer %d %s: %w", i, lp, err)
 		}
 		d := ocispec.Descriptor{MediaType: typeOfFormat(f), Size: lb.Size()}
-		if mm := blobPathRE.FindStringSubmatch(memberName(lp)); mm != nil {
+		if mm := blobPathRE().FindStringSubmatch(memberName(lp)); mm != nil {
 			d.Digest = digest.NewDigestFromEncoded(digest.SHA256, mm[1])
 		}
 		m.Layers = append(m.Layers, d)

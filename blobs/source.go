@@ -7,6 +7,7 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"sync"
 )
 
 // Transport says how a Source is read. The names are skopeo's.
@@ -149,8 +150,10 @@ func detect(path string, fi fs.FileInfo) (Transport, error) {
 }
 
 // The docker reference grammar (distribution's reference.go documents it in
-// EBNF; this is written from that grammar).
-var dockerRefRE = func() *regexp.Regexp {
+// EBNF; this is written from that grammar). Compiled on first use: every
+// ocimount process (the mount command and its server are two) would
+// otherwise pay for it at start-up.
+var dockerRefRE = sync.OnceValue(func() *regexp.Regexp {
 	const (
 		alnum     = `[a-z0-9]+`
 		sep       = `(?:[._]|__|-+)`
@@ -163,12 +166,12 @@ var dockerRefRE = func() *regexp.Regexp {
 		dgst      = `[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}`
 	)
 	return regexp.MustCompile(`^(` + name + `)(?::(` + tag + `))?(?:@(` + dgst + `))?$`)
-}()
+})
 
 // parseDockerRef splits a docker reference into name and Ref ("tag",
 // "alg:hex" or "tag@alg:hex").
 func parseDockerRef(s string) (name, ref string, ok bool) {
-	m := dockerRefRE.FindStringSubmatch(s)
+	m := dockerRefRE().FindStringSubmatch(s)
 	if m == nil || len(m[1]) > 255 {
 		return "", "", false
 	}

@@ -96,9 +96,17 @@ type Checkpoint struct {
 
 	// windowZ is Window deflated, as stored in the index file: a loaded
 	// index inflates a window only when a read resumes there, so a warm
-	// mount does not pay for all of them up front (see window()).
-	windowZ   []byte
-	windowLen int
+	// mount does not pay for all of them up front (see window()). An index
+	// loaded head-only (UnmarshalHeader) does not even hold windowZ: it
+	// reads the windowZLen bytes at windowOff of windowSrc (the index
+	// file) on demand and checks them against windowCRC, so a warm mount
+	// reads a few KiB of index per layer instead of 14 KiB per checkpoint.
+	windowZ    []byte
+	windowLen  int
+	windowSrc  io.ReaderAt
+	windowOff  int64
+	windowZLen int
+	windowCRC  uint32
 }
 
 // Checkpoints is the decode table of one blob. It is immutable after

@@ -6,29 +6,38 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 
 	"github.com/klauspost/compress/flate"
 	"github.com/opencontainers/go-digest"
 )
 
-// On-disk index format, version 4 (see docs/DESIGN.md "Index cache"):
+// On-disk index format, version 5 (see docs/DESIGN.md "Index cache"):
 //
 //	magic "OCIMIDX\x00" | u32le version | u64le len(head) | head |
-//	sha256(magic..head) | entries | sha256(everything before)
+//	sha256(magic..head) | windows | entries | sha256(everything before)
 //
-// The body is a sequence of uvarints/varints and length-prefixed strings:
-// header (compression, sizes, digest, diffID), the checkpoint table with
-// each 32 KiB window deflated, and the chunk digest table (first, so a
-// mount whose merged tree is cached can stop there), then entries in tar order with front-coded names
-// (bytes shared with the previous name + suffix) and delta-coded offsets. Front coding and deltas make the table a few tens of bytes per
-// entry; deflating windows roughly thirds them. The trailing checksum makes
-// a torn or corrupt file detectable, so a cached index is never trusted
-// unless it is exactly what was written.
+// The head and entries are sequences of uvarints/varints and
+// length-prefixed strings: the head holds the header (compression, sizes,
+// digest, diffID), the checkpoint table and the chunk digest table, which
+// is all a mount whose merged tree is cached reads. Each deflate
+// checkpoint's 32 KiB window is stored deflated in the windows section;
+// the head gives its inflated and stored lengths and the CRC-32C of the
+// stored bytes, so a head-only load reads a window only when a read
+// resumes at its checkpoint, and checks it then. Entries follow in tar
+// order with front-coded names (bytes shared with the previous name +
+// suffix) and delta-coded offsets: a few tens of bytes per entry. The
+// trailing checksum makes a torn or corrupt file detectable, so a cached
+// index is never trusted unless it is exactly what was written.
 const (
 	indexMagic   = "OCIMIDX\x00"
-	indexVersion = 4
+	indexVersion = 5
 )
+
+// FormatVersion is the index file format's version, for naming cache
+// directories and media types after it.
+const FormatVersion = indexVersion
 
 // ErrBadIndex: a serialized index is corrupt, truncated or of another
 // version. Callers rebuild the index from the layer.
@@ -51,6 +60,7 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 	e.b = append(e.b, indexMagic...)
 	e.b = binary.LittleEndian.AppendUint32(e.b, indexVersion)
 	e.b = append(e.b, make([]byte, 8)...) // head length, filled in below
+	var windows []byte                    // the windows section, after the head
 	e.uvarint(uint64(ix.Compression))
 	e.uvarint(uint64(ix.CompressedSize))
 	e.uvarint(uint64(ix.UncompressedSize))
@@ -68,7 +78,8 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 		var pin, pout int64
 		var zbuf bytes.Buffer
 		zw, _ := flate.NewWriter(&zbuf, flate.BestSpeed)
-		for _, pt := range cp.Points {
+		for i := range cp.Points {
+			pt := &cp.Points[i]
 			e.byte1(byte(pt.Kind))
 			e.varint(pt.In - pin)
 			e.varint(pt.Out - pout)
@@ -82,20 +93,28 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 			e.uvarint(uint64(pt.Member))
 			e.varint(pt.DeflateIn)
 			e.varint(pt.MemberOut)
-			if pt.Window == nil && pt.windowZ != nil {
-				e.uvarint(uint64(pt.windowLen))
-				e.str(string(pt.windowZ))
-				continue
-			}
-			e.uvarint(uint64(len(pt.Window)))
-			if len(pt.Window) > 0 {
+			var z []byte
+			wl := len(pt.Window)
+			if pt.Window == nil && pt.windowLen > 0 {
+				var err error
+				if z, err = pt.storedWindow(); err != nil {
+					return nil, err
+				}
+				wl = pt.windowLen
+			} else if wl > 0 {
 				zbuf.Reset()
 				zw.Reset(&zbuf)
 				zw.Write(pt.Window)
 				if err := zw.Close(); err != nil {
 					return nil, err
 				}
-				e.str(zbuf.String())
+				z = zbuf.Bytes()
+			}
+			e.uvarint(uint64(wl))
+			if wl > 0 {
+				e.uvarint(uint64(len(z)))
+				e.b = binary.LittleEndian.AppendUint32(e.b, crc32.Checksum(z, castagnoli))
+				windows = append(windows, z...)
 			}
 		}
 	}
@@ -107,6 +126,7 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 	binary.LittleEndian.PutUint64(e.b[headStart-8:], uint64(len(e.b)-headStart))
 	hsum := sha256.Sum256(e.b)
 	e.b = append(e.b, hsum[:]...)
+	e.b = append(e.b, windows...)
 	e.uvarint(uint64(len(ix.Entries)))
 	prev, prevOff := "", int64(0)
 	for i := range ix.Entries {
@@ -231,6 +251,19 @@ func (d *decoder) byte1() byte {
 	return v
 }
 
+func (d *decoder) u32le() uint32 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 4 {
+		d.fail("truncated")
+		return 0
+	}
+	v := binary.LittleEndian.Uint32(d.b)
+	d.b = d.b[4:]
+	return v
+}
+
 func (d *decoder) u32() uint32 {
 	v := d.uvarint()
 	if v > 1<<32-1 {
@@ -249,7 +282,8 @@ func (d *decoder) size() int64 {
 
 // UnmarshalIndex parses what MarshalBinary wrote. Any damage, a version
 // it does not know, or inconsistent contents yield an error wrapping
-// ErrBadIndex; it never panics on hostile input.
+// ErrBadIndex; it never panics on hostile input. The result holds no
+// reference to b.
 func UnmarshalIndex(b []byte) (*Index, error) {
 	head, err := checkHead(b)
 	if err != nil {
@@ -262,20 +296,22 @@ func UnmarshalIndex(b []byte) (*Index, error) {
 	if len(body) < headStart+len(head)+sha256.Size {
 		return nil, fmt.Errorf("%w: truncated", ErrBadIndex)
 	}
-	return parseIndexBody(head, body[headStart+len(head)+sha256.Size:], true)
+	return parseIndexBody(head, body[headStart+len(head)+sha256.Size:], true, nil, 0)
 }
 
 // UnmarshalHeader is UnmarshalIndex without the entry table: the sizes,
 // digests and checkpoints, which is all a mount needs to serve a layer
 // whose merged tree is cached. It needs (and checks) only the file's head,
 // which has a checksum of its own, so callers may pass just HeadSize(b)
-// bytes.
-func UnmarshalHeader(b []byte) (*Index, error) {
+// bytes. The checkpoints' windows stay in file, the whole index file,
+// which must outlive the index: they are read from it (and checked
+// against the CRC-32C the head gives) when a read resumes there.
+func UnmarshalHeader(b []byte, file io.ReaderAt) (*Index, error) {
 	head, err := checkHead(b)
 	if err != nil {
 		return nil, err
 	}
-	return parseIndexBody(head, nil, false)
+	return parseIndexBody(head, nil, false, file, int64(headStart+len(head)+sha256.Size))
 }
 
 // HeadSize says how many leading bytes of an index file UnmarshalHeader
@@ -314,9 +350,11 @@ func checkHead(b []byte) ([]byte, error) {
 	return b[headStart:end], nil
 }
 
-// parseIndexBody decodes the checksummed head and entry sections. It is
-// separate so the fuzz target can reach it without forging checksums.
-func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
+// parseIndexBody decodes the checksummed head and, withEntries, rest:
+// the windows and entries sections. Without entries, windows are left in
+// file at offset base (where the windows section starts). It is separate
+// so the fuzz target can reach it without forging checksums.
+func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base int64) (*Index, error) {
 	d := &decoder{b: head}
 	ix := &Index{}
 	ix.Compression = Compression(d.uvarint())
@@ -324,6 +362,7 @@ func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
 	ix.UncompressedSize = d.size()
 	ix.Digest = digest.Digest(d.str())
 	ix.DiffID = digest.Digest(d.str())
+	var windowsLen int64 // of the windows section
 	if d.byte1() == 1 {
 		cp := &Checkpoints{}
 		cp.Compression = Compression(d.uvarint())
@@ -346,11 +385,15 @@ func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
 			pt.DeflateIn = d.varint()
 			pt.MemberOut = d.varint()
 			if wl := d.uvarint(); wl > 0 && d.err == nil {
-				if wl > 1<<16 {
-					d.fail("window too large")
+				zl := d.uvarint()
+				crc := d.u32le()
+				if wl > 1<<16 || zl == 0 || zl > 1<<17 {
+					d.fail("bad window length")
 					break
 				}
-				pt.windowZ, pt.windowLen = []byte(d.str()), int(wl)
+				pt.windowLen, pt.windowZLen, pt.windowCRC = int(wl), int(zl), crc
+				pt.windowSrc, pt.windowOff = file, base+windowsLen
+				windowsLen += int64(zl)
 			}
 			if pt.In < 0 || pt.In > cp.CompressedSize || pt.Out < 0 || pt.Out > cp.UncompressedSize || pt.Bits > 7 ||
 				(i == 0 && pt.Out != 0) || (i > 0 && pt.Out <= cp.Points[i-1].Out) {
@@ -385,7 +428,25 @@ func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
 	if !withEntries {
 		return ix, nil
 	}
-	d.b = entries
+	// The windows section: one copy for all, so the index does not keep
+	// the caller's buffer (and its entry bytes) alive.
+	if int64(len(rest)) < windowsLen {
+		d.fail("truncated windows")
+		return nil, d.err
+	}
+	if ix.Checkpoints != nil && windowsLen > 0 {
+		all := bytes.Clone(rest[:windowsLen])
+		var off int
+		for i := range ix.Checkpoints.Points {
+			pt := &ix.Checkpoints.Points[i]
+			if pt.windowZLen > 0 {
+				pt.windowZ = all[off : off+pt.windowZLen : off+pt.windowZLen]
+				pt.windowSrc = nil
+				off += pt.windowZLen
+			}
+		}
+	}
+	d.b = rest[windowsLen:]
 	n := d.count(12)
 	if d.err == nil {
 		ix.Entries = make([]Entry, n)
@@ -464,15 +525,42 @@ func parseIndexBody(head, entries []byte, withEntries bool) (*Index, error) {
 // loaded index on demand (about 50 µs, against the milliseconds of the
 // span decode that needs it).
 func (p *Checkpoint) window() ([]byte, error) {
-	if p.Window != nil || p.windowZ == nil {
+	if p.Window != nil || p.windowLen == 0 {
 		return p.Window, nil
 	}
-	w, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(p.windowZ)), int64(p.windowLen)+1))
+	z, err := p.storedWindow()
+	if err != nil {
+		return nil, err
+	}
+	w, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(z)), int64(p.windowLen)+1))
 	if err != nil || len(w) != p.windowLen {
 		return nil, fmt.Errorf("%w: bad window", ErrBadIndex)
 	}
 	return w, nil
 }
+
+// storedWindow returns the window as the index file stores it (deflated),
+// reading it from the file for a head-only load. Those bytes were not
+// covered by the head's checksum, so they are checked here.
+func (p *Checkpoint) storedWindow() ([]byte, error) {
+	if p.windowZ != nil {
+		return p.windowZ, nil
+	}
+	if p.windowSrc == nil {
+		return nil, fmt.Errorf("%w: window not loaded", ErrBadIndex)
+	}
+	z := make([]byte, p.windowZLen)
+	if n, err := p.windowSrc.ReadAt(z, p.windowOff); n != len(z) {
+		return nil, fmt.Errorf("%w: reading window at %d: %v", ErrBadIndex, p.windowOff, err)
+	}
+	if crc32.Checksum(z, castagnoli) != p.windowCRC {
+		return nil, fmt.Errorf("%w: window at %d: checksum mismatch (index file damaged)", ErrBadIndex, p.windowOff)
+	}
+	return z, nil
+}
+
+// castagnoli is CRC-32C, hardware accelerated where the CPU has it.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // LoadWindows inflates every lazily stored window (for comparisons and
 // tests; reads do it on demand).
@@ -483,7 +571,8 @@ func (c *Checkpoints) LoadWindows() error {
 		if err != nil {
 			return err
 		}
-		p.Window, p.windowZ, p.windowLen = w, nil, 0
+		p.Window = w
+		p.windowZ, p.windowLen, p.windowSrc, p.windowOff, p.windowZLen, p.windowCRC = nil, 0, nil, 0, 0, 0
 	}
 	return nil
 }

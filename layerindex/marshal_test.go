@@ -68,7 +68,7 @@ func TestMarshalRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h, err := UnmarshalHeader(b[:hs])
+			h, err := UnmarshalHeader(b[:hs], bytes.NewReader(b))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,6 +106,52 @@ func TestUnmarshalDetectsDamage(t *testing.T) {
 	}
 }
 
+// A head-only load leaves the windows in the file and checks each when a
+// read first resumes at its checkpoint: damage there must fail that read
+// (ErrBadIndex), never yield a wrong window.
+func TestHeadOnlyWindowDamage(t *testing.T) {
+	ix := marshalFixture(t, tartest.Gzip)
+	b, err := ix.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, _ := HeadSize(b)
+	h, err := UnmarshalHeader(b[:hs], bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var checked int
+	for i := range h.Checkpoints.Points {
+		p := h.Checkpoints.Points[i]
+		if p.windowZLen == 0 {
+			continue
+		}
+		if p.windowOff < int64(hs) || p.windowOff+int64(p.windowZLen) > int64(len(b)) {
+			t.Fatalf("checkpoint %d: window at %d+%d outside the windows section", i, p.windowOff, p.windowZLen)
+		}
+		w, err := p.window()
+		if err != nil || !bytes.Equal(w, ix.Checkpoints.Points[i].Window) {
+			t.Fatalf("checkpoint %d: window differs from the indexed one (%v)", i, err)
+		}
+		for _, at := range []int64{p.windowOff, p.windowOff + int64(p.windowZLen)/2, p.windowOff + int64(p.windowZLen) - 1} {
+			c := bytes.Clone(b)
+			c[at] ^= 0x01
+			p.windowSrc = bytes.NewReader(c)
+			if _, err := p.window(); !errors.Is(err, ErrBadIndex) {
+				t.Fatalf("checkpoint %d: flipping byte %d of its stored window: err = %v, want ErrBadIndex", i, at, err)
+			}
+		}
+		p.windowSrc = bytes.NewReader(b[:p.windowOff+int64(p.windowZLen)-1])
+		if _, err := p.window(); !errors.Is(err, ErrBadIndex) {
+			t.Fatalf("checkpoint %d: truncated index file: err = %v, want ErrBadIndex", i, err)
+		}
+		checked++
+	}
+	if checked < 2 {
+		t.Fatalf("fixture has %d stored windows, want several", checked)
+	}
+}
+
 func FuzzUnmarshalIndex(f *testing.F) {
 	for _, c := range []tartest.Compression{tartest.Uncompressed, tartest.Gzip, tartest.Zstd} {
 		b, err := marshalFixture(f, c).MarshalBinary()
@@ -116,7 +162,7 @@ func FuzzUnmarshalIndex(f *testing.F) {
 		f.Add(b[headStart:hs-32], b[hs:len(b)-32])
 	}
 	f.Fuzz(func(t *testing.T, head, entries []byte) {
-		ix, err := parseIndexBody(head, entries, true)
+		ix, err := parseIndexBody(head, entries, true, nil, 0)
 		if err != nil {
 			if !errors.Is(err, ErrBadIndex) {
 				t.Fatalf("error %v does not wrap ErrBadIndex", err)

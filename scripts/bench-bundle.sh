@@ -46,7 +46,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 if [[ -z $OCIMOUNT ]]; then
     OCIMOUNT=$WORK/ocimount
-    (cd "$ROOT" && go build -o "$OCIMOUNT" ./cmd/ocimount)
+    (cd "$ROOT" && go build -tags urfave_cli_no_docs -o "$OCIMOUNT" ./cmd/ocimount)
 fi
 
 log() { printf '[bench-bundle %s] %s\n' "$(date +%T)" "$*" >&2; }

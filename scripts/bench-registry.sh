@@ -56,7 +56,7 @@ freeport() {
 OCIM=${OCIMOUNT:-}
 if [[ -z $OCIM ]]; then
     OCIM=$WORK/ocimount
-    (cd "$ROOT" && go build -o "$OCIM" ./cmd/ocimount)
+    (cd "$ROOT" && go build -tags urfave_cli_no_docs -o "$OCIM" ./cmd/ocimount)
 fi
 (cd "$ROOT" && go build -o "$WORK/countproxy" ./scripts/bench/countproxy)
 

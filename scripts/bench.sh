@@ -49,7 +49,7 @@ dropcaches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 OCIMOUNT=${OCIMOUNT:-}
 if [[ -z $OCIMOUNT ]]; then
     OCIMOUNT=$WORK/ocimount
-    (cd "$ROOT" && go build -o "$OCIMOUNT" ./cmd/ocimount)
+    (cd "$ROOT" && go build -tags urfave_cli_no_docs -o "$OCIMOUNT" ./cmd/ocimount)
 fi
 RANDREAD=$WORK/randread
 (cd "$ROOT" && go build -o "$RANDREAD" ./scripts/bench/randread)

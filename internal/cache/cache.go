@@ -4,7 +4,8 @@
 //
 // Layout (see docs/DESIGN.md):
 //
-//	ROOT/index/v4/<alg>/<hex>     serialized layerindex.Index (checksummed)
+//	ROOT/index/v5/<alg>/<hex>     serialized layerindex.Index (checksummed)
+//	ROOT/index/v5-published/...   marks of indexes fetched from a registry
 //	ROOT/tree/v1/<alg>/<hex>      merged tree of an image, keyed by manifest digest
 //	ROOT/decoded/<hex>.tar        decoded single-frame zstd layers
 //	ROOT/ocimount.log             background servers' log
@@ -37,11 +38,17 @@ type Dir struct{ Root string }
 // Enabled reports whether the cache is in use.
 func (d Dir) Enabled() bool { return d.Root != "" }
 
+// indexVersionDir names the index directory after the index file format,
+// so a new format starts from an empty directory instead of failing the
+// old files' version check one by one; List shows the old directories'
+// files as "stale" and Prune removes them first.
+var indexVersionDir = fmt.Sprintf("v%d", layerindex.FormatVersion)
+
 func (d Dir) indexPath(dg digest.Digest) (string, error) {
 	if err := dg.Validate(); err != nil {
 		return "", fmt.Errorf("cache key %q: %w", dg, err)
 	}
-	return filepath.Join(d.Root, "index", "v4", string(dg.Algorithm()), dg.Encoded()), nil
+	return filepath.Join(d.Root, "index", indexVersionDir, string(dg.Algorithm()), dg.Encoded()), nil
 }
 
 // publishedPath marks an index that came from a registry (ocimount index
@@ -51,7 +58,7 @@ func (d Dir) publishedPath(dg digest.Digest) (string, error) {
 	if err := dg.Validate(); err != nil {
 		return "", fmt.Errorf("cache key %q: %w", dg, err)
 	}
-	return filepath.Join(d.Root, "index", "v4-published", string(dg.Algorithm()), dg.Encoded()), nil
+	return filepath.Join(d.Root, "index", indexVersionDir+"-published", string(dg.Algorithm()), dg.Encoded()), nil
 }
 
 // StorePublishedIndex caches a serialized index that was published in a
@@ -97,7 +104,7 @@ func (d Dir) DecodedPath(dg digest.Digest) string {
 // fs.ErrNotExist; a damaged one wraps layerindex.ErrBadIndex (the caller
 // rebuilds and overwrites it).
 func (d Dir) LoadIndex(dg digest.Digest) (*layerindex.Index, error) {
-	ix, err := d.load(dg, os.ReadFile, layerindex.UnmarshalIndex)
+	ix, err := d.loadIndex(dg)
 	if err == nil {
 		p, _ := d.indexPath(dg)
 		now := time.Now()
@@ -108,21 +115,49 @@ func (d Dir) LoadIndex(dg digest.Digest) (*layerindex.Index, error) {
 
 // LoadHeader is LoadIndex without the entry table (sizes, digests and
 // checkpoints only, read from the file's head alone), for mounts whose
-// merged tree is cached.
-func (d Dir) LoadHeader(dg digest.Digest) (*layerindex.Index, error) {
-	return d.load(dg, readHead, layerindex.UnmarshalHeader)
+// merged tree is cached. The index reads its checkpoints' windows from the
+// open file on demand, so the caller closes the returned closer only when
+// done with the index; an open file also survives the cache being pruned
+// or the index rewritten under a running mount.
+func (d Dir) LoadHeader(dg digest.Digest) (*layerindex.Index, io.Closer, error) {
+	p, err := d.indexPath(dg)
+	if err != nil {
+		return nil, nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	ix, err := loadHead(f, p)
+	if err == nil && ix.Digest != dg {
+		err = fmt.Errorf("%s: holds the index of %s: %w", p, ix.Digest, layerindex.ErrBadIndex)
+	}
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return ix, f, nil
 }
 
-func (d Dir) load(dg digest.Digest, read func(string) ([]byte, error), parse func([]byte) (*layerindex.Index, error)) (*layerindex.Index, error) {
+// HasIndex says whether a usable index of dg is cached (its head checks).
+func (d Dir) HasIndex(dg digest.Digest) bool {
+	_, c, err := d.LoadHeader(dg)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+func (d Dir) loadIndex(dg digest.Digest) (*layerindex.Index, error) {
 	p, err := d.indexPath(dg)
 	if err != nil {
 		return nil, err
 	}
-	b, err := read(p)
+	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
-	ix, err := parse(b)
+	ix, err := layerindex.UnmarshalIndex(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
@@ -206,7 +241,7 @@ func WriteAtomic(path string, b []byte) error {
 
 // Entry is one cached item, for `ocimount cache ls|prune`.
 type Entry struct {
-	Kind    string // "index" or "decoded"
+	Kind    string // "index", "tree", "decoded", or "stale" (an index of an older format)
 	Digest  digest.Digest
 	Path    string
 	Size    int64
@@ -220,6 +255,9 @@ func (d Dir) List() ([]Entry, error) {
 		if err := d.listKind(kind, &out); err != nil {
 			return nil, err
 		}
+	}
+	if err := d.listStale(&out); err != nil {
+		return nil, err
 	}
 	dec, _ := os.ReadDir(filepath.Join(d.Root, "decoded"))
 
@@ -235,7 +273,13 @@ func (d Dir) List() ([]Entry, error) {
 		out = append(out, Entry{Kind: "decoded", Digest: digest.NewDigestFromEncoded(digest.SHA256, strings.TrimSuffix(n, ".tar")),
 			Path: filepath.Join(d.Root, "decoded", n), Size: fi.Size(), LastUse: fi.ModTime()})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].LastUse.Before(out[j].LastUse) })
+	// Stale files first (nothing can use them), then least recently used.
+	sort.Slice(out, func(i, j int) bool {
+		if si, sj := out[i].Kind == "stale", out[j].Kind == "stale"; si != sj {
+			return si
+		}
+		return out[i].LastUse.Before(out[j].LastUse)
+	})
 	return out, nil
 }
 
@@ -253,7 +297,7 @@ func (d Dir) Prune(maxBytes int64) ([]Entry, error) {
 	}
 	var removed []Entry
 	for _, e := range all {
-		if total <= maxBytes {
+		if total <= maxBytes && e.Kind != "stale" {
 			break
 		}
 		if err := os.Remove(e.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -267,8 +311,26 @@ func (d Dir) Prune(maxBytes int64) ([]Entry, error) {
 
 // listKind appends the files under ROOT/KIND/<version>/<alg>/<hex>.
 func (d Dir) listKind(kind string, out *[]Entry) error {
-	ver := map[string]string{"index": "v4", "tree": "v1"}[kind]
-	err := filepath.WalkDir(filepath.Join(d.Root, kind, ver), func(p string, de fs.DirEntry, err error) error {
+	ver := map[string]string{"index": indexVersionDir, "tree": "v1"}[kind]
+	return d.listDir(kind, filepath.Join(d.Root, kind, ver), out)
+}
+
+// listStale appends the files of index directories of other formats
+// (index/v4, index/v4-published, ...), which this version cannot read.
+func (d Dir) listStale(out *[]Entry) error {
+	des, _ := os.ReadDir(filepath.Join(d.Root, "index"))
+	for _, de := range des {
+		if n := de.Name(); de.IsDir() && n != indexVersionDir && n != indexVersionDir+"-published" {
+			if err := d.listDir("stale", filepath.Join(d.Root, "index", n), out); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (d Dir) listDir(kind, dir string, out *[]Entry) error {
+	err := filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				return nil
@@ -289,29 +351,31 @@ func (d Dir) listKind(kind string, out *[]Entry) error {
 	return err
 }
 
-// readHead reads only the head of an index file (sizes, digests,
-// checkpoints): a few KiB to MiB, whatever the number of entries.
-func readHead(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	pre := make([]byte, layerindex.HeadSizeNeeds)
-	if _, err := io.ReadFull(f, pre); err != nil {
+// loadHead parses the head of the index file f (sizes, digests,
+// checkpoints, chunk digests): a few KiB, whatever the number of entries
+// and checkpoints, usually in a single read.
+func loadHead(f *os.File, p string) (*layerindex.Index, error) {
+	b := make([]byte, 64<<10)
+	n, err := f.ReadAt(b, 0)
+	if n < layerindex.HeadSizeNeeds {
 		return nil, fmt.Errorf("%s: %w: %v", p, layerindex.ErrBadIndex, err)
 	}
-	n, err := layerindex.HeadSize(pre)
+	hs, err := layerindex.HeadSize(b[:n])
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	if fi, err := f.Stat(); err != nil || int64(n) > fi.Size() {
-		return nil, fmt.Errorf("%s: %w: truncated", p, layerindex.ErrBadIndex)
+	if hs > n {
+		if fi, err := f.Stat(); err != nil || int64(hs) > fi.Size() {
+			return nil, fmt.Errorf("%s: %w: truncated", p, layerindex.ErrBadIndex)
+		}
+		b = append(b[:n], make([]byte, hs-n)...)
+		if _, err := f.ReadAt(b[n:], int64(n)); err != nil {
+			return nil, fmt.Errorf("%s: %w: %v", p, layerindex.ErrBadIndex, err)
+		}
 	}
-	b := make([]byte, n)
-	copy(b, pre)
-	if _, err := io.ReadFull(f, b[len(pre):]); err != nil {
-		return nil, fmt.Errorf("%s: %w: %v", p, layerindex.ErrBadIndex, err)
+	ix, err := layerindex.UnmarshalHeader(b[:hs], f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
 	}
-	return b, nil
+	return ix, nil
 }

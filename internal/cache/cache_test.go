@@ -43,8 +43,13 @@ func TestStoreLoadPrune(t *testing.T) {
 	if got, err := d.LoadIndex(a.Digest); err != nil || got.Digest != a.Digest || len(got.Entries) != 1 {
 		t.Fatalf("LoadIndex = %v, %v", got, err)
 	}
-	if h, err := d.LoadHeader(b.Digest); err != nil || h.Entries != nil || h.DiffID != b.DiffID {
+	h, hc, err := d.LoadHeader(b.Digest)
+	if err != nil || h.Entries != nil || h.DiffID != b.DiffID {
 		t.Fatalf("LoadHeader = %+v, %v", h, err)
+	}
+	hc.Close()
+	if !d.HasIndex(b.Digest) {
+		t.Fatal("HasIndex = false for a stored index")
 	}
 	// A file stored under the wrong name is not trusted.
 	pa, _ := d.indexPath(a.Digest)
@@ -70,5 +75,29 @@ func TestStoreLoadPrune(t *testing.T) {
 	}
 	if rest, _ := d.List(); len(rest) != 1 {
 		t.Errorf("after prune: %d entries, want 1", len(rest))
+	}
+}
+
+// Index files of an older format (another index/vN directory) are listed
+// as stale and pruned first, whatever the bound: nothing can read them.
+func TestPruneStaleFormat(t *testing.T) {
+	d := Dir{Root: t.TempDir()}
+	cur := index(t, "current")
+	if err := d.StoreIndex(cur); err != nil {
+		t.Fatal(err)
+	}
+	stale := filepath.Join(d.Root, "index", "v4", "sha256", cur.Digest.Encoded())
+	os.MkdirAll(filepath.Dir(stale), 0o700)
+	os.WriteFile(stale, []byte("an index of format 4"), 0o600)
+	es, err := d.List()
+	if err != nil || len(es) != 2 || es[0].Kind != "stale" || es[0].Path != stale {
+		t.Fatalf("List = %+v, %v; want the stale file first", es, err)
+	}
+	removed, err := d.Prune(1 << 30)
+	if err != nil || len(removed) != 1 || removed[0].Path != stale {
+		t.Fatalf("Prune(1 GiB) = %+v, %v; want the stale file removed", removed, err)
+	}
+	if !d.HasIndex(cur.Digest) {
+		t.Fatal("the current index was pruned")
 	}
 }

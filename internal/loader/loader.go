@@ -333,8 +333,12 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 		if err != nil || key == "" {
 			return fail()
 		}
-		ix, err := dir.LoadHeader(key)
-		if err != nil || ix.Compression != c || ix.CompressedSize != l.Blob.Size() || (l.DiffID != "" && ix.DiffID != l.DiffID) {
+		ix, ixFile, err := dir.LoadHeader(key)
+		if err != nil {
+			return fail()
+		}
+		closers = append(closers, ixFile) // windows are read from it
+		if ix.Compression != c || ix.CompressedSize != l.Blob.Size() || (l.DiffID != "" && ix.DiffID != l.DiffID) {
 			return fail()
 		}
 		content, closer, ok := servedFrom(ix, l, dir, span)
@@ -583,7 +587,7 @@ func fetchPublished(ctx context.Context, bi *blobs.Image, dir cache.Dir, o Optio
 		key := cacheKey(&bi.Layers[i])
 		if !dir.Enabled() {
 			want = append(want, key)
-		} else if _, err := dir.LoadHeader(key); err != nil {
+		} else if !dir.HasIndex(key) {
 			want = append(want, key)
 		}
 	}
