@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -294,31 +295,58 @@ type spanReaderAt struct {
 	cache *SpanCache
 	key   string
 	// lastEnd is where the previous read ended; a read that starts there
-	// is taken as sequential. prefetching limits read-ahead to one span
-	// decode in flight per blob.
+	// is taken as sequential. prefetching counts this blob's read-ahead
+	// decodes in flight (at most readAheadSpans).
 	lastEnd     atomic.Int64
-	prefetching atomic.Bool
+	prefetching atomic.Int32
 }
 
-// maybePrefetch decodes span i+1 in the background when a sequential
-// reader is past the middle of span i, so that a streaming read (a 1 GiB
-// file read in 128 KiB kernel requests) finds the next span ready and
-// inflating overlaps with serving: on two cores the decode of the next
-// span runs while the kernel copies out this one.
-func (r *spanReaderAt) maybePrefetch(i int, pos, start, end int64, sequential bool) {
-	if !sequential || i+1 >= r.c.NumSpans() || pos-start < (end-start)/2 {
+// readAheadSpans is how many spans past the one being read a sequential
+// reader keeps decoded or decoding. Spans decode independently (each has
+// its own checkpoint), so on n cores up to n of them inflate at once while
+// the kernel copies out the current one: a streaming read then runs
+// faster than a single-threaded gunzip of the layer, which a one-span
+// read-ahead could only approach.
+var readAheadSpans = min(max(runtime.GOMAXPROCS(0), 1), 4)
+
+// prefetchSlots bounds read-ahead decodes process-wide, so that many
+// sequential readers at once do not each start readAheadSpans decodes:
+// read-ahead is skipped (not queued) while all slots are busy.
+var prefetchSlots = make(chan struct{}, readAheadSpans)
+
+// maybePrefetch starts background decodes of the spans after span i that
+// are neither cached nor in flight, up to readAheadSpans ahead, when the
+// reader is sequential. The spans must fit the cache comfortably, or they
+// would evict each other (and the one being read) before use.
+func (r *spanReaderAt) maybePrefetch(i int, sequential bool) {
+	if !sequential {
 		return
 	}
-	ns, ne := r.c.Span(i + 1)
-	k := spanKey{key: r.key, span: i + 1}
-	if ne-ns > r.cache.max/4 || r.cache.has(k) || !r.prefetching.CompareAndSwap(false, true) {
-		return
+	for j := i + 1; j <= i+readAheadSpans && j < r.c.NumSpans(); j++ {
+		ns, ne := r.c.Span(j)
+		k := spanKey{key: r.key, span: j}
+		if (ne-ns)*int64(readAheadSpans+1) > r.cache.max/2 {
+			return
+		}
+		if r.cache.has(k) {
+			continue
+		}
+		if n := r.prefetching.Add(1); n > int32(readAheadSpans) {
+			r.prefetching.Add(-1)
+			return
+		}
+		select {
+		case prefetchSlots <- struct{}{}:
+		default:
+			r.prefetching.Add(-1)
+			return
+		}
+		go func() {
+			defer func() { <-prefetchSlots; r.prefetching.Add(-1) }()
+			_, release, _ := r.cache.acquire(k, func(dst []byte) ([]byte, error) { return r.c.DecodeSpan(r.blob, j, dst) })
+			release()
+		}()
 	}
-	go func() {
-		defer r.prefetching.Store(false)
-		_, release, _ := r.cache.acquire(k, func(dst []byte) ([]byte, error) { return r.c.DecodeSpan(r.blob, i+1, dst) })
-		release()
-	}()
 }
 
 func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
@@ -338,7 +366,7 @@ func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
 		var m int
 		var err error
 		if r.cache != nil && end-start <= r.cache.max {
-			r.maybePrefetch(i, pos+int64(len(p)-n), start, end, sequential)
+			r.maybePrefetch(i, sequential)
 			var data []byte
 			var release func()
 			data, release, err = r.cache.acquire(spanKey{key: r.key, span: i}, func(dst []byte) ([]byte, error) {

@@ -43,7 +43,7 @@ func TestSequentialReadAhead(t *testing.T) {
 		t.Fatal("sequential read returned wrong bytes")
 	}
 	// Wait for a read-ahead still in flight, then count decodes.
-	for i := 0; ra.(*spanReaderAt).prefetching.Load() && i < 5000; i++ {
+	for i := 0; ra.(*spanReaderAt).prefetching.Load() > 0 && i < 5000; i++ {
 		time.Sleep(time.Millisecond)
 	}
 	if _, misses, _ := cache.Stats(); misses > int64(cps.NumSpans()) {
