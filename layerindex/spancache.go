@@ -2,6 +2,7 @@ package layerindex
 
 import (
 	"container/list"
+	"fmt"
 	"sync"
 )
 
@@ -41,12 +42,51 @@ type cacheEntry struct {
 	rw sync.RWMutex
 }
 
-// spanCall is one decode in progress; waiters block on done.
+// spanCall is one decode in progress; waiters block on done, or, when
+// they need only a prefix of the span, until progress covers it.
 type spanCall struct {
 	done   chan struct{}
 	data   []byte
 	err    error
 	cached bool // data went into the cache (and may be recycled later)
+
+	// ce is the cache entry the span will become. Readers of a prefix
+	// read-lock ce.rw (under SpanCache.mu, while the call is in flight)
+	// before touching buf, so the buffer cannot be recycled under them
+	// once the entry is cached and then evicted.
+	ce *cacheEntry
+	// mu guards avail and buf: buf[:avail] is decoded and never written
+	// again. cond (on mu) is broadcast on progress and at the end.
+	mu    sync.Mutex
+	cond  sync.Cond
+	avail int
+	buf   []byte
+	ended bool
+}
+
+// progress publishes that buf[:n] is decoded. The decoder must not move
+// buf afterwards.
+func (c *spanCall) progress(buf []byte, n int) {
+	c.mu.Lock()
+	c.buf, c.avail = buf, n
+	c.mu.Unlock()
+	c.cond.Broadcast()
+}
+
+// waitFor blocks until buf holds upto bytes or the call ended, and
+// returns the decoded prefix, or nil if the call ended first.
+func (c *spanCall) waitFor(upto int) []byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.avail < upto && !c.ended {
+		c.cond.Wait()
+	}
+	// A span that failed to decode fails every read of it, even of bytes
+	// decoded before the failure.
+	if c.avail >= upto && !(c.ended && c.err != nil) {
+		return c.buf[:c.avail]
+	}
+	return nil
 }
 
 // NewSpanCache returns a cache holding at most maxBytes of decoded spans.
@@ -82,6 +122,18 @@ func (s *SpanCache) Stats() (hits, misses int64, bytes int64) {
 // few milliseconds, and allocating each one (zeroed, often fresh pages
 // from the OS) cost a quarter of the CPU of a sequential read.
 func (s *SpanCache) acquire(k spanKey, decode func(dst []byte) ([]byte, error)) (data []byte, release func(), err error) {
+	return s.acquirePrefix(k, -1, func(dst []byte, _ func([]byte, int)) ([]byte, error) { return decode(dst) })
+}
+
+// acquirePrefix is acquire for a caller that needs only the first upto
+// bytes of the span (upto < 0: all of it). decode may report progress
+// (progress(buf, n): buf[:n] is final and buf will not move); the caller
+// then gets the decoded prefix, at least upto bytes long, as soon as it
+// is there, while the decode goes on to fill the cache. A random read
+// lands on average mid-span, so it waits for half a span's decode
+// instead of all of it. data may be the whole span or a prefix; the
+// caller reads only the bytes it asked for.
+func (s *SpanCache) acquirePrefix(k spanKey, upto int, decode func(dst []byte, progress func([]byte, int)) ([]byte, error)) (data []byte, release func(), err error) {
 	counted := false
 	for {
 		s.mu.Lock()
@@ -97,45 +149,66 @@ func (s *SpanCache) acquire(k spanKey, decode func(dst []byte) ([]byte, error)) 
 			s.mu.Unlock()
 			return ce.data, ce.rw.RUnlock, nil
 		}
-		if c, ok := s.inflight[k]; ok {
-			if !counted {
-				s.hits++
-				counted = true
-			}
-			s.mu.Unlock()
-			<-c.done
-			if c.err != nil {
-				return nil, noRelease, c.err
-			}
-			if !c.cached {
-				return c.data, noRelease, nil // never cached, so never recycled
-			}
-			continue // cached: take it from the cache, with a read lock
+		c, inflight := s.inflight[k]
+		if !inflight {
+			c = &spanCall{done: make(chan struct{}), err: errDecodePanicked, ce: &cacheEntry{k: k}}
+			c.cond.L = &c.mu
+			s.inflight[k] = c
+			s.misses++
+			counted = true
+			dst := s.takeBuffer()
+			go s.run(k, c, dst, decode)
+		} else if !counted {
+			s.hits++
+			counted = true
 		}
-		c := &spanCall{done: make(chan struct{}), err: errDecodePanicked}
-		s.inflight[k] = c
-		s.misses++
-		dst := s.takeBuffer()
+		// Read-locked under s.mu, before the call can complete and its
+		// entry be cached (and evicted and recycled).
+		c.ce.rw.RLock()
 		s.mu.Unlock()
-		release = noRelease
-		// Whatever happens (even a panic in decode), waiters must be
-		// released and the call forgotten.
-		defer func() {
-			s.mu.Lock()
-			delete(s.inflight, k)
-			if c.err == nil && c.data != nil {
-				if ce := s.add(k, c.data); ce != nil {
-					ce.rw.RLock()
-					release = ce.rw.RUnlock
-					c.cached = true
-				}
+		if upto >= 0 {
+			if prefix := c.waitFor(upto); prefix != nil {
+				return prefix, c.ce.rw.RUnlock, nil
 			}
-			s.mu.Unlock()
-			close(c.done)
-		}()
-		c.data, c.err = decode(dst)
-		return c.data, release, c.err
+		}
+		<-c.done
+		if c.err != nil {
+			c.ce.rw.RUnlock()
+			return nil, noRelease, c.err
+		}
+		if !c.cached {
+			c.ce.rw.RUnlock()
+			return c.data, noRelease, nil // never cached, so never recycled
+		}
+		return c.data, c.ce.rw.RUnlock, nil
 	}
+}
+
+// run decodes span k for call c (in its own goroutine, so that callers
+// waiting for a prefix can return while it finishes the span), caches the
+// result and releases the waiters. Whatever happens (even a panic in
+// decode), waiters are released and the call forgotten.
+func (s *SpanCache) run(k spanKey, c *spanCall, dst []byte, decode func(dst []byte, progress func([]byte, int)) ([]byte, error)) {
+	defer func() {
+		if r := recover(); r != nil {
+			// A bug, but one span's: fail its reads (EIO) rather than
+			// take the whole mount down from a background goroutine.
+			c.data, c.err = nil, fmt.Errorf("%w: %v", errDecodePanicked, r)
+		}
+		s.mu.Lock()
+		delete(s.inflight, k)
+		if c.err == nil && c.data != nil {
+			c.ce.data = c.data
+			c.cached = s.add(c.ce)
+		}
+		s.mu.Unlock()
+		c.mu.Lock()
+		c.ended = true
+		c.mu.Unlock()
+		c.cond.Broadcast()
+		close(c.done)
+	}()
+	c.data, c.err = decode(dst, c.progress)
 }
 
 func noRelease() {}
@@ -156,19 +229,18 @@ type codecError string
 
 func (e codecError) Error() string { return string(e) }
 
-// add caches data under k and evicts the least recently used spans beyond
-// the bound, recycling the buffers nobody reads any more. It returns the
-// new entry, or nil if data was not cached. s.mu is held.
-func (s *SpanCache) add(k spanKey, data []byte) *cacheEntry {
-	size := int64(len(data))
+// add caches ce (its span, ce.data) and evicts the least recently used
+// spans beyond the bound, recycling the buffers nobody reads any more. It
+// reports whether ce was cached. s.mu is held.
+func (s *SpanCache) add(ce *cacheEntry) bool {
+	size := int64(len(ce.data))
 	if size > s.max {
-		return nil
+		return false
 	}
-	if _, ok := s.entries[k]; ok {
-		return nil
+	if _, ok := s.entries[ce.k]; ok {
+		return false
 	}
-	ce := &cacheEntry{k: k, data: data}
-	s.entries[k] = s.lru.PushFront(ce)
+	s.entries[ce.k] = s.lru.PushFront(ce)
 	s.bytes += size
 	for s.bytes > s.max {
 		e := s.lru.Back()
@@ -182,7 +254,7 @@ func (s *SpanCache) add(k spanKey, data []byte) *cacheEntry {
 			s.free = append(s.free, old.data)
 		}
 	}
-	return ce
+	return true
 }
 
 // maxFree bounds the recycled buffers kept (a few spans' worth).

@@ -145,3 +145,96 @@ func (s *SpanCache) get(k spanKey, decode func() ([]byte, error)) ([]byte, error
 	defer release()
 	return bytes.Clone(data), nil
 }
+
+// A caller that needs only a prefix of a span returns as soon as the
+// decode has reported it, while the decode goes on; callers that need
+// more wait; the buffer it holds is not recycled when the finished span
+// is evicted; and once a decode fails, no caller gets its bytes.
+func TestSpanCachePrefix(t *testing.T) {
+	s := NewSpanCache(300)
+	k := spanKey{"p", 0}
+	goOn := make(chan struct{})
+	decode := func(dst []byte, progress func([]byte, int)) ([]byte, error) {
+		buf := make([]byte, 300)
+		copy(buf, bytes.Repeat([]byte("a"), 100))
+		progress(buf, 100)
+		<-goOn
+		copy(buf[100:], bytes.Repeat([]byte("b"), 200))
+		progress(buf, 300)
+		return buf, nil
+	}
+	prefix, releaseA, err := s.acquirePrefix(k, 50, decode)
+	if err != nil || len(prefix) < 50 || string(prefix[:50]) != string(bytes.Repeat([]byte("a"), 50)) {
+		t.Fatalf("prefix: %q, %v", prefix, err)
+	}
+	type res struct {
+		data []byte
+		err  error
+	}
+	more, whole := make(chan res, 1), make(chan res, 1)
+	go func() {
+		d, rel, err := s.acquirePrefix(k, 200, decode)
+		more <- res{bytes.Clone(d), err}
+		rel()
+	}()
+	go func() {
+		d, rel, err := s.acquirePrefix(k, -1, decode)
+		whole <- res{bytes.Clone(d), err}
+		rel()
+	}()
+	select {
+	case <-more:
+		t.Fatal("a caller needing 200 bytes returned with 100 decoded")
+	case <-whole:
+		t.Fatal("a caller needing the span returned with 100 decoded")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(goOn)
+	m, w := <-more, <-whole
+	want := string(bytes.Repeat([]byte("a"), 100)) + string(bytes.Repeat([]byte("b"), 200))
+	if m.err != nil || len(m.data) < 200 || string(m.data[:200]) != want[:200] {
+		t.Fatalf("200-byte prefix: %q, %v", m.data, m.err)
+	}
+	if w.err != nil || string(w.data) != want {
+		t.Fatalf("whole span: %q, %v", w.data, w.err)
+	}
+	if _, misses, _ := s.Stats(); misses != 1 {
+		t.Fatalf("%d decodes, want 1", misses)
+	}
+	// Evict the span while the first caller still holds its prefix: the
+	// buffer must not be handed to the next decode.
+	if _, err := s.get(spanKey{"q", 0}, func() ([]byte, error) { return make([]byte, 300), nil }); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	for _, f := range s.free {
+		if &f[:1][0] == &prefix[0] {
+			t.Error("a buffer still read by a prefix caller was recycled")
+		}
+	}
+	s.mu.Unlock()
+	releaseA()
+
+	// A decode that fails after reporting progress fails every caller.
+	boom := errors.New("boom")
+	fail := make(chan struct{})
+	bad := func(dst []byte, progress func([]byte, int)) ([]byte, error) {
+		buf := make([]byte, 300)
+		progress(buf, 100)
+		<-fail
+		return nil, boom
+	}
+	kb := spanKey{"bad", 0}
+	_, rel, err := s.acquirePrefix(kb, 50, bad) // before the failure: served
+	if err != nil {
+		t.Fatal(err)
+	}
+	rel()
+	late := make(chan error, 1)
+	go func() { _, rel, err := s.acquirePrefix(kb, 200, bad); rel(); late <- err }()
+	time.Sleep(20 * time.Millisecond)
+	close(fail)
+	if err := <-late; err != boom {
+		t.Fatalf("caller waiting past the failure: err = %v, want boom", err)
+	}
+}
