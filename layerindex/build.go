@@ -74,13 +74,17 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 		blobHash = o.Digest.Algorithm().Hash()
 	}
 	chunks := &chunkHasher{size: ChunkSize, h: sha256.New()}
-	cin := &countingReader{r: io.TeeReader(blob, io.MultiWriter(blobHash, chunks)), ctx: ctx, progress: o.Progress, recFrom: -1}
+	blobHashes := newAsyncWriter(io.MultiWriter(blobHash, chunks))
+	defer blobHashes.Close()
+	cin := &countingReader{r: io.TeeReader(blob, blobHashes), ctx: ctx, progress: o.Progress, recFrom: -1}
 	ir, err := NewIndexingReader(c, cin, o.Span)
 	if err != nil {
 		return nil, err
 	}
 	diffHash := sha256.New()
-	un := &countingReader{r: ir, hash: diffHash, tee: o.Tee, ctx: ctx, recFrom: -1}
+	diffHashing := newAsyncWriter(diffHash)
+	defer diffHashing.Close()
+	un := &countingReader{r: ir, hash: diffHashing, tee: o.Tee, ctx: ctx, recFrom: -1}
 
 	ix := &Index{Compression: c}
 	if err := readTar(un, ix); err != nil {
@@ -100,6 +104,8 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	}
 	ix.CompressedSize = cin.n
 	ix.UncompressedSize = un.n
+	blobHashes.Close() // the sums below are complete only after these
+	diffHashing.Close()
 	if o.Progress != nil {
 		o.Progress(cin.n)
 	}
@@ -161,7 +167,7 @@ func (c *chunkHasher) finish() ChunkSums {
 type countingReader struct {
 	r    io.Reader
 	n    int64
-	hash hash.Hash
+	hash io.Writer
 	tee  io.Writer
 	ctx  context.Context
 	tick int64

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"sync"
 	"time"
 
@@ -214,14 +215,19 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	sem := make(chan struct{}, jobs)
 	var wg sync.WaitGroup
 	errs := make([]error, n)
-	for i := range bi.Layers {
-		if i < lo || i >= hi {
-			continue
-		}
+	// Largest blob first: the biggest layer's single-threaded pass is the
+	// critical path of a cold mount, so it must not wait for a slot behind
+	// small layers, which fill the other cores around it.
+	order := make([]int, 0, hi-lo)
+	for i := lo; i < hi; i++ {
+		order = append(order, i)
+	}
+	sort.SliceStable(order, func(a, b int) bool { return bi.Layers[order[a]].Blob.Size() > bi.Layers[order[b]].Blob.Size() })
+	for _, i := range order {
 		wg.Add(1)
+		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
 			defer func() { <-sem }()
 			if ctx.Err() != nil {
 				errs[i] = ctx.Err()
