@@ -340,12 +340,25 @@ func errString(err error) string {
 	return err.Error()
 }
 
-func readAtCheck(p string, off int64, want []byte) error {
+func readAtCheck(p string, off int64, want []byte) error { return readAt(p, off, want, false) }
+
+// readAtCheckRandom is readAtCheck with the kernel's read-ahead off for
+// the file (POSIX_FADV_RANDOM), so the mount sees just this read, not a
+// sequential run that starts its own read-ahead: for tests that count
+// what a read fetches.
+func readAtCheckRandom(p string, off int64, want []byte) error { return readAt(p, off, want, true) }
+
+func readAt(p string, off int64, want []byte, random bool) error {
 	fd, err := os.Open(p)
 	if err != nil {
 		return err
 	}
 	defer fd.Close()
+	if random {
+		if err := unix.Fadvise(int(fd.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
+			return err
+		}
+	}
 	got := make([]byte, len(want))
 	n, err := fd.ReadAt(got, off)
 	if err != nil && !(err == io.EOF && n == len(want)) {

@@ -95,7 +95,8 @@ func indexAction(c *cli.Context) error {
 		order := make([]digest.Digest, len(im.Indexes))
 		data := map[digest.Digest][]byte{}
 		for i, ix := range im.Indexes {
-			b, err := ix.MarshalBinary()
+			// Coarser than the local index: see layerindex.PublishedSpan.
+			b, err := ix.Thinned(layerindex.PublishedSpan).MarshalBinary()
 			if err != nil {
 				return err
 			}
