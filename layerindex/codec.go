@@ -165,6 +165,24 @@ func (c *Checkpoints) MaxSpanLen() int64 {
 // a gzip member's end or a zstd frame's end, the member's or frame's
 // trailer and checksum are verified too.
 func (c *Checkpoints) DecodeSpan(blob io.ReaderAt, i int, dst []byte) ([]byte, error) {
+	return c.decodeSpan(blob, i, dst, nil)
+}
+
+// progressive reports whether the bytes of span i may be served while it
+// is still decoding (SpanCache.acquirePrefix): only where the span's end
+// carries no check that could still reject them. A gzip span that ends at
+// a deflate checkpoint inside a member has none (the member's CRC lies
+// further on, and openSpan does not verify there), so its bytes are final
+// as the inflater yields them. A span ending at a gzip member's end (the
+// last span, or one followed by a member start), a zstd span (frame
+// checksums) and a raw one are released only whole.
+func (c *Checkpoints) progressive(i int) bool {
+	return c.Compression == Gzip && i+1 < len(c.Points) && c.Points[i+1].Kind == CheckpointDeflate
+}
+
+// decodeSpan is DecodeSpan, telling progress (see SpanCache) of the
+// decoded prefix as it grows when progress is not nil.
+func (c *Checkpoints) decodeSpan(blob io.ReaderAt, i int, dst []byte, progress func([]byte, int)) ([]byte, error) {
 	if i < 0 || i >= len(c.Points) {
 		return dst[:0], fmt.Errorf("decode span %d: out of range [0,%d)", i, len(c.Points))
 	}
@@ -178,7 +196,7 @@ func (c *Checkpoints) DecodeSpan(blob io.ReaderAt, i int, dst []byte) ([]byte, e
 		return dst[:0], err
 	}
 	defer s.release()
-	dst, err = readSpan(s, dst[:0], need)
+	dst, err = readSpan(s, dst[:0], need, progress)
 	if err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			err = fmt.Errorf("span %d: stream ends after %d of %d bytes: %w: %w", i, len(dst), need, io.ErrUnexpectedEOF, ErrCorrupt)
@@ -200,8 +218,10 @@ func (c *Checkpoints) DecodeSpan(blob io.ReaderAt, i int, dst []byte) ([]byte, e
 // readSpan appends need bytes of s to dst. Up to spanPrealloc it allocates
 // the whole span at once; beyond, the buffer grows as data actually comes, so
 // that a damaged table claiming an absurd span length fails on decoding
-// instead of on allocating.
-func readSpan(s io.Reader, dst []byte, need int64) ([]byte, error) {
+// instead of on allocating. progress, if not nil, is told of every read,
+// but only when the buffer already holds the whole span and so never
+// moves (what was reported stays valid).
+func readSpan(s io.Reader, dst []byte, need int64, progress func([]byte, int)) ([]byte, error) {
 	const spanPrealloc = 64 << 20
 	if int64(cap(dst)) < min(need, spanPrealloc) {
 		// Rounded up to 256 KiB: spans differ in length by a deflate
@@ -209,12 +229,18 @@ func readSpan(s io.Reader, dst []byte, need int64) ([]byte, error) {
 		c := min(need, spanPrealloc)
 		dst = make([]byte, 0, min((c+(256<<10)-1)&^((256<<10)-1), spanPrealloc))
 	}
+	if int64(cap(dst)) < need {
+		progress = nil
+	}
 	for int64(len(dst)) < need {
 		if len(dst) == cap(dst) {
 			dst = slices.Grow(dst, int(min(need-int64(len(dst)), int64(cap(dst)))))
 		}
 		n, err := s.Read(dst[len(dst):int(min(need, int64(cap(dst))))])
 		dst = dst[:len(dst)+n]
+		if progress != nil && n > 0 {
+			progress(dst[:cap(dst)], len(dst))
+		}
 		if err != nil && int64(len(dst)) < need {
 			return dst, err
 		}
@@ -312,9 +338,9 @@ type spanReaderAt struct {
 	prefetching atomic.Int32
 }
 
-// seqRun is the contiguous run after which a reader counts as streaming:
-// more than a header check and a first read, less than what a streaming
-// reader's first two kernel requests cover.
+// seqRun is the contiguous run after which a reader counts as streaming
+// (from its next contiguous read on): more than a header check, less than
+// what a streaming reader's first kernel requests cover.
 const seqRun = 256 << 10
 
 // sequential records a read of n bytes at off and says whether the reader
@@ -322,13 +348,16 @@ const seqRun = 256 << 10
 func (r *spanReaderAt) sequential(off int64, n int) bool {
 	r.seqMu.Lock()
 	defer r.seqMu.Unlock()
+	// Decided on the run before this read, so that no single read, however
+	// large (FUSE sends up to 1 MiB), counts as streaming by itself.
+	seq := off == r.lastEnd && r.run >= seqRun
 	if off == r.lastEnd {
 		r.run += int64(n)
 	} else {
 		r.run = int64(n)
 	}
 	r.lastEnd = off + int64(n)
-	return r.run >= seqRun
+	return seq
 }
 
 // readAheadSpans is how many spans past the one being read a sequential
@@ -355,7 +384,7 @@ func (r *spanReaderAt) maybePrefetch(i int, sequential bool) {
 	for j := i + 1; j <= i+readAheadSpans && j < r.c.NumSpans(); j++ {
 		ns, ne := r.c.Span(j)
 		k := spanKey{key: r.key, span: j}
-		if (ne-ns)*int64(readAheadSpans+1) > r.cache.max/2 {
+		if ne-ns > r.cache.max/2/int64(readAheadSpans+1) { // (no overflow on hostile sizes)
 			return
 		}
 		if r.cache.has(k) {
@@ -399,8 +428,18 @@ func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
 			r.maybePrefetch(i, sequential)
 			var data []byte
 			var release func()
-			data, release, err = r.cache.acquire(spanKey{key: r.key, span: i}, func(dst []byte) ([]byte, error) {
-				return r.c.DecodeSpan(r.blob, i, dst)
+			// A read needs the span only up to its own end; where the
+			// span's bytes are final as they decode, it gets them as soon
+			// as they are there while the decode finishes the span.
+			upto, progressive := -1, r.c.progressive(i)
+			if progressive {
+				upto = int(min(end, pos+int64(len(p)-n)) - start)
+			}
+			data, release, err = r.cache.acquirePrefix(spanKey{key: r.key, span: i}, upto, func(dst []byte, report func([]byte, int)) ([]byte, error) {
+				if !progressive {
+					report = nil
+				}
+				return r.c.decodeSpan(r.blob, i, dst, report)
 			})
 			if err == nil {
 				m = copy(p[n:], data[pos-start:])

@@ -2,6 +2,7 @@ package layerindex
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"testing"
@@ -99,5 +100,80 @@ func TestThinned(t *testing.T) {
 	}
 	if len(ix.Checkpoints.Points) != before {
 		t.Fatal("Thinned changed the original index")
+	}
+}
+
+// Reads of every size at random offsets, from several goroutines, through
+// a cache too small for the layer (so spans are evicted and their buffers
+// recycled while prefix readers may hold them), return the right bytes:
+// the prefix path (reads returning before their span is decoded) must
+// never hand out bytes of another span or of a recycled buffer.
+func TestRandomReadsPrefix(t *testing.T) {
+	data := make([]byte, 6<<20)
+	r := rand.New(rand.NewPCG(7, 8))
+	for i := range data {
+		data[i] = byte(r.IntN(12) + 'a')
+	}
+	blob := tartest.Compress(t, tartest.Gzip, data)
+	ir, err := NewIndexingReader(Gzip, bytes.NewReader(blob), 256<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(io.Discard, ir); err != nil {
+		t.Fatal(err)
+	}
+	cps := ir.Checkpoints()
+	var progressive int
+	for i := range cps.Points {
+		if cps.progressive(i) {
+			progressive++
+		}
+	}
+	if last := len(cps.Points) - 1; cps.progressive(last) || progressive != last {
+		t.Fatalf("%d of %d spans progressive; want all but the last (which ends at the member's CRC)", progressive, len(cps.Points))
+	}
+	cache := NewSpanCache(1 << 20) // about 3 spans
+	ra := cps.NewReaderAt(bytes.NewReader(blob), cache, "k")
+	errs := make(chan error, 4)
+	for g := range 4 {
+		go func() {
+			rr := rand.New(rand.NewPCG(uint64(g), 9))
+			buf := make([]byte, 700<<10)
+			for range 150 {
+				n := 1 + rr.IntN(len(buf))
+				off := rr.Int64N(int64(len(data)))
+				m, err := ra.ReadAt(buf[:n], off)
+				if err != nil && err != io.EOF {
+					errs <- err
+					return
+				}
+				if want := data[off:min(off+int64(n), int64(len(data)))]; !bytes.Equal(buf[:m], want) {
+					errs <- fmt.Errorf("ReadAt(%d bytes at %d): wrong bytes", n, off)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// One read that follows another is not a stream (a tar header check is
+// followed by the file's first read, which can be 1 MiB); a third
+// contiguous read after a run of seqRun is.
+func TestSequentialDetection(t *testing.T) {
+	r := &spanReaderAt{}
+	if r.sequential(0, 512) || r.sequential(512, 1<<20) {
+		t.Fatal("a header check and one large read count as streaming")
+	}
+	if !r.sequential(512+1<<20, 128<<10) {
+		t.Fatal("a third contiguous read after a 1 MiB run is not streaming")
+	}
+	if r.sequential(5<<20, 1<<20) {
+		t.Fatal("a read elsewhere is streaming")
 	}
 }

@@ -118,7 +118,7 @@ func (s *SpanCache) Stats() (hits, misses int64, bytes int64) {
 // span's buffer cannot be recycled, even if it is evicted meanwhile.
 // Errors are not cached: the next acquire tries again.
 //
-// Recycling matters: a streaming read decodes a fresh 2 MiB span every
+// Recycling matters: a streaming read decodes a fresh 1 MiB span every
 // few milliseconds, and allocating each one (zeroed, often fresh pages
 // from the OS) cost a quarter of the CPU of a sequential read.
 func (s *SpanCache) acquire(k spanKey, decode func(dst []byte) ([]byte, error)) (data []byte, release func(), err error) {
@@ -134,54 +134,46 @@ func (s *SpanCache) acquire(k spanKey, decode func(dst []byte) ([]byte, error)) 
 // instead of all of it. data may be the whole span or a prefix; the
 // caller reads only the bytes it asked for.
 func (s *SpanCache) acquirePrefix(k spanKey, upto int, decode func(dst []byte, progress func([]byte, int)) ([]byte, error)) (data []byte, release func(), err error) {
-	counted := false
-	for {
-		s.mu.Lock()
-		if e, ok := s.entries[k]; ok {
-			s.lru.MoveToFront(e)
-			if !counted {
-				s.hits++
-			}
-			ce := e.Value.(*cacheEntry)
-			// Taken under s.mu: eviction (also under s.mu) then sees a
-			// reader and leaves the buffer to the GC.
-			ce.rw.RLock()
-			s.mu.Unlock()
-			return ce.data, ce.rw.RUnlock, nil
-		}
-		c, inflight := s.inflight[k]
-		if !inflight {
-			c = &spanCall{done: make(chan struct{}), err: errDecodePanicked, ce: &cacheEntry{k: k}}
-			c.cond.L = &c.mu
-			s.inflight[k] = c
-			s.misses++
-			counted = true
-			dst := s.takeBuffer()
-			go s.run(k, c, dst, decode)
-		} else if !counted {
-			s.hits++
-			counted = true
-		}
-		// Read-locked under s.mu, before the call can complete and its
-		// entry be cached (and evicted and recycled).
-		c.ce.rw.RLock()
+	s.mu.Lock()
+	if e, ok := s.entries[k]; ok {
+		s.lru.MoveToFront(e)
+		s.hits++
+		ce := e.Value.(*cacheEntry)
+		// Taken under s.mu: eviction (also under s.mu) then sees a
+		// reader and leaves the buffer to the GC.
+		ce.rw.RLock()
 		s.mu.Unlock()
-		if upto >= 0 {
-			if prefix := c.waitFor(upto); prefix != nil {
-				return prefix, c.ce.rw.RUnlock, nil
-			}
+		return ce.data, ce.rw.RUnlock, nil
+	}
+	c, inflight := s.inflight[k]
+	if inflight {
+		s.hits++
+	} else {
+		c = &spanCall{done: make(chan struct{}), err: errDecodePanicked, ce: &cacheEntry{k: k}}
+		c.cond.L = &c.mu
+		s.inflight[k] = c
+		s.misses++
+		go s.run(k, c, s.takeBuffer(), decode)
+	}
+	// Read-locked under s.mu, before the call can complete and its entry
+	// be cached (and then evicted and its buffer recycled).
+	c.ce.rw.RLock()
+	s.mu.Unlock()
+	if upto >= 0 {
+		if prefix := c.waitFor(upto); prefix != nil {
+			return prefix, c.ce.rw.RUnlock, nil
 		}
-		<-c.done
+	}
+	<-c.done
+	if c.err != nil || !c.cached {
+		// Failed, or never cached (so never recycled): no lock needed.
+		c.ce.rw.RUnlock()
 		if c.err != nil {
-			c.ce.rw.RUnlock()
 			return nil, noRelease, c.err
 		}
-		if !c.cached {
-			c.ce.rw.RUnlock()
-			return c.data, noRelease, nil // never cached, so never recycled
-		}
-		return c.data, c.ce.rw.RUnlock, nil
+		return c.data, noRelease, nil
 	}
+	return c.data, c.ce.rw.RUnlock, nil
 }
 
 // run decodes span k for call c (in its own goroutine, so that callers

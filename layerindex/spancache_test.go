@@ -149,7 +149,8 @@ func (s *SpanCache) get(k spanKey, decode func() ([]byte, error)) ([]byte, error
 // A caller that needs only a prefix of a span returns as soon as the
 // decode has reported it, while the decode goes on; callers that need
 // more wait; the buffer it holds is not recycled when the finished span
-// is evicted; and once a decode fails, no caller gets its bytes.
+// is evicted; and callers still waiting when a decode fails get the error
+// (bytes handed out before the failure were final: see progressive).
 func TestSpanCachePrefix(t *testing.T) {
 	s := NewSpanCache(300)
 	k := spanKey{"p", 0}

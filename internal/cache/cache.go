@@ -315,13 +315,15 @@ func (d Dir) listKind(kind string, out *[]Entry) error {
 	return d.listDir(kind, filepath.Join(d.Root, kind, ver), out)
 }
 
-// listStale appends the files of index directories of other formats
+// listStale appends the files of index directories of older formats
 // (index/v4, index/v4-published, ...), which this version cannot read.
 func (d Dir) listStale(out *[]Entry) error {
 	des, _ := os.ReadDir(filepath.Join(d.Root, "index"))
 	for _, de := range des {
-		if n := de.Name(); de.IsDir() && n != indexVersionDir && n != indexVersionDir+"-published" {
-			if err := d.listDir("stale", filepath.Join(d.Root, "index", n), out); err != nil {
+		// Only older formats: a newer binary sharing the cache keeps its own.
+		var v int
+		if _, err := fmt.Sscanf(strings.TrimSuffix(de.Name(), "-published"), "v%d", &v); err == nil && de.IsDir() && v < layerindex.FormatVersion {
+			if err := d.listDir("stale", filepath.Join(d.Root, "index", de.Name()), out); err != nil {
 				return err
 			}
 		}

@@ -385,6 +385,13 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 	return true
 }
 
+// maxFrameSpan is the longest zstd span (frames are its checkpoints)
+// served by decoding from the frame start; a layer with longer ones is
+// served from a decoded copy. zstd decodes several times faster than gzip,
+// so frames may be longer than gzip spans (and 8 MiB, the bound when spans
+// were 2 MiB, keeps layers written with 4-8 MiB frames lazy).
+func maxFrameSpan(span int64) int64 { return max(4*span, 8<<20) }
+
 func compressionOf(f blobs.LayerFormat) (layerindex.Compression, error) {
 	switch f {
 	case blobs.FormatTar:
@@ -527,7 +534,7 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 	switch {
 	case c == layerindex.None:
 		return ix, l.Blob, nil, false, false, nil
-	case c == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= 4*span:
+	case c == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= maxFrameSpan(span):
 		cleanup()
 		return ix, nil, nil, false, false, nil
 	case !dir.Enabled():
@@ -557,7 +564,7 @@ func servedFrom(ix *layerindex.Index, l *blobs.Layer, dir cache.Dir, span int64)
 	switch {
 	case ix.Compression == layerindex.None:
 		return l.Blob, nil, true
-	case ix.Compression == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= 4*span:
+	case ix.Compression == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= maxFrameSpan(span):
 		return nil, nil, true
 	}
 	f, err := os.Open(dir.DecodedPath(ix.Digest))
