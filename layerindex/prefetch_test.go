@@ -11,23 +11,31 @@ import (
 	"github.com/ocimount/ocimount/internal/tartest"
 )
 
-// A sequential reader in kernel-sized requests gets the right bytes, and
-// read-ahead never decodes a span twice.
-func TestSequentialReadAhead(t *testing.T) {
-	data := make([]byte, 6<<20)
-	r := rand.New(rand.NewPCG(3, 4))
+// gzipSpans makes size bytes of pseudo-random text over letters letters
+// (seeded), compresses it as one gzip member, and indexes it with
+// checkpoints span bytes apart.
+func gzipSpans(t *testing.T, size, letters int, seed uint64, span int64) (data, blob []byte, cps *Checkpoints) {
+	t.Helper()
+	data = make([]byte, size)
+	r := rand.New(rand.NewPCG(seed, seed+1))
 	for i := range data {
-		data[i] = byte(r.IntN(8) + 'a')
+		data[i] = byte(r.IntN(letters) + 'a')
 	}
-	blob := tartest.Compress(t, tartest.Gzip, data)
-	ir, err := NewIndexingReader(Gzip, bytes.NewReader(blob), 256<<10)
+	blob = tartest.Compress(t, tartest.Gzip, data)
+	ir, err := NewIndexingReader(Gzip, bytes.NewReader(blob), span)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := io.Copy(io.Discard, ir); err != nil {
 		t.Fatal(err)
 	}
-	cps := ir.Checkpoints()
+	return data, blob, ir.Checkpoints()
+}
+
+// A sequential reader in kernel-sized requests gets the right bytes, and
+// read-ahead never decodes a span twice.
+func TestSequentialReadAhead(t *testing.T) {
+	data, blob, cps := gzipSpans(t, 6<<20, 8, 3, 256<<10)
 	if cps.NumSpans() < 3 {
 		t.Fatalf("only %d spans", cps.NumSpans())
 	}
@@ -56,20 +64,8 @@ func TestSequentialReadAhead(t *testing.T) {
 // at least minSpan apart, keeps every windowless one, and reads back the
 // same bytes, also after a marshal round trip.
 func TestThinned(t *testing.T) {
-	data := make([]byte, 3<<20)
-	r := rand.New(rand.NewPCG(5, 6))
-	for i := range data {
-		data[i] = byte(r.IntN(16) + 'a')
-	}
-	blob := tartest.Compress(t, tartest.Gzip, data)
-	ir, err := NewIndexingReader(Gzip, bytes.NewReader(blob), 64<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(io.Discard, ir); err != nil {
-		t.Fatal(err)
-	}
-	ix := &Index{Compression: Gzip, CompressedSize: int64(len(blob)), UncompressedSize: int64(len(data)), Checkpoints: ir.Checkpoints()}
+	data, blob, cps := gzipSpans(t, 3<<20, 16, 5, 64<<10)
+	ix := &Index{Compression: Gzip, CompressedSize: int64(len(blob)), UncompressedSize: int64(len(data)), Checkpoints: cps}
 	const minSpan = 256 << 10
 	th := ix.Thinned(minSpan)
 	before, after := len(ix.Checkpoints.Points), len(th.Checkpoints.Points)
@@ -109,20 +105,7 @@ func TestThinned(t *testing.T) {
 // the prefix path (reads returning before their span is decoded) must
 // never hand out bytes of another span or of a recycled buffer.
 func TestRandomReadsPrefix(t *testing.T) {
-	data := make([]byte, 6<<20)
-	r := rand.New(rand.NewPCG(7, 8))
-	for i := range data {
-		data[i] = byte(r.IntN(12) + 'a')
-	}
-	blob := tartest.Compress(t, tartest.Gzip, data)
-	ir, err := NewIndexingReader(Gzip, bytes.NewReader(blob), 256<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(io.Discard, ir); err != nil {
-		t.Fatal(err)
-	}
-	cps := ir.Checkpoints()
+	data, blob, cps := gzipSpans(t, 6<<20, 12, 7, 256<<10)
 	var progressive int
 	for i := range cps.Points {
 		if cps.progressive(i) {
