@@ -31,7 +31,7 @@ import (
 // registries without it (distribution 2.8).
 const (
 	ArtifactTypeIndex     = "application/vnd.ocimount.index.v1"
-	MediaTypeLayerIndex   = "application/vnd.ocimount.layer.index.v5" // vN = layerindex.FormatVersion (blobs cannot import layerindex)
+	MediaTypeLayerIndex   = "application/vnd.ocimount.layer.index.v6" // vN = layerindex.FormatVersion (blobs cannot import layerindex)
 	AnnotationLayerDigest = "io.ocimount.layer.digest"
 	mediaTypeEmpty        = "application/vnd.oci.empty.v1+json"
 	// maxIndexBlob bounds one published layer index read into memory

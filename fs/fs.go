@@ -30,7 +30,10 @@ import (
 // Options configure a mount. The zero value mounts nosuid,nodev, visible
 // to the mounting user only.
 type Options struct {
-	FsName     string // shown as the source in /proc/mounts
+	FsName string // shown as the source in /proc/mounts
+	// Source names the image in the hints of I/O error log lines
+	// ("run 'ocimount index --verify SOURCE'"); FsName if empty.
+	Source     string
 	AllowOther bool
 	Suid       bool
 	Dev        bool
@@ -50,6 +53,7 @@ type rawFS struct {
 	fuse.RawFileSystem // ENOSYS for everything not below (FLUSH, ACCESS, writes…)
 	tree               *overlay.Tree
 	log                *slog.Logger
+	source             string // the image, for hints in log lines
 	// statfs figures, computed once at mount: the tree never changes.
 	blocks uint64
 }
@@ -75,7 +79,10 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	r := &rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), tree: tree, log: lg, blocks: tree.UsedBlocks()}
+	r := &rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), tree: tree, log: lg, blocks: tree.UsedBlocks(), source: o.Source}
+	if r.source == "" {
+		r.source = o.FsName
+	}
 	mopts := []string{"ro", "default_permissions"}
 	flags := uintptr(unix.MS_RDONLY)
 	if o.Suid {
@@ -149,8 +156,25 @@ func (r *rawFS) errno(op, path string, err error) fuse.Status {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fuse.EINTR
 	}
-	r.log.Error("I/O error", "op", op, "path", path, "err", err)
+	r.log.Error("I/O error", "op", op, "path", path, "err", err, "fix", r.fix(err))
 	return fuse.EIO
+}
+
+// fix says, in an I/O error's log line, what the user can run about it:
+// a log line that only says "EOF" leaves them nowhere.
+func (r *rawFS) fix(err error) string {
+	verify := fmt.Sprintf("ocimount index --verify %s", r.source)
+	switch {
+	case errors.Is(err, layerindex.ErrDamagedCopy):
+		return "the damaged decoded copy was dropped from the cache; unmount and mount again to rebuild it (or run '" + verify + "')"
+	case errors.Is(err, layerindex.ErrBadIndex):
+		return "the cached layer index is damaged; run '" + verify + "' to rebuild it, then unmount and mount again"
+	case errors.Is(err, layerindex.ErrHeaderMismatch):
+		return "a published index does not match the layer; run '" + verify + "' to index the image here, then unmount and mount again"
+	case errors.Is(err, layerindex.ErrCorrupt), errors.Is(err, layerindex.ErrDigestMismatch):
+		return "the layer's bytes do not match what was indexed; run '" + verify + "' to check the image and rebuild its cache"
+	}
+	return "if it persists, run '" + verify + "' to check the image and the cache; 'ocimount status MOUNTPOINT' shows registry errors"
 }
 
 func fileType(k layerindex.Kind) uint32 {
@@ -355,7 +379,9 @@ func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, dest []byte) (fuse
 	if rem := size - off; int64(len(dest)) > rem {
 		dest = dest[:rem]
 	}
-	if f, base, ok := t.BackingFile(id); ok && (base+off)%pageSize == 0 {
+	if f, base, ok, err := t.BackingFile(id, off, int64(len(dest))); err != nil {
+		return nil, r.errno("read", t.Path(id), err)
+	} else if ok && (base+off)%pageSize == 0 {
 		// Zero-copy: the kernel splices from the backing file. Only
 		// from page-aligned offsets: go-fuse (v2.12.1) sizes its pipe in
 		// bytes, and data that starts mid-page needs one page slot more

@@ -85,6 +85,16 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	diffHashing := newAsyncWriter(diffHash)
 	defer diffHashing.Close()
 	un := &countingReader{r: ir, hash: diffHashing, tee: o.Tee, ctx: ctx, recFrom: -1}
+	var decoded *chunkHasher
+	var decHashing *asyncWriter
+	if o.Tee != nil {
+		// The decoded copy's pieces are hashed on a goroutine of their
+		// own, like the DiffID, so the chain does not wait for them.
+		decoded = &chunkHasher{size: ChunkSize, h: sha256.New()}
+		decHashing = newAsyncWriter(decoded)
+		defer decHashing.Close()
+		un.tee = io.MultiWriter(o.Tee, decHashing)
+	}
 
 	ix := &Index{Compression: c}
 	if err := readTar(un, ix); err != nil {
@@ -127,6 +137,10 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 		ix.Checkpoints = ir.Checkpoints()
 	}
 	ix.Chunks = chunks.finish()
+	if decoded != nil {
+		decHashing.Close()
+		ix.Decoded = decoded.finish()
+	}
 	return ix, nil
 }
 

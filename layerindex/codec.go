@@ -38,6 +38,11 @@ const DefaultSpan = 1 << 20
 // io.ErrUnexpectedEOF.
 var ErrCorrupt = errors.New("corrupt compressed stream")
 
+// ErrUnsupported: a valid compressed stream that asks for more than we
+// allow (a zstd window over the limit). Not "corrupt": the user needs to
+// know the layer is fine and what the limit is.
+var ErrUnsupported = errors.New("unsupported compressed stream")
+
 // CheckpointKind tells how decoding restarts at a Checkpoint.
 type CheckpointKind uint8
 
@@ -623,7 +628,7 @@ func formatErr(cr *blobCounter, where string, err error) error {
 	if err == io.EOF || err == io.ErrUnexpectedEOF {
 		return fmt.Errorf("%s: truncated: %w: %w", where, io.ErrUnexpectedEOF, ErrCorrupt)
 	}
-	if errors.Is(err, ErrCorrupt) {
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrUnsupported) {
 		return fmt.Errorf("%s: %w", where, err)
 	}
 	return fmt.Errorf("%s: %w: %w", where, err, ErrCorrupt)

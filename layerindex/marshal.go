@@ -13,15 +13,19 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// On-disk index format, version 5 (see docs/DESIGN.md "Index cache"):
+// On-disk index format, version 6 (see docs/DESIGN.md "Index cache"):
 //
 //	magic "OCIMIDX\x00" | u32le version | u64le len(head) | head |
 //	sha256(magic..head) | windows | entries | sha256(everything before)
 //
 // The head and entries are sequences of uvarints/varints and
 // length-prefixed strings: the head holds the header (compression, sizes,
-// digest, diffID), the checkpoint table and the chunk digest table, which
-// is all a mount whose merged tree is cached reads. Each deflate
+// digest, diffID), the checkpoint table, the chunk digest tables (of the
+// blob, and of the decoded stream when a decoded copy is kept) and the
+// length of the entries section, which is all a mount whose merged tree
+// is cached reads; the head thus fixes the whole file's length, which a
+// head-only load checks against the file (a truncated file is rebuilt,
+// not found out read by read). Each deflate
 // checkpoint's 32 KiB window is stored deflated in the windows section;
 // the head gives its inflated and stored lengths and the CRC-32C of the
 // stored bytes, so a head-only load reads a window only when a read
@@ -32,7 +36,7 @@ import (
 // index is never trusted unless it is exactly what was written.
 const (
 	indexMagic   = "OCIMIDX\x00"
-	indexVersion = 5
+	indexVersion = 6
 )
 
 // FormatVersion is the index file format's version, for naming cache
@@ -56,7 +60,7 @@ const headStart = len(indexMagic) + 4 + 8
 
 // MarshalBinary serializes the index in the versioned on-disk format.
 func (ix *Index) MarshalBinary() ([]byte, error) {
-	e := &encoder{b: make([]byte, 0, 64+40*len(ix.Entries))}
+	e := &encoder{b: make([]byte, 0, 64+32*len(ix.Chunks.Sums)+32*len(ix.Decoded.Sums))}
 	e.b = append(e.b, indexMagic...)
 	e.b = binary.LittleEndian.AppendUint32(e.b, indexVersion)
 	e.b = append(e.b, make([]byte, 8)...) // head length, filled in below
@@ -118,15 +122,30 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 			}
 		}
 	}
-	e.uvarint(uint64(ix.Chunks.Size))
-	e.uvarint(uint64(len(ix.Chunks.Sums)))
-	for _, s := range ix.Chunks.Sums {
-		e.b = append(e.b, s[:]...)
-	}
+	e.chunkSums(ix.Chunks)
+	e.chunkSums(ix.Decoded)
+	entries := ix.marshalEntries()
+	e.uvarint(uint64(len(entries)))
 	binary.LittleEndian.PutUint64(e.b[headStart-8:], uint64(len(e.b)-headStart))
 	hsum := sha256.Sum256(e.b)
 	e.b = append(e.b, hsum[:]...)
 	e.b = append(e.b, windows...)
+	e.b = append(e.b, entries...)
+	sum := sha256.Sum256(e.b)
+	return append(e.b, sum[:]...), nil
+}
+
+func (e *encoder) chunkSums(c ChunkSums) {
+	e.uvarint(uint64(c.Size))
+	e.uvarint(uint64(len(c.Sums)))
+	for _, s := range c.Sums {
+		e.b = append(e.b, s[:]...)
+	}
+}
+
+// marshalEntries encodes the entries section.
+func (ix *Index) marshalEntries() []byte {
+	e := &encoder{b: make([]byte, 0, 16+40*len(ix.Entries))}
 	e.uvarint(uint64(len(ix.Entries)))
 	prev, prevOff := "", int64(0)
 	for i := range ix.Entries {
@@ -166,8 +185,7 @@ func (ix *Index) MarshalBinary() ([]byte, error) {
 			}
 		}
 	}
-	sum := sha256.Sum256(e.b)
-	return append(e.b, sum[:]...), nil
+	return e.b
 }
 
 func commonPrefix(a, b string) int {
@@ -296,7 +314,8 @@ func UnmarshalIndex(b []byte) (*Index, error) {
 	if len(body) < headStart+len(head)+sha256.Size {
 		return nil, fmt.Errorf("%w: truncated", ErrBadIndex)
 	}
-	return parseIndexBody(head, body[headStart+len(head)+sha256.Size:], true, nil, 0)
+	base := headStart + len(head) + sha256.Size
+	return parseIndexBody(head, body[base:], true, nil, int64(base))
 }
 
 // UnmarshalHeader is UnmarshalIndex without the entry table: the sizes,
@@ -407,18 +426,13 @@ func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base 
 	} else if ix.Compression != None {
 		d.fail("compressed layer without checkpoints")
 	}
-	ix.Chunks.Size = d.size()
-	if nc := d.count(32); d.err == nil {
-		if (ix.Chunks.Size == 0 && nc != 0) || (ix.Chunks.Size > 0 && ix.Chunks.Count(ix.CompressedSize) != nc) {
-			d.fail("chunk table does not match the blob size")
-		} else {
-			ix.Chunks.Sums = make([][32]byte, nc)
-			for i := range ix.Chunks.Sums {
-				copy(ix.Chunks.Sums[i][:], d.b[:32])
-				d.b = d.b[32:]
-			}
-		}
+	ix.Chunks = d.chunkSums(ix.CompressedSize, "chunk table does not match the blob size")
+	ix.Decoded = d.chunkSums(ix.UncompressedSize, "decoded chunk table does not match the stream size")
+	if ix.Decoded.Size > 0 && ix.Compression != Zstd {
+		d.fail("decoded chunk table of a layer that has no decoded copy")
 	}
+	entriesLen := d.size()
+	ix.storedLen = base + windowsLen + entriesLen + sha256.Size
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes in the head")
 	}
@@ -447,6 +461,10 @@ func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base 
 		}
 	}
 	d.b = rest[windowsLen:]
+	if int64(len(d.b)) != entriesLen {
+		d.fail("entries section length does not match the head")
+		return nil, d.err
+	}
 	n := d.count(12)
 	if d.err == nil {
 		ix.Entries = make([]Entry, n)
@@ -519,6 +537,28 @@ func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base 
 		return nil, d.err
 	}
 	return ix, nil
+}
+
+// chunkSums decodes a ChunkSums table for a stream of total bytes.
+func (d *decoder) chunkSums(total int64, mismatch string) ChunkSums {
+	var c ChunkSums
+	c.Size = d.size()
+	nc := d.count(32)
+	if d.err != nil {
+		return ChunkSums{}
+	}
+	if (c.Size == 0 && nc != 0) || (c.Size > 0 && c.Count(total) != nc) {
+		d.fail(mismatch)
+		return ChunkSums{}
+	}
+	if nc > 0 {
+		c.Sums = make([][32]byte, nc)
+	}
+	for i := range c.Sums {
+		copy(c.Sums[i][:], d.b[:32])
+		d.b = d.b[32:]
+	}
+	return c
 }
 
 // window returns the checkpoint's history, inflating the stored form of a

@@ -118,7 +118,20 @@ type Index struct {
 	// pieces, and each is checked before a byte of it is served: the
 	// blob digest alone cannot be checked without the whole blob.
 	Chunks ChunkSums
+	// Decoded are digests of the uncompressed stream in ChunkSize
+	// pieces, recorded only for a zstd layer whose stream was kept in a
+	// decoded copy (Options.Tee). That copy is a cache file anyone with
+	// access to the cache directory could damage, so every piece of it is
+	// checked against these before a byte of it is served.
+	Decoded ChunkSums
+
+	storedLen int64 // length of the index file it was loaded from
 }
+
+// StoredLen is the length of the index file the index was loaded from,
+// as its head gives it (0 for an index built, not loaded): a head-only
+// load compares it with the file to catch a truncated one up front.
+func (ix *Index) StoredLen() int64 { return ix.storedLen }
 
 // ChunkSize is the piece size of ChunkSums for new indexes: small enough
 // that a random read fetches little more than one checkpoint span of

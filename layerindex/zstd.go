@@ -192,7 +192,7 @@ func (z *zstdStream) decodeErr(err error) error {
 		err = z.w.err
 	}
 	if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
-		return corruptf("%s: window larger than %d bytes", z.where(), zstdMaxWindow)
+		return fmt.Errorf("%s: unsupported window size (over the limit %d): %w", z.where(), zstdMaxWindow, ErrUnsupported)
 	}
 	return formatErr(z.cr, z.where()+": decode", err)
 }
@@ -377,7 +377,7 @@ func (w *zstdFrameWalker) start(br *bufio.Reader) error {
 		return fmt.Errorf("frame needs dictionary %d", dict)
 	}
 	if window > zstdMaxWindow {
-		return fmt.Errorf("window of %d bytes larger than %d", window, zstdMaxWindow)
+		return fmt.Errorf("unsupported window size %d, limit %d: %w", window, zstdMaxWindow, ErrUnsupported)
 	}
 	w.pending = w.hdr[:copy(w.hdr[:], b)]
 	br.Discard(n)

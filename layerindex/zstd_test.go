@@ -2,8 +2,12 @@ package layerindex
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -196,6 +200,13 @@ func TestZstdErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := tryIndex(Zstd, tc.blob, 0)
+			if strings.HasSuffix(tc.name, "segment-too-large") || tc.name == "window-too-large" {
+				// Valid zstd over our window limit: refused, not corrupt.
+				if !errors.Is(err, ErrUnsupported) {
+					t.Fatalf("%s: %v, want ErrUnsupported", tc.name, err)
+				}
+				return
+			}
 			requireCorrupt(t, err, tc.trunc, tc.name)
 			t.Log(err)
 		})
@@ -249,5 +260,24 @@ func BenchmarkIndexZstd(b *testing.B) {
 				zr.Close()
 			}
 		})
+	}
+}
+
+// A frame asking for more history than we allow is not corrupt: it is
+// valid zstd we refuse, and the message must say so with both figures.
+func TestZstdWindowTooLarge(t *testing.T) {
+	// A 256 MiB window descriptor: exponent 18 (2^(10+18)), mantissa 0.
+	var fr []byte
+	fr = append(fr, 0x28, 0xb5, 0x2f, 0xfd) // magic
+	fr = append(fr, 0x00)                   // no single segment, no checksum, no FCS
+	fr = append(fr, 18<<3)                  // window descriptor
+	fr = append(fr, 0x01, 0x00, 0x00)       // last raw block of 0 bytes
+	_, err := Build(context.Background(), bytes.NewReader(fr), Zstd, Options{})
+	if err == nil {
+		t.Fatal("frame with a 256 MiB window accepted")
+	}
+	want := fmt.Sprintf("unsupported window size %d, limit %d", 256<<20, zstdMaxWindow)
+	if !strings.Contains(err.Error(), want) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("error %q: want it to say %q and not call the stream corrupt", err, want)
 	}
 }

@@ -89,7 +89,13 @@ type Tree struct {
 	inodes []inode
 	xattrs []xattrRef
 	frags  []layerindex.Fragment
+	mapped bool // the arrays above are a mapped tree file, not heap
 }
+
+// Mapped reports whether the tree is served from a mapped tree file
+// (LoadTreeFile), whose pages the kernel can share and reclaim, rather
+// than from the heap a merge built.
+func (t *Tree) Mapped() bool { return t.mapped }
 
 // blobBuilder interns strings into one blob.
 type blobBuilder struct {
@@ -354,22 +360,38 @@ type FileBacked interface {
 	File() (f *os.File, base int64)
 }
 
+// VerifiedFile is FileBacked content whose file is not trusted as it
+// stands (a decoded copy in the cache): a range may be served from the
+// file only after Verify passed for it.
+type VerifiedFile interface {
+	FileBacked
+	// Verify checks stream bytes [off, off+n).
+	Verify(off, n int64) error
+}
+
 // BackingFile says where a regular file's bytes lie in a local file, if
-// they do (see FileBacked); sparse entries never qualify.
-func (t *Tree) BackingFile(id NodeID) (f *os.File, off int64, ok bool) {
+// they do (see FileBacked); sparse entries never qualify. The caller
+// means to serve n bytes from the file's offset off straight from the
+// file: err says they must not be served at all (a damaged cache file).
+func (t *Tree) BackingFile(id NodeID, off, n int64) (f *os.File, pos int64, ok bool, err error) {
 	st := t.ino(id)
 	if st.kind != layerindex.KindReg || st.sparse || st.layer < 0 {
-		return nil, 0, false
+		return nil, 0, false, nil
 	}
 	if t.layers[st.layer].CheckHeaders {
-		return nil, 0, false // reads must go through Open, which checks
+		return nil, 0, false, nil // reads must go through Open, which checks
 	}
 	fb, ok := t.layers[st.layer].Content.(FileBacked)
 	if !ok {
-		return nil, 0, false
+		return nil, 0, false, nil
+	}
+	if v, ok := fb.(VerifiedFile); ok {
+		if err := v.Verify(st.offset+off, n); err != nil {
+			return nil, 0, false, fmt.Errorf("%s (layer %d): %w", t.Path(id), st.layer, err)
+		}
 	}
 	f, base := fb.File()
-	return f, base + st.offset, true
+	return f, base + st.offset, true, nil
 }
 
 // Layers returns the layers the tree was merged from.

@@ -125,6 +125,7 @@ func LoadTreeFile(path string, ids []LayerID, layers []Layer) (*Tree, error) {
 		syscall.Munmap(m)
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
+	t.mapped = true
 	return t, nil
 }
 

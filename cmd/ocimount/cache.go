@@ -41,7 +41,15 @@ func cacheCommand() *cli.Command {
 					var total int64
 					for _, e := range es {
 						total += e.Size
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Kind, e.Digest, humanSize(e.Size), e.LastUse.Format(time.DateTime))
+						what := string(e.Digest)
+						if e.Kind == "temp" {
+							// Temp files have no digest: say where they are and whose.
+							what = e.Path + " (left behind)"
+							if e.InUse {
+								what = e.Path + " (being written)"
+							}
+						}
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Kind, what, humanSize(e.Size), e.LastUse.Format(time.DateTime))
 					}
 					fmt.Fprintf(tw, "total\t%d items in %s\t%s\t\n", len(es), d.Root, humanSize(total))
 					return tw.Flush()

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 
 	"github.com/ocimount/ocimount/layerindex"
 )
@@ -107,8 +108,7 @@ func (d Dir) LoadIndex(dg digest.Digest) (*layerindex.Index, error) {
 	ix, err := d.loadIndex(dg)
 	if err == nil {
 		p, _ := d.indexPath(dg)
-		now := time.Now()
-		os.Chtimes(p, now, now) // last use, for prune; best effort
+		touch(p)
 	}
 	return ix, err
 }
@@ -136,7 +136,15 @@ func (d Dir) LoadHeader(dg digest.Digest) (*layerindex.Index, io.Closer, error) 
 		f.Close()
 		return nil, nil, err
 	}
+	touch(p) // a warm mount uses the index: keep it from prune
 	return ix, f, nil
+}
+
+// touch records a cache file's use in its mtime, which List reports as
+// its last use and Prune goes by; best effort.
+func touch(p string) {
+	now := time.Now()
+	os.Chtimes(p, now, now)
 }
 
 // HasIndex says whether a usable index of dg is cached (its head checks).
@@ -219,7 +227,7 @@ func WriteAtomic(path string, b []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
+	f, err := CreateTemp(dir, ".tmp-*")
 	if err != nil {
 		return err
 	}
@@ -239,13 +247,103 @@ func WriteAtomic(path string, b []byte) error {
 	return err
 }
 
+// CreateTemp creates a temp file (pattern as for os.CreateTemp; it must
+// start with ".tmp-") and holds an exclusive flock on it until the file is
+// closed, or the process dies. The lock is how SweepTemps tells a temp
+// file that is still being written from one a killed process left behind:
+// a decoded zstd layer can leave gigabytes in one.
+func CreateTemp(dir, pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
+	}
+	return f, nil
+}
+
+// tempGrace is how old an unlocked temp file must be before it counts as
+// left behind: a writer that does not lock (the registry range cache,
+// whose chunk writes take milliseconds) or one between creating its file
+// and locking it is never mistaken for a dead one.
+const tempGrace = time.Minute
+
+// tempInUse reports whether a live process is writing the temp file p
+// (holds its lock) or may be about to (it is younger than tempGrace).
+func tempInUse(p string, fi fs.FileInfo) bool {
+	if time.Since(fi.ModTime()) < tempGrace {
+		return true
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return !errors.Is(err, fs.ErrNotExist) // gone: nobody's
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return true
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
+
+// isTemp says whether a cache file name is a temp file's.
+func isTemp(name string) bool { return strings.HasPrefix(name, ".tmp-") }
+
+// temps lists the temp files under the given directories of the cache
+// (all of it if none), whether in use or not.
+func (d Dir) temps(dirs ...string) []Entry {
+	if len(dirs) == 0 {
+		dirs = []string{d.Root}
+	}
+	var out []Entry
+	for _, dir := range dirs {
+		filepath.WalkDir(dir, func(p string, de fs.DirEntry, err error) error {
+			if err != nil || de.IsDir() || !isTemp(de.Name()) {
+				return nil
+			}
+			if fi, err := de.Info(); err == nil {
+				out = append(out, Entry{Kind: "temp", Path: p, Size: fi.Size(), LastUse: fi.ModTime(), InUse: tempInUse(p, fi)})
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// SweepTemps removes the temp files that killed processes left in the
+// places a mount writes to (decoded copies, indexes, trees), and returns
+// them; files still being written stay. A cold mount calls it: that is
+// when the big ones (decoded copies) are made, and an interrupted first
+// mount is usually followed by another.
+func (d Dir) SweepTemps() []Entry {
+	if !d.Enabled() {
+		return nil
+	}
+	var removed []Entry
+	for _, e := range d.temps(filepath.Join(d.Root, "decoded"), filepath.Join(d.Root, "index", indexVersionDir), filepath.Join(d.Root, "tree")) {
+		if !e.InUse && os.Remove(e.Path) == nil {
+			removed = append(removed, e)
+		}
+	}
+	return removed
+}
+
 // Entry is one cached item, for `ocimount cache ls|prune`.
 type Entry struct {
-	Kind    string // "index", "tree", "decoded", or "stale" (an index of an older format)
+	// Kind is "index", "tree", "decoded", "stale" (an index of an older
+	// format) or "temp" (a file being written, or left by a killed
+	// process: see InUse).
+	Kind    string
 	Digest  digest.Digest
 	Path    string
 	Size    int64
 	LastUse time.Time
+	// InUse marks a temp file that a live process may still be writing;
+	// Prune leaves it.
+	InUse bool
 }
 
 // List returns the cached items, least recently used first.
@@ -273,15 +371,21 @@ func (d Dir) List() ([]Entry, error) {
 		out = append(out, Entry{Kind: "decoded", Digest: digest.NewDigestFromEncoded(digest.SHA256, strings.TrimSuffix(n, ".tar")),
 			Path: filepath.Join(d.Root, "decoded", n), Size: fi.Size(), LastUse: fi.ModTime()})
 	}
-	// Stale files first (nothing can use them), then least recently used.
+	out = append(out, d.temps()...)
+	// Left-over temp and stale files first (nothing can use them), then
+	// least recently used.
 	sort.Slice(out, func(i, j int) bool {
-		if si, sj := out[i].Kind == "stale", out[j].Kind == "stale"; si != sj {
+		if si, sj := out[i].dead(), out[j].dead(); si != sj {
 			return si
 		}
 		return out[i].LastUse.Before(out[j].LastUse)
 	})
 	return out, nil
 }
+
+// dead says whether nothing can use the item: Prune removes it whatever
+// the bound.
+func (e Entry) dead() bool { return e.Kind == "stale" || (e.Kind == "temp" && !e.InUse) }
 
 // Prune removes least recently used items until the cache holds at most
 // maxBytes, and returns what it removed. Files in use by a running mount
@@ -297,7 +401,10 @@ func (d Dir) Prune(maxBytes int64) ([]Entry, error) {
 	}
 	var removed []Entry
 	for _, e := range all {
-		if total <= maxBytes && e.Kind != "stale" {
+		if e.InUse {
+			continue // being written: not ours to remove
+		}
+		if total <= maxBytes && !e.dead() {
 			break
 		}
 		if err := os.Remove(e.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -339,7 +446,7 @@ func (d Dir) listDir(kind, dir string, out *[]Entry) error {
 			}
 			return err
 		}
-		if de.IsDir() || strings.HasPrefix(de.Name(), ".tmp-") {
+		if de.IsDir() || isTemp(de.Name()) {
 			return nil
 		}
 		fi, err := de.Info()
@@ -378,6 +485,11 @@ func loadHead(f *os.File, p string) (*layerindex.Index, error) {
 	ix, err := layerindex.UnmarshalHeader(b[:hs], f)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	// The head fixes the file's length: a truncated file would otherwise
+	// be found out only read by read, as windows fail to load.
+	if fi, err := f.Stat(); err != nil || fi.Size() != ix.StoredLen() {
+		return nil, fmt.Errorf("%s: %w: %d bytes, its head says %d (truncated or damaged)", p, layerindex.ErrBadIndex, fi.Size(), ix.StoredLen())
 	}
 	return ix, nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"time"
@@ -201,6 +202,11 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 			return im, nil
 		}
 	}
+	// A cold mount may follow one that was killed while writing a decoded
+	// copy (gigabytes in a temp file): drop what dead processes left.
+	for _, e := range dir.SweepTemps() {
+		logf(o, "removed %s (%d bytes), left behind by an interrupted mount", e.Path, e.Size)
+	}
 	published := fetchPublished(ctx, bi, dir, o)
 	im.Indexes = make([]*layerindex.Index, n)
 	im.FromCache = make([]bool, n)
@@ -288,23 +294,73 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	im.Tree = tree
-	if dir.Enabled() {
-		ids := make([]overlay.LayerID, 0, hi-lo)
-		for _, ix := range im.Indexes[lo:hi] {
-			ids = append(ids, overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize})
-		}
-		if b, err := tree.MarshalBinary(ids); err != nil {
-			logf(o, "serializing the merged tree: %v", err)
-		} else if err := dir.StoreTree(o.View.treeKey(bi.ManifestDigest), b); err != nil {
-			logf(o, "caching the merged tree: %v", err)
-		}
+	ids := make([]overlay.LayerID, 0, hi-lo)
+	for _, ix := range im.Indexes[lo:hi] {
+		ids = append(ids, overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize})
+	}
+	var stored string // where the tree file is, if it was written
+	if dir.Enabled() || !o.KeepEntries {
+		stored = storeTree(tree, ids, dir, o.View.treeKey(bi.ManifestDigest), o)
 	}
 	if !o.KeepEntries {
 		for _, ix := range im.Indexes[lo:hi] {
 			ix.Entries = nil // the tree has what reads need; free the tables
 		}
+		if stored != "" {
+			if t := frozen(stored, ids, layers[lo:hi], o); t != nil {
+				im.Tree = t
+				debug.FreeOSMemory() // the built tree's heap, now garbage
+			}
+			if !dir.Enabled() {
+				os.Remove(stored) // mapped: lives until the process exits
+			}
+		}
 	}
 	return im, nil
+}
+
+// storeTree writes the merged tree's file: into the cache, or without one
+// into a temp file for frozen. It returns the file's path ("" if it could
+// not be written, which costs memory, not correctness).
+func storeTree(tree *overlay.Tree, ids []overlay.LayerID, dir cache.Dir, key digest.Digest, o Options) string {
+	b, err := tree.MarshalBinary(ids)
+	if err != nil {
+		logf(o, "serializing the merged tree: %v", err)
+		return ""
+	}
+	if dir.Enabled() {
+		if err := dir.StoreTree(key, b); err != nil {
+			logf(o, "caching the merged tree: %v", err)
+			return ""
+		}
+		p, _ := dir.TreePath(key)
+		return p
+	}
+	f, err := os.CreateTemp("", "ocimount-tree-*")
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		os.Remove(f.Name())
+		return ""
+	}
+	return f.Name()
+}
+
+// frozen maps the tree file a cold mount's merged tree was written to, so
+// the mount serves it as a warm mount does and the merge's heap can go
+// back to the system: the merge builds per-entry structures (over a GB
+// for a million-entry image) that the server would otherwise keep for its
+// whole life, though all it needs is the flat, file-backed tree. nil (the
+// built tree is served) if the file cannot be mapped.
+func frozen(path string, ids []overlay.LayerID, layers []overlay.Layer, o Options) *overlay.Tree {
+	t, err := overlay.LoadTreeFile(path, ids, layers)
+	if err != nil {
+		logf(o, "mapping the merged tree: %v", err)
+		return nil
+	}
+	return t
 }
 
 // loadWarm assembles a mount from the cache alone — the checkpoint tables
@@ -347,7 +403,7 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 		if ix.Compression != c || ix.CompressedSize != l.Blob.Size() || (l.DiffID != "" && ix.DiffID != l.DiffID) {
 			return fail()
 		}
-		content, closer, ok := servedFrom(ix, l, dir, span)
+		content, closer, ok := servedFrom(ix, l, dir, span, o)
 		if !ok {
 			return fail()
 		}
@@ -436,7 +492,7 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 		ix, err := dir.LoadIndex(key)
 		switch {
 		case err == nil && ix.Compression == c && ix.CompressedSize == l.Blob.Size() && (l.DiffID == "" || ix.DiffID == l.DiffID):
-			content, closer, ok := servedFrom(ix, l, dir, span)
+			content, closer, ok := servedFrom(ix, l, dir, span, o)
 			if ok {
 				if o.Progress != nil {
 					o.Progress(l.Index, l.Blob.Size(), l.Blob.Size())
@@ -457,7 +513,7 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 		case ix.Digest != key || ix.Compression != c || ix.CompressedSize != l.Blob.Size() || (l.DiffID != "" && ix.DiffID != l.DiffID):
 			logf(o, "published index of %s describes another layer (%s); indexing the layer", key, ix.Digest)
 		default:
-			content, closer, ok := servedFrom(ix, l, dir, span)
+			content, closer, ok := servedFrom(ix, l, dir, span, o)
 			if ok {
 				if dir.Enabled() {
 					if err := dir.StorePublishedIndex(key, published); err != nil {
@@ -493,7 +549,12 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 		if err := os.MkdirAll(tdir, 0o700); err != nil {
 			return nil, nil, nil, false, false, err
 		}
-		if tmp, err = os.CreateTemp(tdir, ".tmp-layer-*"); err != nil {
+		if dir.Enabled() {
+			tmp, err = cache.CreateTemp(tdir, ".tmp-layer-*") // locked: not swept while written
+		} else {
+			tmp, err = os.CreateTemp(tdir, ".tmp-layer-*")
+		}
+		if err != nil {
 			return nil, nil, nil, false, false, err
 		}
 		bo.Tee = tmp
@@ -524,12 +585,20 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 		cleanup()
 		return nil, nil, nil, false, false, err
 	}
-	if dir.Enabled() {
+	storeIndex := func(ix *layerindex.Index) {
+		if !dir.Enabled() {
+			return
+		}
 		if err := dir.StoreIndex(ix); err != nil {
 			logf(o, "caching index of %s: %v", ix.Digest, err)
 		} else if o.Rebuild {
 			dir.ClearPublished(ix.Digest) // rebuilt from the layer itself: trusted again
 		}
+	}
+	keepCopy := c == layerindex.Zstd && ix.Checkpoints.MaxSpanLen() > maxFrameSpan(span)
+	if !keepCopy {
+		ix.Decoded = layerindex.ChunkSums{} // no copy to check
+		storeIndex(ix)
 	}
 	switch {
 	case c == layerindex.None:
@@ -540,10 +609,18 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 	case !dir.Enabled():
 		// Anonymous: the open handle keeps the data until Close.
 		os.Remove(tmp.Name())
-		return ix, decodedFile{tmp}, tmp, false, false, nil
+		dc, err := layerindex.NewDecodedCopy(tmp, ix)
+		if err != nil {
+			cleanup()
+			return nil, nil, nil, false, false, err
+		}
+		return ix, dc, dc, false, false, nil
 	}
 	// Keep the decoded copy under the blob digest for later mounts; the
 	// open handle serves reads even if another mount replaces the file.
+	// The index (with the copy's piece digests) is stored only now, so
+	// a cached index that asks for a decoded copy has the digests to
+	// check it with.
 	err = tmp.Sync()
 	if err == nil {
 		err = os.Rename(tmp.Name(), dir.DecodedPath(ix.Digest))
@@ -552,12 +629,38 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 		cleanup()
 		return nil, nil, nil, false, false, err
 	}
-	return ix, decodedFile{tmp}, tmp, false, false, nil
+	storeIndex(ix)
+	dc, err := decodedCopy(tmp, ix, dir.DecodedPath(ix.Digest), o)
+	if err != nil {
+		tmp.Close()
+		return nil, nil, nil, false, false, err
+	}
+	return ix, dc, dc, false, false, nil
+}
+
+// decodedCopy serves a decoded zstd layer from f (which was opened at
+// path in the cache), checking each piece before use. A damaged piece
+// fails its reads and drops the file from the cache, if it is still the
+// same file, so the next mount decodes the layer again.
+func decodedCopy(f *os.File, ix *layerindex.Index, path string, o Options) (*layerindex.DecodedCopy, error) {
+	dc, err := layerindex.NewDecodedCopy(f, ix)
+	if err != nil {
+		return nil, err
+	}
+	dc.OnDamage = func(err error) {
+		logf(o, "%v; removing it from the cache (the next mount rebuilds it)", err)
+		fi, err1 := f.Stat()
+		pi, err2 := os.Lstat(path)
+		if err1 == nil && err2 == nil && os.SameFile(fi, pi) {
+			os.Remove(path)
+		}
+	}
+	return dc, nil
 }
 
 // servedFrom says how a layer with a cached index is read; ok is false if
 // something it needs is gone (a decoded zstd file pruned away).
-func servedFrom(ix *layerindex.Index, l *blobs.Layer, dir cache.Dir, span int64) (io.ReaderAt, io.Closer, bool) {
+func servedFrom(ix *layerindex.Index, l *blobs.Layer, dir cache.Dir, span int64, o Options) (io.ReaderAt, io.Closer, bool) {
 	if attachSums(ix, l) != nil {
 		return nil, nil, false // an index without chunk digests cannot serve a registry layer
 	}
@@ -567,15 +670,22 @@ func servedFrom(ix *layerindex.Index, l *blobs.Layer, dir cache.Dir, span int64)
 	case ix.Compression == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= maxFrameSpan(span):
 		return nil, nil, true
 	}
-	f, err := os.Open(dir.DecodedPath(ix.Digest))
+	if !dir.Enabled() {
+		return nil, nil, false
+	}
+	p := dir.DecodedPath(ix.Digest)
+	f, err := os.Open(p)
 	if err != nil {
 		return nil, nil, false
 	}
-	if fi, err := f.Stat(); err != nil || fi.Size() != ix.UncompressedSize {
+	dc, err := decodedCopy(f, ix, p, o)
+	if err != nil {
 		f.Close()
 		return nil, nil, false
 	}
-	return decodedFile{f}, f, true
+	now := time.Now()
+	os.Chtimes(p, now, now) // last use, for prune
+	return dc, dc, true
 }
 
 // attachSums gives a registry layer the chunk digests its fetched bytes
@@ -623,10 +733,3 @@ func logf(o Options, format string, args ...any) {
 		o.Logf(format, args...)
 	}
 }
-
-// decodedFile is a decoded layer stream in a local file; FUSE splices
-// from it (overlay.FileBacked).
-type decodedFile struct{ f *os.File }
-
-func (d decodedFile) ReadAt(p []byte, off int64) (int, error) { return d.f.ReadAt(p, off) }
-func (d decodedFile) File() (*os.File, int64)                 { return d.f, 0 }
