@@ -231,3 +231,60 @@ func TestKilledMountTempFile(t *testing.T) {
 		t.Errorf("a cold index left %s", left)
 	}
 }
+
+// rssAnon is a process's anonymous resident memory (heap, stacks), in
+// bytes: what a server keeps for itself, unlike the file-backed pages of a
+// mapped tree file, which the kernel can share and reclaim.
+func rssAnon(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "RssAnon:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no RssAnon in /proc/PID/status")
+	return 0
+}
+
+// A cold mount must not keep the merge's heap: after it is ready it holds
+// about what a warm mount of the same image holds.
+func TestColdMountReleasesMergeHeap(t *testing.T) {
+	requireIntegration(t)
+	const n = 100_000
+	dir := filepath.Join(t.TempDir(), "layout")
+	entries := []tartest.Entry{tartest.Dir("many", 0o755)}
+	for i := range n {
+		entries = append(entries, tartest.File("many/file-with-a-longish-name-"+strconv.Itoa(i), "", 0o644))
+	}
+	tartest.WriteOCILayout(t, dir, tartest.Image{Ref: "latest", Layers: []tartest.ImageLayer{
+		{Compression: tartest.Gzip, Tar: tartest.Tar(t, entries...)},
+	}})
+	entries = nil
+	cacheDir := t.TempDir()
+	mnt := newMountpoint(t)
+	measure := func() int64 {
+		srv := startForeground(t, dir, mnt, "--cache-dir", cacheDir)
+		defer func() {
+			run(t, time.Minute, "umount", mnt)
+			srv.wait(30 * time.Second)
+		}()
+		// Walk the mount so both serve the whole tree once.
+		des, err := os.ReadDir(filepath.Join(mnt, "many"))
+		if err != nil || len(des) != n {
+			t.Fatalf("readdir: %d entries, %v", len(des), err)
+		}
+		time.Sleep(500 * time.Millisecond)
+		return rssAnon(t, srv.cmd.Process.Pid)
+	}
+	cold := measure()
+	warm := measure()
+	t.Logf("anonymous RSS after a full listing of %d entries: cold %d MB, warm %d MB", n, cold>>20, warm>>20)
+	if cold > warm+warm/2+(16<<20) {
+		t.Errorf("cold mount holds %d MB, warm %d MB: the merge heap was kept", cold>>20, warm>>20)
+	}
+}
