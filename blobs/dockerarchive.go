@@ -101,16 +101,14 @@ func openDockerArchive(ctx context.Context, src Source, a *archive) (*Image, err
 			}
 			return nil, r.errorf("layer %d %w", i, err)
 		}
-		f, err := sniffFormat(lb)
-		if err != nil {
-			return nil, r.errorf("layer %d %s: %w", i, lp, err)
-		}
-		d := ocispec.Descriptor{MediaType: typeOfFormat(f), Size: lb.Size()}
+		// No media type: docker save writes none, and the layer's own
+		// bytes say what it is (layerindex.Detect).
+		d := ocispec.Descriptor{Size: lb.Size()}
 		if mm := blobPathRE().FindStringSubmatch(memberName(lp)); mm != nil {
 			d.Digest = digest.NewDigestFromEncoded(digest.SHA256, mm[1])
 		}
 		m.Layers = append(m.Layers, d)
-		im.Layers = append(im.Layers, Layer{Index: i, Descriptor: d, Format: f, DiffID: diffID, Blob: lb})
+		im.Layers = append(im.Layers, Layer{Index: i, Descriptor: d, DiffID: diffID, Blob: lb})
 	}
 	im.Manifest = m
 	mj, err := json.Marshal(m)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"sync"
@@ -24,39 +23,15 @@ type Options struct {
 	Remote RemoteOptions
 }
 
-// LayerFormat is how a layer blob is encoded.
-type LayerFormat uint8
-
-// Layer formats. The zero value is deliberately not a format, so a Layer
-// that was never filled in is not mistaken for an uncompressed one.
-const (
-	FormatTar LayerFormat = iota + 1
-	FormatTarGzip
-	FormatTarZstd
-)
-
-func (f LayerFormat) String() string {
-	switch f {
-	case FormatTar:
-		return "tar"
-	case FormatTarGzip:
-		return "tar+gzip"
-	case FormatTarZstd:
-		return "tar+zstd"
-	}
-	return fmt.Sprintf("LayerFormat(%d)", uint8(f))
-}
-
 // Layer is one layer of an image, bottom-most first.
 type Layer struct {
 	Index int // position in Manifest.Layers
-	// Descriptor is the manifest's, with MediaType normalised to the OCI
-	// name (Docker's rootfs.diff.tar.gzip → OCI tar+gzip, the foreign type
-	// → OCI nondistributable tar+gzip), so callers switch on OCI names
-	// only. Image.Manifest keeps the original. In a docker-archive the
-	// Digest is empty unless the member is named blobs/sha256/<hex>.
+	// Descriptor is the manifest's. blobs does not interpret layer media
+	// types: layerindex.Detect is the one place that maps them (and, for
+	// the empty media type of a docker-archive layer, the blob's first
+	// bytes) to a format. In a docker-archive the Digest is empty unless
+	// the member is named blobs/sha256/<hex>.
 	Descriptor ocispec.Descriptor
-	Format     LayerFormat
 	DiffID     digest.Digest // Config.RootFS.DiffIDs[Index]
 	// Blob is a FileBlob for local sources, a *RemoteBlob for registry
 	// ones; bytes are not verified here.
@@ -153,34 +128,13 @@ func OpenImage(ctx context.Context, src Source, o Options) (*Image, error) {
 	return nil, fmt.Errorf("%s: transport %q is %w", src, string(src.Transport), ErrUnsupported)
 }
 
-// layerType is what a layer media type means to us.
-type layerType struct {
-	format LayerFormat
-	norm   string // OCI media type
-}
-
 const (
 	mtDockerManifest = "application/vnd.docker.distribution.manifest.v2+json"
 	mtDockerList     = "application/vnd.docker.distribution.manifest.list.v2+json"
 	mtDockerConfig   = "application/vnd.docker.container.image.v1+json"
-	mtDockerLayer    = "application/vnd.docker.image.rootfs.diff.tar"
-	mtDockerLayerGz  = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-	mtDockerForeign  = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 	mtSchema1        = "application/vnd.docker.distribution.manifest.v1+json"
 	mtSchema1Signed  = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 )
-
-var layerTypes = map[string]layerType{
-	ocispec.MediaTypeImageLayer:                     {FormatTar, ocispec.MediaTypeImageLayer},
-	ocispec.MediaTypeImageLayerGzip:                 {FormatTarGzip, ocispec.MediaTypeImageLayerGzip},
-	ocispec.MediaTypeImageLayerZstd:                 {FormatTarZstd, ocispec.MediaTypeImageLayerZstd},
-	ocispec.MediaTypeImageLayerNonDistributable:     {FormatTar, ocispec.MediaTypeImageLayerNonDistributable},         //nolint:staticcheck // still in the wild
-	ocispec.MediaTypeImageLayerNonDistributableGzip: {FormatTarGzip, ocispec.MediaTypeImageLayerNonDistributableGzip}, //nolint:staticcheck
-	ocispec.MediaTypeImageLayerNonDistributableZstd: {FormatTarZstd, ocispec.MediaTypeImageLayerNonDistributableZstd}, //nolint:staticcheck
-	mtDockerLayer:   {FormatTar, ocispec.MediaTypeImageLayer},
-	mtDockerLayerGz: {FormatTarGzip, ocispec.MediaTypeImageLayerGzip},
-	mtDockerForeign: {FormatTarGzip, ocispec.MediaTypeImageLayerNonDistributableGzip}, //nolint:staticcheck
-}
 
 // normMediaType drops media type parameters and case, which RFC 6838 says
 // do not change the type.
@@ -202,33 +156,4 @@ func isManifestType(mt string) bool {
 func isSchema1Type(mt string) bool {
 	mt = normMediaType(mt)
 	return mt == mtSchema1 || mt == mtSchema1Signed
-}
-
-// typeOfFormat maps a format to its media type (for synthesised
-// descriptors).
-func typeOfFormat(f LayerFormat) string {
-	switch f {
-	case FormatTarGzip:
-		return ocispec.MediaTypeImageLayerGzip
-	case FormatTarZstd:
-		return ocispec.MediaTypeImageLayerZstd
-	}
-	return ocispec.MediaTypeImageLayer
-}
-
-// sniffFormat recognises a layer by its first bytes, for docker archives,
-// whose manifest.json carries no media types.
-func sniffFormat(b Blob) (LayerFormat, error) {
-	var m [4]byte
-	n, err := b.ReadAt(m[:], 0)
-	if n < len(m) && err != nil && !errors.Is(err, io.EOF) {
-		return 0, err
-	}
-	switch {
-	case n >= 2 && m[0] == 0x1f && m[1] == 0x8b:
-		return FormatTarGzip, nil
-	case n >= 4 && m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd:
-		return FormatTarZstd, nil
-	}
-	return FormatTar, nil
 }

@@ -463,10 +463,6 @@ func (r *resolver) loadImage(md ocispec.Descriptor, plat *ocispec.Platform, data
 		if err := r.ctx.Err(); err != nil {
 			return nil, r.errorf("%w", err)
 		}
-		lt, known := layerTypes[normMediaType(ld.MediaType)]
-		if !known {
-			return nil, r.errorf("layer %d %s: %q: %w", i, ld.Digest, ld.MediaType, ErrUnknownMediaType)
-		}
 		name, err := blobName(ld.Digest)
 		if err != nil {
 			return nil, r.errorf("layer %d: %w", i, err)
@@ -475,10 +471,8 @@ func (r *resolver) loadImage(md ocispec.Descriptor, plat *ocispec.Platform, data
 			if ld.Size <= 0 {
 				return nil, r.errorf("layer %d %s: descriptor size %d: %w", i, ld.Digest, ld.Size, ErrInvalid)
 			}
-			nd := ld
-			nd.MediaType = lt.norm
-			rb := r.remote.blob(nd.Digest, ld.Size)
-			im.Layers = append(im.Layers, Layer{Index: i, Descriptor: nd, Format: lt.format, DiffID: im.Config.RootFS.DiffIDs[i], Blob: rb})
+			rb := r.remote.blob(ld.Digest, ld.Size)
+			im.Layers = append(im.Layers, Layer{Index: i, Descriptor: ld, DiffID: im.Config.RootFS.DiffIDs[i], Blob: rb})
 			continue
 		}
 		b, err := r.st.open(name)
@@ -498,9 +492,7 @@ func (r *resolver) loadImage(md ocispec.Descriptor, plat *ocispec.Platform, data
 		if b.Size() != ld.Size {
 			return nil, r.errorf("layer %d %s: blob is %d bytes, descriptor says %d: %w", i, ld.Digest, b.Size(), ld.Size, ErrDigestMismatch)
 		}
-		nd := ld
-		nd.MediaType = lt.norm
-		im.Layers = append(im.Layers, Layer{Index: i, Descriptor: nd, Format: lt.format, DiffID: im.Config.RootFS.DiffIDs[i], Blob: b})
+		im.Layers = append(im.Layers, Layer{Index: i, Descriptor: ld, DiffID: im.Config.RootFS.DiffIDs[i], Blob: b})
 	}
 	ok = true
 	return im, nil

@@ -71,8 +71,8 @@ func TestUmociSkopeo(t *testing.T) {
 		}
 		if ref == nil {
 			ref = im
-			if im.Layers[0].Format != FormatTarGzip {
-				t.Errorf("umoci layer format %v", im.Layers[0].Format)
+			if f := formatOf(t, im.Layers[0]); f != "tar+gzip" {
+				t.Errorf("umoci layer format %v", f)
 			}
 			continue
 		}
@@ -83,8 +83,8 @@ func TestUmociSkopeo(t *testing.T) {
 			t.Errorf("%s: platform %+v, want %+v", tc.spec, im.Platform, ref.Platform)
 		}
 		if tc.tr == TransportDockerArchive {
-			if im.Layers[1].Format != FormatTar {
-				t.Errorf("%s: skopeo docker-archive layers are uncompressed, got %v", tc.spec, im.Layers[1].Format)
+			if f := formatOf(t, im.Layers[1]); f != "tar" {
+				t.Errorf("%s: skopeo docker-archive layers are uncompressed, got %v", tc.spec, f)
 			}
 			if !bytes.Equal(readBlob(t, im.Layers[1].Blob), layer) {
 				t.Errorf("%s: layer bytes differ from the tar given to umoci", tc.spec)

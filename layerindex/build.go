@@ -133,7 +133,7 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	if o.DiffID != "" && o.DiffID != ix.DiffID {
 		return nil, fmt.Errorf("uncompressed layer hashes to %s, config diff_id says %s: %w", ix.DiffID, o.DiffID, ErrDigestMismatch)
 	}
-	if c != None {
+	if f, _ := c.Format(); !f.plain {
 		ix.Checkpoints = ir.Checkpoints()
 	}
 	ix.Chunks = chunks.finish()

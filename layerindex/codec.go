@@ -182,6 +182,8 @@ func (c *Checkpoints) DecodeSpan(blob io.ReaderAt, i int, dst []byte) ([]byte, e
 // last span, or one followed by a member start), a zstd span (frame
 // checksums) and a raw one are released only whole.
 func (c *Checkpoints) progressive(i int) bool {
+	// Deflate checkpoints exist in gzip layers only; the compression is
+	// checked too, so a hostile index cannot make a zstd span progressive.
 	return c.Compression == Gzip && i+1 < len(c.Points) && c.Points[i+1].Kind == CheckpointDeflate
 }
 
@@ -268,19 +270,11 @@ func (c *Checkpoints) openSpan(blob io.ReaderAt, i int, limit int64, verify bool
 	if p.In < 0 || p.In > c.CompressedSize || p.Out < 0 || p.Out > limit {
 		return nil, fmt.Errorf("span %d: invalid checkpoint (in %d, out %d, compressed size %d): %w", i, p.In, p.Out, c.CompressedSize, ErrCorrupt)
 	}
-	switch c.Compression {
-	case None:
-		if p.Kind != CheckpointRaw || p.In != p.Out {
-			return nil, fmt.Errorf("span %d: invalid checkpoint kind %v for uncompressed blob: %w", i, p.Kind, ErrCorrupt)
-		}
-		return &rawStream{r: io.NewSectionReader(blob, p.In, limit-p.In)}, nil
-	case Gzip:
-		verifyEnd := verify && (i+1 == len(c.Points) || c.Points[i+1].Kind == CheckpointGzipMember)
-		return openGzipSpan(blob, c.CompressedSize, p, limit, verifyEnd, i)
-	case Zstd:
-		return openZstdSpan(blob, c.CompressedSize, p, limit, verify, i)
+	f, err := c.Compression.Format()
+	if err != nil {
+		return nil, fmt.Errorf("span %d: %w", i, err)
 	}
-	return nil, fmt.Errorf("span %d: unknown compression %v", i, c.Compression)
+	return f.openSpan(c, blob, i, limit, verify)
 }
 
 type rawStream struct{ r *io.SectionReader }
@@ -305,7 +299,7 @@ func (s *rawStream) release() {}
 // the end of the read: a single-frame zstd layer is one span, and decoding
 // it whole per read would be far worse.
 func (c *Checkpoints) NewReaderAt(blob io.ReaderAt, cache *SpanCache, key string) io.ReaderAt {
-	if c.Compression == None {
+	if f, err := c.Compression.Format(); err == nil && f.plain {
 		return &rawReaderAt{r: io.NewSectionReader(blob, 0, c.UncompressedSize)}
 	}
 	return &spanReaderAt{c: c, blob: blob, cache: cache, key: key}
@@ -517,19 +511,12 @@ func NewIndexingReader(c Compression, r io.Reader, span int64) (*IndexingReader,
 	if span <= 0 {
 		span = DefaultSpan
 	}
-	ir := &IndexingReader{comp: c, span: span, cr: &blobCounter{r: r}}
-	switch c {
-	case None:
-		ir.points = append(ir.points, Checkpoint{Kind: CheckpointRaw})
-	case Gzip:
-		g := newGzipIndexer(ir)
-		ir.stream, ir.release = g, g.release
-	case Zstd:
-		z := newZstdIndexer(ir)
-		ir.stream, ir.release = z, z.release
-	default:
-		return nil, fmt.Errorf("new indexing reader: unknown compression %v", c)
+	f, err := c.Format()
+	if err != nil {
+		return nil, fmt.Errorf("new indexing reader: %w", err)
 	}
+	ir := &IndexingReader{comp: c, span: span, cr: &blobCounter{r: r}}
+	ir.stream, ir.release = f.newIndexer(ir)
 	return ir, nil
 }
 

@@ -423,12 +423,12 @@ func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base 
 			d.fail("checkpoints do not match the index")
 		}
 		ix.Checkpoints = cp
-	} else if ix.Compression != None {
+	} else if f, err := ix.Compression.Format(); err != nil || !f.plain {
 		d.fail("compressed layer without checkpoints")
 	}
 	ix.Chunks = d.chunkSums(ix.CompressedSize, "chunk table does not match the blob size")
 	ix.Decoded = d.chunkSums(ix.UncompressedSize, "decoded chunk table does not match the stream size")
-	if ix.Decoded.Size > 0 && ix.Compression != Zstd {
+	if f, err := ix.Compression.Format(); ix.Decoded.Size > 0 && (err != nil || !f.decodedCopy) {
 		d.fail("decoded chunk table of a layer that has no decoded copy")
 	}
 	entriesLen := d.size()

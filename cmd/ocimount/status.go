@@ -16,6 +16,7 @@ import (
 
 	"github.com/ocimount/ocimount/blobs"
 	"github.com/ocimount/ocimount/internal/loader"
+	"github.com/ocimount/ocimount/layerindex"
 )
 
 // statusDir holds one unix socket per mount, named after the mountpoint,
@@ -63,7 +64,11 @@ func collectStatus(mnt string, im *loader.Image, since time.Time) Status {
 	st := Status{Mountpoint: mnt, Source: im.Image.Source.String(), Manifest: string(im.Image.ManifestDigest),
 		PID: os.Getpid(), Since: since, Entries: im.Tree.Len()}
 	for _, l := range im.Image.Layers {
-		ls := LayerStatus{Index: l.Index, Digest: string(l.Descriptor.Digest), Format: l.Format.String(), Size: l.Blob.Size(), FullyLocal: true}
+		format := "unknown"
+		if f, err := layerindex.Detect(l.Descriptor.MediaType, l.Blob); err == nil {
+			format = f.Name
+		}
+		ls := LayerStatus{Index: l.Index, Digest: string(l.Descriptor.Digest), Format: format, Size: l.Blob.Size(), FullyLocal: true}
 		if rb, ok := l.Blob.(*blobs.RemoteBlob); ok {
 			s := rb.Stats()
 			ls.Remote, ls.BlobStats = true, &s

@@ -106,6 +106,12 @@ func Inspect(im *Image) (*InspectResult, error) {
 		if i < len(m.Manifest.Layers) {
 			row.MediaType = m.Manifest.Layers[i].MediaType // as the manifest says, not normalised
 		}
+		if row.MediaType == "" {
+			// docker-archive: no media types; say what the bytes are.
+			if f, err := l.Index.Compression.Format(); err == nil {
+				row.MediaType = f.MediaType
+			}
+		}
 		row.Whiteouts, row.OpaqueDirs = countWhiteouts(l)
 		if h := hist[i]; h != nil {
 			row.CreatedBy, row.Comment = h.CreatedBy, h.Comment

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/ocimount/ocimount/blobs"
 	"github.com/ocimount/ocimount/internal/cache"
@@ -196,9 +197,13 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
+	fmts, err := layerFormats(bi, lo, hi)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
 	dir := cache.Dir{Root: o.CacheDir}
 	if dir.Enabled() && !o.Rebuild && !o.KeepEntries {
-		if loadWarm(bi, o, im) {
+		if loadWarm(bi, fmts, o, im) {
 			return im, nil
 		}
 	}
@@ -207,82 +212,9 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	for _, e := range dir.SweepTemps() {
 		logf(o, "removed %s (%d bytes), left behind by an interrupted mount", e.Path, e.Size)
 	}
-	published := fetchPublished(ctx, bi, dir, o)
-	im.Indexes = make([]*layerindex.Index, n)
-	im.FromCache = make([]bool, n)
-	layers := make([]overlay.Layer, n)
-	closers := make([]io.Closer, n)
-	jobs := o.Jobs
-	if jobs <= 0 {
-		jobs = runtime.NumCPU()
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sem := make(chan struct{}, jobs)
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	// Largest blob first: the biggest layer's single-threaded pass is the
-	// critical path of a cold mount, so it must not wait for a slot behind
-	// small layers, which fill the other cores around it.
-	order := make([]int, 0, hi-lo)
-	for i := lo; i < hi; i++ {
-		order = append(order, i)
-	}
-	sort.SliceStable(order, func(a, b int) bool { return bi.Layers[order[a]].Blob.Size() > bi.Layers[order[b]].Blob.Size() })
-	for _, i := range order {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if ctx.Err() != nil {
-				errs[i] = ctx.Err()
-				return
-			}
-			l := &bi.Layers[i]
-			ix, content, c, cached, fromPublished, err := indexLayer(ctx, l, o, published[cacheKey(l)])
-			if err != nil {
-				errs[i] = &LayerError{Index: i, Digest: l.Descriptor.Digest, Err: err}
-				cancel() // one bad layer fails the image: stop the others early
-				return
-			}
-			im.Indexes[i] = ix
-			im.FromCache[i] = cached
-			// An index that came from the registry, now or on an earlier
-			// mount, is checked against the layer's tar headers as files
-			// are read.
-			untrusted := fromPublished || (cached && dir.Enabled() && dir.Published(cacheKey(l)))
-			layers[i] = overlay.Layer{Index: ix, Content: content, CheckHeaders: untrusted}
-			closers[i] = c
-			if ix.Checkpoints != nil && content == nil {
-				layers[i].Content = ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, string(ix.Digest))
-			}
-		}()
-	}
-	wg.Wait()
-	for _, c := range closers {
-		if c != nil {
-			im.closers = append(im.closers, c)
-		}
-	}
-	// Report the first real failure, not the cancellations it caused.
-	var first error
-	for _, e := range errs {
-		if e != nil && !errors.Is(e, context.Canceled) {
-			first = e
-			break
-		}
-	}
-	if first == nil {
-		for _, e := range errs {
-			if e != nil {
-				first = e
-				break
-			}
-		}
-	}
-	if first != nil {
-		return nil, fmt.Errorf("%s: %w", src, first)
+	layers, err := indexAll(ctx, bi, fmts, lo, hi, dir, o, im)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	tree, err := o.View.merge(layers[lo:hi])
 	if err != nil {
@@ -317,6 +249,70 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 		}
 	}
 	return im, nil
+}
+
+// indexAll gets the index of every layer in [lo, hi): from the cache,
+// from an index published in the registry, or from one verifying pass
+// over the blob, in parallel (Options.Jobs at a time). One bad layer fails
+// the image, and stops the other passes early.
+func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, lo, hi int, dir cache.Dir, o Options, im *Image) ([]overlay.Layer, error) {
+	n := len(bi.Layers)
+	published := fetchPublished(ctx, bi, fmts, lo, hi, dir, o)
+	im.Indexes = make([]*layerindex.Index, n)
+	im.FromCache = make([]bool, n)
+	layers := make([]overlay.Layer, n)
+	closers := make([]io.Closer, n)
+	defer func() {
+		for _, c := range closers {
+			if c != nil {
+				im.closers = append(im.closers, c)
+			}
+		}
+	}()
+	jobs := o.Jobs
+	if jobs <= 0 {
+		jobs = runtime.NumCPU()
+	}
+	// The first error a layer returns is the real failure: the others
+	// only see the cancellation it causes.
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(jobs)
+	// Largest blob first: the biggest layer's single-threaded pass is the
+	// critical path of a cold mount, so it must not wait for a slot behind
+	// small layers, which fill the other cores around it.
+	order := make([]int, 0, hi-lo)
+	for i := lo; i < hi; i++ {
+		order = append(order, i)
+	}
+	sort.SliceStable(order, func(a, b int) bool { return bi.Layers[order[a]].Blob.Size() > bi.Layers[order[b]].Blob.Size() })
+	for _, i := range order {
+		g.Go(func() error {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			l := &bi.Layers[i]
+			r, err := indexLayer(ctx, l, fmts[i], o, published[cacheKey(l, fmts[i])])
+			if err != nil {
+				return &LayerError{Index: i, Digest: l.Descriptor.Digest, Err: err}
+			}
+			im.Indexes[i] = r.ix
+			im.FromCache[i] = r.cached
+			closers[i] = r.closer
+			// An index that came from the registry, now or on an earlier
+			// mount, is checked against the layer's tar headers as files
+			// are read.
+			untrusted := r.published || (r.cached && dir.Enabled() && dir.Published(cacheKey(l, fmts[i])))
+			layers[i] = overlay.Layer{Index: r.ix, Content: r.content, CheckHeaders: untrusted}
+			if r.content == nil {
+				layers[i].Content = r.ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, string(r.ix.Digest))
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	return layers, nil
 }
 
 // storeTree writes the merged tree's file: into the cache, or without one
@@ -367,12 +363,8 @@ func frozen(path string, ids []overlay.LayerID, layers []overlay.Layer, o Option
 // of every layer and the merged tree of the image — reading no layer bytes
 // and no entry tables. It reports false (having changed nothing) when
 // anything is missing or does not match, and Load then takes the full path.
-func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
+func loadWarm(bi *blobs.Image, fmts []*layerindex.Format, o Options, im *Image) bool {
 	dir := cache.Dir{Root: o.CacheDir}
-	span := o.Span
-	if span <= 0 {
-		span = layerindex.DefaultSpan
-	}
 	n := len(bi.Layers)
 	lo, hi, err := o.View.span(n)
 	if err != nil {
@@ -389,10 +381,9 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 		return false
 	}
 	for i := lo; i < hi; i++ {
-		l := &bi.Layers[i]
-		c, err := compressionOf(l.Format)
-		key := cacheKey(l)
-		if err != nil || key == "" {
+		l, f := &bi.Layers[i], fmts[i]
+		key := cacheKey(l, f)
+		if key == "" {
 			return fail()
 		}
 		ix, ixFile, err := dir.LoadHeader(key)
@@ -400,16 +391,17 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 			return fail()
 		}
 		closers = append(closers, ixFile) // windows are read from it
-		if ix.Compression != c || ix.CompressedSize != l.Blob.Size() || (l.DiffID != "" && ix.DiffID != l.DiffID) {
+		if ix.Compression != f.Compression || ix.CompressedSize != l.Blob.Size() || (l.DiffID != "" && ix.DiffID != l.DiffID) {
 			return fail()
 		}
-		content, closer, ok := servedFrom(ix, l, dir, span, o)
+		r, ok := servedFrom(ix, l, f, dir, o)
 		if !ok {
 			return fail()
 		}
-		if closer != nil {
-			closers = append(closers, closer)
+		if r.closer != nil {
+			closers = append(closers, r.closer)
 		}
+		content := r.content
 		if content == nil {
 			content = ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, string(ix.Digest))
 		}
@@ -441,63 +433,81 @@ func loadWarm(bi *blobs.Image, o Options, im *Image) bool {
 	return true
 }
 
-// maxFrameSpan is the longest zstd span (frames are its checkpoints)
-// served by decoding from the frame start; a layer with longer ones is
-// served from a decoded copy. zstd decodes several times faster than gzip,
-// so frames may be longer than gzip spans (and 8 MiB, the bound when spans
-// were 2 MiB, keeps layers written with 4-8 MiB frames lazy).
-func maxFrameSpan(span int64) int64 { return max(4*span, 8<<20) }
-
-func compressionOf(f blobs.LayerFormat) (layerindex.Compression, error) {
-	switch f {
-	case blobs.FormatTar:
-		return layerindex.None, nil
-	case blobs.FormatTarGzip:
-		return layerindex.Gzip, nil
-	case blobs.FormatTarZstd:
-		return layerindex.Zstd, nil
+// layerFormats maps every layer to its format (layerindex.Detect: by
+// media type, or by its first bytes when it has none), before anything
+// is read: an image with a layer we cannot read fails at once, naming it.
+func layerFormats(bi *blobs.Image, lo, hi int) ([]*layerindex.Format, error) {
+	fs := make([]*layerindex.Format, len(bi.Layers))
+	for i := lo; i < hi; i++ {
+		l := &bi.Layers[i]
+		f, err := layerindex.Detect(l.Descriptor.MediaType, l.Blob)
+		if err != nil {
+			return nil, &LayerError{Index: i, Digest: l.Descriptor.Digest, Err: err}
+		}
+		fs[i] = f
 	}
-	return 0, fmt.Errorf("unknown layer format %d", f)
+	return fs, nil
 }
 
 // cacheKey is the digest a layer's index is cached under: the blob digest,
 // or for a legacy docker-archive layer (plain tar, blob digest unknown) its
 // DiffID, which for an uncompressed layer is the same thing.
-func cacheKey(l *blobs.Layer) digest.Digest {
+func cacheKey(l *blobs.Layer, f *layerindex.Format) digest.Digest {
 	if l.Descriptor.Digest != "" {
 		return l.Descriptor.Digest
 	}
-	if l.Format == blobs.FormatTar {
+	if f.Compression == layerindex.None {
 		return l.DiffID
 	}
 	return ""
 }
 
+// Optional abilities of a layer blob (a registry blob has both): the
+// loader asks for them instead of knowing blob types.
+type (
+	// streamer reads the whole blob in one streaming request instead of
+	// thousands of range reads (keepChunk: keep its chunks in the range
+	// cache as they pass).
+	streamer interface {
+		Stream(ctx context.Context, keepChunk int64) io.ReadCloser
+	}
+	// chunkChecked blobs check each fetched piece against the index's
+	// chunk digests before serving a byte of it.
+	chunkChecked interface {
+		SetChunkSums(size int64, sums [][32]byte) error
+	}
+)
+
+// indexed is what indexLayer found for one layer.
+type indexed struct {
+	ix *layerindex.Index
+	// content serves the layer's uncompressed stream when it is not read
+	// through ix.Checkpoints (the blob of a plain tar layer, a decoded
+	// copy); closer releases it.
+	content io.ReaderAt
+	closer  io.Closer
+	// cached: the index came from the cache or the registry, no pass over
+	// the layer was made; published: from the registry, now.
+	cached, published bool
+}
+
 // indexLayer returns a layer's index — from the cache when a valid one is
-// there (reading no layer bytes), else from one indexing pass over the
-// blob — and, when the layer is served from somewhere other than its
-// checkpoints (plain tar, decoded zstd file), that content source.
-func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte) (ix *layerindex.Index, content io.ReaderAt, closer io.Closer, cached, fromPublished bool, err error) {
-	c, err := compressionOf(l.Format)
-	if err != nil {
-		return nil, nil, nil, false, false, err
-	}
-	span := o.Span
-	if span <= 0 {
-		span = layerindex.DefaultSpan
-	}
+// there (reading no layer bytes), else from a published one, else from one
+// indexing pass over the blob — and how the layer is served.
+func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Options, published []byte) (indexed, error) {
 	dir := cache.Dir{Root: o.CacheDir}
-	key := cacheKey(l)
+	key := cacheKey(l, f)
+	matches := func(ix *layerindex.Index) bool {
+		return ix.Digest == key && ix.Compression == f.Compression && ix.CompressedSize == l.Blob.Size() && (l.DiffID == "" || ix.DiffID == l.DiffID)
+	}
 	if dir.Enabled() && key != "" && !o.Rebuild {
 		ix, err := dir.LoadIndex(key)
 		switch {
-		case err == nil && ix.Compression == c && ix.CompressedSize == l.Blob.Size() && (l.DiffID == "" || ix.DiffID == l.DiffID):
-			content, closer, ok := servedFrom(ix, l, dir, span, o)
-			if ok {
-				if o.Progress != nil {
-					o.Progress(l.Index, l.Blob.Size(), l.Blob.Size())
-				}
-				return ix, content, closer, true, false, nil
+		case err == nil && matches(ix):
+			if r, ok := servedFrom(ix, l, f, dir, o); ok {
+				r.cached = true
+				progressDone(o, l)
+				return r, nil
 			}
 		case err == nil:
 			logf(o, "cached index of %s does not match the layer; rebuilding", key)
@@ -510,24 +520,35 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 		switch {
 		case err != nil:
 			logf(o, "published index of %s unusable (%v); indexing the layer", key, err)
-		case ix.Digest != key || ix.Compression != c || ix.CompressedSize != l.Blob.Size() || (l.DiffID != "" && ix.DiffID != l.DiffID):
+		case !matches(ix):
 			logf(o, "published index of %s describes another layer (%s); indexing the layer", key, ix.Digest)
 		default:
-			content, closer, ok := servedFrom(ix, l, dir, span, o)
-			if ok {
+			if r, ok := servedFrom(ix, l, f, dir, o); ok {
 				if dir.Enabled() {
 					if err := dir.StorePublishedIndex(key, published); err != nil {
 						logf(o, "caching index of %s: %v", key, err)
 					}
 				}
-				if o.Progress != nil {
-					o.Progress(l.Index, l.Blob.Size(), l.Blob.Size())
-				}
-				return ix, content, closer, true, true, nil
+				r.cached, r.published = true, true
+				progressDone(o, l)
+				return r, nil
 			}
 		}
 	}
+	return buildIndex(ctx, l, f, o)
+}
 
+func progressDone(o Options, l *blobs.Layer) {
+	if o.Progress != nil {
+		o.Progress(l.Index, l.Blob.Size(), l.Blob.Size())
+	}
+}
+
+// buildIndex makes the one verifying pass over a layer blob, keeping the
+// decoded stream if the format may serve from a decoded copy, and caches
+// the index.
+func buildIndex(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Options) (indexed, error) {
+	dir := cache.Dir{Root: o.CacheDir}
 	bo := layerindex.Options{
 		Span:   o.Span,
 		Digest: l.Descriptor.Digest,
@@ -538,24 +559,25 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 		bo.Progress = func(done int64) { o.Progress(l.Index, done, l.Blob.Size()) }
 	}
 	var tmp *os.File
-	if c == layerindex.Zstd {
-		// Single-frame zstd (the common case) cannot be entered in the
-		// middle, so keep the decoded stream; dropped below if the frames
-		// turn out small enough to serve as checkpoints.
+	if f.KeepsDecodedCopy() {
+		// A single-frame zstd layer (the common case) cannot be entered
+		// in the middle, so keep the decoded stream; dropped below if the
+		// frames turn out small enough to serve as checkpoints.
 		tdir := os.TempDir()
 		if dir.Enabled() {
-			tdir = filepath.Dir(dir.DecodedPath(key))
+			tdir = filepath.Dir(dir.DecodedPath(l.Descriptor.Digest))
 		}
 		if err := os.MkdirAll(tdir, 0o700); err != nil {
-			return nil, nil, nil, false, false, err
+			return indexed{}, err
 		}
+		var err error
 		if dir.Enabled() {
 			tmp, err = cache.CreateTemp(tdir, ".tmp-layer-*") // locked: not swept while written
 		} else {
 			tmp, err = os.CreateTemp(tdir, ".tmp-layer-*")
 		}
 		if err != nil {
-			return nil, nil, nil, false, false, err
+			return indexed{}, err
 		}
 		bo.Tee = tmp
 	}
@@ -566,24 +588,23 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 		}
 	}
 	var stream io.Reader = io.NewSectionReader(l.Blob, 0, l.Blob.Size())
-	if rb, ok := l.Blob.(*blobs.RemoteBlob); ok {
+	if st, ok := l.Blob.(streamer); ok {
 		// One streaming GET, not thousands of range reads.
 		keep := int64(0)
 		if o.Prefetch {
 			keep = layerindex.ChunkSize
 		}
-		rs := rb.Stream(ctx, keep)
+		rs := st.Stream(ctx, keep)
 		defer rs.Close()
 		stream = rs
 	}
-	ix, err = layerindex.Build(ctx, stream, c, bo)
+	ix, err := layerindex.Build(ctx, stream, f.Compression, bo)
+	if err == nil {
+		err = attachSums(ix, l)
+	}
 	if err != nil {
 		cleanup()
-		return nil, nil, nil, false, false, err
-	}
-	if err := attachSums(ix, l); err != nil {
-		cleanup()
-		return nil, nil, nil, false, false, err
+		return indexed{}, err
 	}
 	storeIndex := func(ix *layerindex.Index) {
 		if !dir.Enabled() {
@@ -595,26 +616,25 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 			dir.ClearPublished(ix.Digest) // rebuilt from the layer itself: trusted again
 		}
 	}
-	keepCopy := c == layerindex.Zstd && ix.Checkpoints.MaxSpanLen() > maxFrameSpan(span)
-	if !keepCopy {
+	serving := f.Serving(ix, o.Span)
+	if serving != layerindex.ServeDecodedCopy {
+		cleanup()
 		ix.Decoded = layerindex.ChunkSums{} // no copy to check
 		storeIndex(ix)
+		if serving == layerindex.ServeBlob {
+			return indexed{ix: ix, content: l.Blob}, nil
+		}
+		return indexed{ix: ix}, nil
 	}
-	switch {
-	case c == layerindex.None:
-		return ix, l.Blob, nil, false, false, nil
-	case c == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= maxFrameSpan(span):
-		cleanup()
-		return ix, nil, nil, false, false, nil
-	case !dir.Enabled():
+	if !dir.Enabled() {
 		// Anonymous: the open handle keeps the data until Close.
 		os.Remove(tmp.Name())
 		dc, err := layerindex.NewDecodedCopy(tmp, ix)
 		if err != nil {
 			cleanup()
-			return nil, nil, nil, false, false, err
+			return indexed{}, err
 		}
-		return ix, dc, dc, false, false, nil
+		return indexed{ix: ix, content: dc, closer: dc}, nil
 	}
 	// Keep the decoded copy under the blob digest for later mounts; the
 	// open handle serves reads even if another mount replaces the file.
@@ -627,15 +647,15 @@ func indexLayer(ctx context.Context, l *blobs.Layer, o Options, published []byte
 	}
 	if err != nil {
 		cleanup()
-		return nil, nil, nil, false, false, err
+		return indexed{}, err
 	}
 	storeIndex(ix)
 	dc, err := decodedCopy(tmp, ix, dir.DecodedPath(ix.Digest), o)
 	if err != nil {
 		tmp.Close()
-		return nil, nil, nil, false, false, err
+		return indexed{}, err
 	}
-	return ix, dc, dc, false, false, nil
+	return indexed{ix: ix, content: dc, closer: dc}, nil
 }
 
 // decodedCopy serves a decoded zstd layer from f (which was opened at
@@ -658,56 +678,57 @@ func decodedCopy(f *os.File, ix *layerindex.Index, path string, o Options) (*lay
 	return dc, nil
 }
 
-// servedFrom says how a layer with a cached index is read; ok is false if
-// something it needs is gone (a decoded zstd file pruned away).
-func servedFrom(ix *layerindex.Index, l *blobs.Layer, dir cache.Dir, span int64, o Options) (io.ReaderAt, io.Closer, bool) {
+// servedFrom says how a layer with an existing index (cached or
+// published) is read; ok is false if something it needs is not there (a
+// decoded copy pruned away, chunk digests for a registry layer).
+func servedFrom(ix *layerindex.Index, l *blobs.Layer, f *layerindex.Format, dir cache.Dir, o Options) (_ indexed, ok bool) {
 	if attachSums(ix, l) != nil {
-		return nil, nil, false // an index without chunk digests cannot serve a registry layer
+		return indexed{}, false // an index without chunk digests cannot serve a registry layer
 	}
-	switch {
-	case ix.Compression == layerindex.None:
-		return l.Blob, nil, true
-	case ix.Compression == layerindex.Gzip || ix.Checkpoints.MaxSpanLen() <= maxFrameSpan(span):
-		return nil, nil, true
+	switch f.Serving(ix, o.Span) {
+	case layerindex.ServeBlob:
+		return indexed{ix: ix, content: l.Blob}, true
+	case layerindex.ServeSpans:
+		return indexed{ix: ix}, true
 	}
 	if !dir.Enabled() {
-		return nil, nil, false
+		return indexed{}, false
 	}
 	p := dir.DecodedPath(ix.Digest)
-	f, err := os.Open(p)
+	file, err := os.Open(p)
 	if err != nil {
-		return nil, nil, false
+		return indexed{}, false
 	}
-	dc, err := decodedCopy(f, ix, p, o)
+	dc, err := decodedCopy(file, ix, p, o)
 	if err != nil {
-		f.Close()
-		return nil, nil, false
+		file.Close()
+		return indexed{}, false
 	}
 	now := time.Now()
 	os.Chtimes(p, now, now) // last use, for prune
-	return dc, dc, true
+	return indexed{ix: ix, content: dc, closer: dc}, true
 }
 
 // attachSums gives a registry layer the chunk digests its fetched bytes
 // are checked against.
 func attachSums(ix *layerindex.Index, l *blobs.Layer) error {
-	rb, ok := l.Blob.(*blobs.RemoteBlob)
+	cc, ok := l.Blob.(chunkChecked)
 	if !ok {
 		return nil
 	}
-	return rb.SetChunkSums(ix.Chunks.Size, ix.Chunks.Sums)
+	return cc.SetChunkSums(ix.Chunks.Size, ix.Chunks.Sums)
 }
 
 // fetchPublished gets, for the registry layers whose index is not cached,
 // the indexes published next to the image (ocimount index --push). Any
 // failure just means indexing those layers here.
-func fetchPublished(ctx context.Context, bi *blobs.Image, dir cache.Dir, o Options) map[digest.Digest][]byte {
+func fetchPublished(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, lo, hi int, dir cache.Dir, o Options) map[digest.Digest][]byte {
 	if bi.Remote == nil || o.Rebuild || o.NoRemoteIndex {
 		return nil
 	}
 	var want []digest.Digest
-	for i := range bi.Layers {
-		key := cacheKey(&bi.Layers[i])
+	for i := lo; i < hi; i++ {
+		key := cacheKey(&bi.Layers[i], fmts[i])
 		if !dir.Enabled() {
 			want = append(want, key)
 		} else if !dir.HasIndex(key) {
