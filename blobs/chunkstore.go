@@ -34,6 +34,11 @@ type chunkStore struct {
 	logf  func(string, ...any)
 	added atomic.Int64 // bytes stored since the last size check
 	mu    sync.Mutex   // one prune at a time
+	// bg counts background prunes; close waits for them, so a store's
+	// owner (the registry of one image) ends with no goroutine left.
+	bg     sync.WaitGroup
+	bgMu   sync.Mutex
+	closed bool
 }
 
 func openChunkStore(dir string, max int64, logf func(string, ...any)) *chunkStore {
@@ -41,8 +46,30 @@ func openChunkStore(dir string, max int64, logf func(string, ...any)) *chunkStor
 		max = DefaultChunkCacheMax
 	}
 	s := &chunkStore{dir: dir, max: max, logf: logf}
-	go s.prune() // a cache left over the limit by an earlier run
+	s.goPrune() // a cache left over the limit by an earlier run
 	return s
+}
+
+// goPrune starts a background prune, unless the store is closed.
+func (s *chunkStore) goPrune() {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closed {
+		return
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.prune()
+	}()
+}
+
+// close waits for background prunes; later stores start none.
+func (s *chunkStore) close() {
+	s.bgMu.Lock()
+	s.closed = true
+	s.bgMu.Unlock()
+	s.bg.Wait()
 }
 
 func (s *chunkStore) path(dg digest.Digest, size int64, idx int) string {
@@ -105,7 +132,7 @@ func (s *chunkStore) store(dg digest.Digest, size int64, idx int, data []byte) b
 	}
 	if s.added.Add(int64(len(data))) > s.max/16 {
 		s.added.Store(0)
-		go s.prune()
+		s.goPrune()
 	}
 	return true
 }

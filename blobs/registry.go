@@ -45,6 +45,38 @@ type RemoteOptions struct {
 	// Transport is the base HTTP transport (nil: a clone of
 	// http.DefaultTransport); tests inject faults here.
 	Transport http.RoundTripper
+	// IdleTimeout abandons (and retries or resumes) a response that
+	// makes no progress for this long, so a stalled connection cannot
+	// hang a mount (0: DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// RangeIdle and RangeBudget bound the range reads a FUSE read waits
+	// for: an attempt with no progress for RangeIdle is abandoned, and
+	// no new attempt starts after RangeBudget (0: DefaultRangeIdle,
+	// DefaultRangeBudget). Slow but progressing transfers are not cut.
+	RangeIdle, RangeBudget time.Duration
+}
+
+// Defaults of the RemoteOptions timeouts. A FUSE read waits for its
+// chunks, so a registry that stalls must cost a failed read (EIO) within
+// seconds, not minutes; a streaming pass over a layer may wait longer.
+const (
+	DefaultIdleTimeout = 60 * time.Second
+	DefaultRangeIdle   = 3 * time.Second
+	DefaultRangeBudget = 5 * time.Second
+)
+
+// withDefaults fills in the zero timeouts.
+func (o RemoteOptions) withDefaults() RemoteOptions {
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = DefaultIdleTimeout
+	}
+	if o.RangeIdle <= 0 {
+		o.RangeIdle = DefaultRangeIdle
+	}
+	if o.RangeBudget <= 0 {
+		o.RangeBudget = DefaultRangeBudget
+	}
+	return o
 }
 
 // Accept lists what a manifest GET may return. Schema1 is left out on
@@ -63,8 +95,17 @@ type registry struct {
 	base   string // scheme://host
 	client *http.Client
 	logf   func(string, ...any)
-	chunks *chunkStore
-	opts   RemoteOptions
+	chunks *chunkStore   // nil without a ChunkDir
+	mem    *chunkLRU     // verified chunks in memory, for reads smaller than a chunk
+	opts   RemoteOptions // timeouts filled in
+}
+
+// close waits for the registry's background work (range-cache pruning).
+func (r *registry) close() error {
+	if r.chunks != nil {
+		r.chunks.close()
+	}
+	return nil
 }
 
 // dialRegistry parses src, finds credentials, decides the scheme and
@@ -149,7 +190,8 @@ func dialRegistry(ctx context.Context, src Source, ro RemoteOptions, push bool) 
 			},
 		},
 		logf: ro.Logf,
-		opts: ro,
+		opts: ro.withDefaults(),
+		mem:  newChunkLRU(memChunkBytes),
 	}
 	if reg.logf == nil {
 		reg.logf = func(string, ...any) {}
@@ -234,7 +276,7 @@ func (r *registry) get(ctx context.Context, what, u string, hdr http.Header) (*h
 		for k, v := range hdr {
 			req.Header[k] = v
 		}
-		wd := time.AfterFunc(idleTimeout, cancel)
+		wd := time.AfterFunc(r.opts.IdleTimeout, cancel)
 		resp, err := r.client.Do(req)
 		if err != nil {
 			wd.Stop()
@@ -246,7 +288,7 @@ func (r *registry) get(ctx context.Context, what, u string, hdr http.Header) (*h
 			continue
 		}
 		if resp.StatusCode/100 == 2 {
-			resp.Body = &watchdogBody{ReadCloser: resp.Body, t: wd, cancel: cancel}
+			resp.Body = &watchdogBody{ReadCloser: resp.Body, t: wd, idle: r.opts.IdleTimeout, cancel: cancel}
 			return resp, nil
 		}
 		wd.Stop()
@@ -268,22 +310,18 @@ func (r *registry) get(ctx context.Context, what, u string, hdr http.Header) (*h
 
 const maxAttempts = 6
 
-// idleTimeout: a response that makes no progress for this long is
-// abandoned (and retried or resumed): a stalled connection must not hang a
-// mount or a read forever.
-var idleTimeout = 60 * time.Second
-
-// watchdogBody cancels its request when no Read has returned for
-// idleTimeout.
+// watchdogBody cancels its request when no Read has returned for idle
+// (RemoteOptions.IdleTimeout).
 type watchdogBody struct {
 	io.ReadCloser
 	t      *time.Timer
+	idle   time.Duration
 	cancel context.CancelFunc
 }
 
 func (w *watchdogBody) Read(p []byte) (int, error) {
 	n, err := w.ReadCloser.Read(p)
-	w.t.Reset(idleTimeout)
+	w.t.Reset(w.idle)
 	return n, err
 }
 
@@ -397,6 +435,7 @@ func openRegistry(ctx context.Context, src Source, o Options, want ocispec.Platf
 		return nil, err
 	}
 	im.Remote = &Remote{reg: reg, manifest: desc}
+	im.closers = append(im.closers, reg.close)
 	return im, nil
 }
 

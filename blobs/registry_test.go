@@ -515,11 +515,9 @@ func FuzzRangeOf(f *testing.F) {
 // A stream that stalls (no bytes, no error) is abandoned after the idle
 // timeout and resumed, instead of hanging the first mount forever.
 func TestRegistryStreamStallResumes(t *testing.T) {
-	old := idleTimeout
-	idleTimeout = 300 * time.Millisecond
-	defer func() { idleTimeout = old }()
 	f := newRegFixture(t, false, "")
 	rb := f.remote(t)
+	rb.reg.opts.IdleTimeout = 300 * time.Millisecond // this image's registry only
 	var n atomic.Int64
 	f.rt.base = roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		resp, err := http.DefaultTransport.RoundTrip(req)

@@ -152,6 +152,14 @@ func (b *RemoteBlob) Stats() BlobStats {
 
 // ReadAt reads verified bytes, fetching the chunks it needs.
 func (b *RemoteBlob) ReadAt(p []byte, off int64) (int, error) {
+	return b.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt that stops waiting for another reader's fetch
+// of a chunk when ctx ends (a fetch this read started itself runs to its
+// end: other readers may be waiting for it, and it is bounded by
+// RemoteOptions.RangeBudget).
+func (b *RemoteBlob) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("blob %s: negative offset", b.dg)
 	}
@@ -172,7 +180,7 @@ func (b *RemoteBlob) ReadAt(p []byte, off int64) (int, error) {
 	for n < want {
 		idx := int((off + n) / cs)
 		last := int((off + want - 1) / cs)
-		data, err := b.chunk(idx, last)
+		data, err := b.chunk(ctx, idx, last)
 		if err != nil {
 			b.served.Add(n)
 			return int(n), err
@@ -190,8 +198,8 @@ func (b *RemoteBlob) ReadAt(p []byte, off int64) (int, error) {
 // chunk returns chunk idx, verified. last is the last chunk the current
 // read needs: on a miss, the missing chunks idx..last (plus read-ahead
 // when reads are sequential) are fetched with one request.
-func (b *RemoteBlob) chunk(idx, last int) ([]byte, error) {
-	if data := memChunks.get(b, idx); data != nil {
+func (b *RemoteBlob) chunk(ctx context.Context, idx, last int) ([]byte, error) {
+	if data := b.reg.mem.get(b, idx); data != nil {
 		b.hits.Add(1)
 		return data, nil
 	}
@@ -205,7 +213,11 @@ func (b *RemoteBlob) chunk(idx, last int) ([]byte, error) {
 	}
 	if c, ok := b.inflight[idx]; ok {
 		b.mu.Unlock()
-		<-c.done
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 		if c.err == nil {
 			b.hits.Add(1)
 		}
@@ -228,7 +240,7 @@ func (b *RemoteBlob) chunk(idx, last int) ([]byte, error) {
 	end = min(end, len(b.sums)-1, idx+maxRun-1)
 	calls := []*chunkCall{}
 	for i := idx; i <= end; i++ {
-		if _, busy := b.inflight[i]; busy || (i > idx && memChunks.has(b, i)) {
+		if _, busy := b.inflight[i]; busy || (i > idx && b.reg.mem.has(b, i)) {
 			break
 		}
 		c := &chunkCall{done: make(chan struct{})}
@@ -252,25 +264,18 @@ func (b *RemoteBlob) chunk(idx, last int) ([]byte, error) {
 	return calls[0].data, calls[0].err
 }
 
-// A FUSE read waits for its chunks, so a registry that stalls must cost a
-// failed read (EIO) within seconds, not minutes: an attempt with no
-// progress for rangeIdle is abandoned, and no new attempt starts after
-// rangeBudget. Slow but progressing transfers are not cut.
-var (
-	rangeIdle   = 3 * time.Second
-	rangeBudget = 5 * time.Second
-)
-
-// progressReader pushes a watchdog back on every read that returns bytes.
+// progressReader pushes a watchdog back (by idle) on every read that
+// returns bytes.
 type progressReader struct {
-	r  io.Reader
-	wd *time.Timer
+	r    io.Reader
+	wd   *time.Timer
+	idle time.Duration
 }
 
 func (p *progressReader) Read(b []byte) (int, error) {
 	n, err := p.r.Read(b)
 	if n > 0 {
-		p.wd.Reset(rangeIdle)
+		p.wd.Reset(p.idle)
 	}
 	return n, err
 }
@@ -291,7 +296,7 @@ func (b *RemoteBlob) fill(first int, calls []*chunkCall) {
 		if store != nil && b.isPresent(idx) {
 			if data, ok := store.load(b.dg, b.csize, idx, b.sums[idx]); ok {
 				c.data = data
-				memChunks.put(b, idx, data)
+				b.reg.mem.put(b, idx, data)
 				b.hits.Add(1)
 				continue
 			}
@@ -320,7 +325,7 @@ func (b *RemoteBlob) fill(first int, calls []*chunkCall) {
 		lo := int64(idx-from) * b.csize
 		hi := min(lo+b.csize, int64(len(data)))
 		calls[i].data = data[lo:hi:hi]
-		memChunks.put(b, idx, calls[i].data)
+		b.reg.mem.put(b, idx, calls[i].data)
 		if store != nil {
 			if store.store(b.dg, b.csize, idx, calls[i].data) {
 				b.setPresent(idx, true)
@@ -358,7 +363,7 @@ func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 	end := min(int64(to+1)*b.csize, b.size) - 1
 	what := fmt.Sprintf("blob %s bytes %d-%d", b.dg, start, end)
 	var lastErr error
-	giveUp := time.Now().Add(rangeBudget)
+	giveUp := time.Now().Add(b.reg.opts.RangeBudget)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
 			if time.Now().After(giveUp) {
@@ -397,7 +402,7 @@ func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 		// read itself); answer those from this failure instead of
 		// stalling again, for a moment.
 		b.mu.Lock()
-		until := time.Now().Add(rangeIdle)
+		until := time.Now().Add(b.reg.opts.RangeIdle)
 		for i := from; i <= to; i++ {
 			b.stalledUntil[i] = until
 		}
@@ -409,8 +414,9 @@ func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 // fetchOnce does one Range GET, via the cached redirect target if there
 // is one. It reports whether a failure is worth retrying.
 func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error) {
-	// A response that makes no progress for rangeIdle (no headers, no
+	// A response that makes no progress for RangeIdle (no headers, no
 	// body bytes) is stalled: abandon it and retry.
+	rangeIdle := b.reg.opts.RangeIdle
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
 	stalled := false
@@ -457,7 +463,7 @@ func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error)
 		// A range covering the whole (small) blob: some servers answer
 		// with the whole body and 200, which is the same bytes.
 		data := make([]byte, b.size)
-		got, err := io.ReadFull(&progressReader{r: resp.Body, wd: wd}, data)
+		got, err := io.ReadFull(&progressReader{r: resp.Body, wd: wd, idle: rangeIdle}, data)
 		b.fetched.Add(int64(got))
 		if err != nil {
 			return nil, true, stallErr(fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, b.size, err))
@@ -486,7 +492,7 @@ func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error)
 	}
 	n := end - start + 1
 	data := make([]byte, n)
-	got, err := io.ReadFull(&progressReader{r: resp.Body, wd: wd}, data)
+	got, err := io.ReadFull(&progressReader{r: resp.Body, wd: wd, idle: rangeIdle}, data)
 	b.fetched.Add(int64(got))
 	if err != nil {
 		return nil, true, stallErr(fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, n, err))
@@ -607,11 +613,11 @@ func (r *resumingReader) Close() error {
 	return nil
 }
 
-// memChunks is a small process-wide LRU of verified chunks. It exists for
-// the reads that come in smaller pieces than a chunk (a gzip span decode
-// reads its compressed input 32 KiB at a time); the decoded-span cache
-// above it is what keeps hot data.
-var memChunks = newChunkLRU(32 << 20)
+// memChunkBytes bounds a registry's in-memory LRU of verified chunks
+// (registry.mem). It exists for the reads that come in smaller pieces than
+// a chunk (a gzip span decode reads its compressed input 32 KiB at a
+// time); the decoded-span cache above it is what keeps hot data.
+const memChunkBytes = 32 << 20
 
 type chunkKey struct {
 	b   *RemoteBlob

@@ -394,11 +394,31 @@ func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, dest []byte) (fuse
 	if err != nil {
 		return nil, r.errno("open", t.Path(id), err)
 	}
-	m, err := ra.ReadAt(dest, off)
+	// A read that waits (a span decode, a registry fetch) stops waiting
+	// when the kernel interrupts the request: EINTR, not a reader held
+	// until the wait ends.
+	m, err := layerindex.ReadAtContext(cancelContext{cancel}, ra, dest, off)
 	if err != nil && !(errors.Is(err, io.EOF) && m == len(dest)) {
 		return nil, r.errno("read", t.Path(id), err)
 	}
 	return fuse.ReadResultData(dest[:m]), fuse.OK
+}
+
+// cancelContext is the context of one FUSE request: done when go-fuse
+// closes its cancel channel (the kernel sent INTERRUPT). It allocates
+// nothing, unlike a context.WithCancel and a goroutine per read.
+type cancelContext struct{ c <-chan struct{} }
+
+func (cancelContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c cancelContext) Done() <-chan struct{}     { return c.c }
+func (cancelContext) Value(any) any               { return nil }
+func (c cancelContext) Err() error {
+	select {
+	case <-c.c:
+		return context.Canceled
+	default:
+		return nil
+	}
 }
 
 func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"sync"
@@ -306,4 +307,67 @@ func TestUnalignedBackingFile(t *testing.T) {
 			t.Errorf("f%02d (%d bytes): read %d bytes, err %v, equal %v", i, len(w), len(got), err, bytes.Equal(got, w))
 		}
 	}
+}
+
+// stuckContent is layer content whose reads wait (as for a stalled
+// registry) until their context ends.
+type stuckContent struct {
+	entered chan struct{}
+	ended   chan error
+}
+
+func (s *stuckContent) ReadAt(p []byte, off int64) (int, error) {
+	return s.ReadAtContext(context.Background(), p, off)
+}
+
+func (s *stuckContent) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	select {
+	case s.entered <- struct{}{}:
+	default:
+	}
+	select {
+	case <-ctx.Done():
+		s.ended <- ctx.Err()
+		return 0, ctx.Err()
+	case <-time.After(20 * time.Second):
+		s.ended <- nil
+		return 0, errors.New("not interrupted")
+	}
+}
+
+// A read the kernel interrupts (the reader got a signal) stops waiting at
+// once instead of holding the request until the wait ends.
+func TestReadHonoursInterrupt(t *testing.T) {
+	canMount(t)
+	tarball := tartest.Tar(t, tartest.File("f", string(make([]byte, 64<<10)), 0o644))
+	ix, err := layerindex.Build(context.Background(), bytes.NewReader(tarball), layerindex.None, layerindex.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stuck := &stuckContent{entered: make(chan struct{}, 1), ended: make(chan error, 16)}
+	mnt := mount(t, overlay.Layer{Index: ix, Content: stuck})
+	// O_DIRECT: a synchronous READ of the reader's own; a buffered read
+	// may go out as background read-ahead, which no signal interrupts.
+	cmd := exec.Command("dd", "if="+filepath.Join(mnt, "f"), "of=/dev/null", "bs=4096", "count=1", "iflag=direct")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stuck.entered:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the read never reached the layer content")
+	}
+	t0 := time.Now()
+	cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-stuck.ended:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("the read's wait ended with %v, want context.Canceled", err)
+		}
+		t.Logf("interrupted read returned after %v", time.Since(t0))
+	case <-time.After(10 * time.Second):
+		t.Fatal("an interrupted read kept waiting")
+	}
+	cmd.Wait()
 }

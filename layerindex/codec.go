@@ -9,10 +9,10 @@ package layerindex
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"slices"
 	"sort"
 	"sync"
@@ -330,7 +330,7 @@ type spanReaderAt struct {
 	// CheckHeaders, for published indexes) is a small read that ends
 	// exactly where the file's data starts, and a first read of every
 	// file would otherwise start read-ahead. prefetching counts this
-	// blob's read-ahead decodes in flight (at most readAheadSpans).
+	// blob's read-ahead decodes in flight (at most the cache's readAhead).
 	seqMu       sync.Mutex
 	lastEnd     int64
 	run         int64
@@ -359,55 +359,57 @@ func (r *spanReaderAt) sequential(off int64, n int) bool {
 	return seq
 }
 
-// readAheadSpans is how many spans past the one being read a sequential
-// reader keeps decoded or decoding. Spans decode independently (each has
-// its own checkpoint), so on n cores up to n of them inflate at once while
-// the kernel copies out the current one: a streaming read then runs
-// faster than a single-threaded gunzip of the layer, which a one-span
-// read-ahead could only approach.
-var readAheadSpans = min(max(runtime.GOMAXPROCS(0), 1), 4)
-
-// prefetchSlots bounds read-ahead decodes process-wide, so that many
-// sequential readers at once do not each start readAheadSpans decodes:
-// read-ahead is skipped (not queued) while all slots are busy.
-var prefetchSlots = make(chan struct{}, readAheadSpans)
-
 // maybePrefetch starts background decodes of the spans after span i that
-// are neither cached nor in flight, up to readAheadSpans ahead, when the
-// reader is sequential. The spans must fit the cache comfortably, or they
-// would evict each other (and the one being read) before use.
+// are neither cached nor in flight, up to the cache's readAhead spans
+// ahead, when the reader is sequential. The cache's slots bound them over
+// all its readers, so that many sequential readers at once do not each
+// start readAhead decodes: read-ahead is skipped (not queued) while all
+// slots are busy. The spans must fit the cache comfortably, or they would
+// evict each other (and the one being read) before use.
 func (r *spanReaderAt) maybePrefetch(i int, sequential bool) {
-	if !sequential {
+	if !sequential || r.cache == nil {
 		return
 	}
-	for j := i + 1; j <= i+readAheadSpans && j < r.c.NumSpans(); j++ {
+	ra := r.cache.readAhead
+	for j := i + 1; j <= i+ra && j < r.c.NumSpans(); j++ {
 		ns, ne := r.c.Span(j)
 		k := spanKey{key: r.key, span: j}
-		if ne-ns > r.cache.max/2/int64(readAheadSpans+1) { // (no overflow on hostile sizes)
+		if ne-ns > r.cache.max/2/int64(ra+1) { // (no overflow on hostile sizes)
 			return
 		}
 		if r.cache.has(k) {
 			continue
 		}
-		if n := r.prefetching.Add(1); n > int32(readAheadSpans) {
+		if n := r.prefetching.Add(1); n > int32(ra) {
 			r.prefetching.Add(-1)
 			return
 		}
 		select {
-		case prefetchSlots <- struct{}{}:
+		case r.cache.slots <- struct{}{}:
 		default:
 			r.prefetching.Add(-1)
 			return
 		}
-		go func() {
-			defer func() { <-prefetchSlots; r.prefetching.Add(-1) }()
+		started := r.cache.goBackground(func() {
+			defer func() { <-r.cache.slots; r.prefetching.Add(-1) }()
 			_, release, _ := r.cache.acquire(k, func(dst []byte) ([]byte, error) { return r.c.DecodeSpan(r.blob, j, dst) })
 			release()
-		}()
+		})
+		if !started {
+			<-r.cache.slots
+			r.prefetching.Add(-1)
+			return
+		}
 	}
 }
 
 func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	return r.ReadAtContext(context.Background(), p, off)
+}
+
+// ReadAtContext is ReadAt that stops waiting for a span decode when ctx
+// ends (the decode goes on, for the cache).
+func (r *spanReaderAt) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read at negative offset %d", off)
 	}
@@ -434,7 +436,7 @@ func (r *spanReaderAt) ReadAt(p []byte, off int64) (int, error) {
 			if progressive {
 				upto = int(min(end, pos+int64(len(p)-n)) - start)
 			}
-			data, release, err = r.cache.acquirePrefix(spanKey{key: r.key, span: i}, upto, func(dst []byte, report func([]byte, int)) ([]byte, error) {
+			data, release, err = r.cache.acquirePrefix(ctx, spanKey{key: r.key, span: i}, upto, func(dst []byte, report func([]byte, int)) ([]byte, error) {
 				if !progressive {
 					report = nil
 				}

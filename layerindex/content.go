@@ -2,6 +2,7 @@ package layerindex
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,12 +11,56 @@ import (
 )
 
 // Content returns random access to entry e's bytes, given random access to
-// the layer's uncompressed stream. It reads nothing until asked.
+// the layer's uncompressed stream. It reads nothing until asked. The
+// result is a ReaderAtContext, passing ctx on to the stream if it is one.
 func Content(stream io.ReaderAt, e *Entry) io.ReaderAt {
 	if e.Sparse {
 		return newSparseReader(stream, e)
 	}
-	return io.NewSectionReader(stream, e.Offset, e.Size)
+	return &section{r: stream, off: e.Offset, n: e.Size}
+}
+
+// ReaderAtContext is content whose reads may wait (for a span decode, a
+// registry fetch) and can stop waiting when ctx ends, returning
+// ctx.Err(): a FUSE read the kernel interrupts then returns EINTR at once
+// instead of holding the reader until the wait ends.
+type ReaderAtContext interface {
+	ReadAtContext(ctx context.Context, p []byte, off int64) (int, error)
+}
+
+// ReadAtContext reads from r, passing ctx on if r takes one.
+func ReadAtContext(ctx context.Context, r io.ReaderAt, p []byte, off int64) (int, error) {
+	if rc, ok := r.(ReaderAtContext); ok {
+		return rc.ReadAtContext(ctx, p, off)
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.ReadAt(p, off)
+}
+
+// section is io.SectionReader's ReadAt, with ReadAtContext.
+type section struct {
+	r      io.ReaderAt
+	off, n int64
+}
+
+func (s *section) ReadAt(p []byte, off int64) (int, error) {
+	return s.ReadAtContext(context.Background(), p, off)
+}
+
+func (s *section) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	if off < 0 || off >= s.n {
+		return 0, io.EOF
+	}
+	if max := s.n - off; int64(len(p)) > max {
+		n, err := ReadAtContext(ctx, s.r, p[:max], s.off+off)
+		if err == nil {
+			err = io.EOF
+		}
+		return n, err
+	}
+	return ReadAtContext(ctx, s.r, p, s.off+off)
 }
 
 // ErrHeaderMismatch: the tar header in front of an entry's data does not

@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"testing"
-	"time"
 
 	"github.com/ocimount/ocimount/internal/tartest"
 )
@@ -51,9 +51,10 @@ func TestSequentialReadAhead(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("sequential read returned wrong bytes")
 	}
-	// Wait for a read-ahead still in flight, then count decodes.
-	for i := 0; ra.(*spanReaderAt).prefetching.Load() > 0 && i < 5000; i++ {
-		time.Sleep(time.Millisecond)
+	// Close waits for a read-ahead still in flight; then count decodes.
+	cache.Close()
+	if n := ra.(*spanReaderAt).prefetching.Load(); n != 0 {
+		t.Errorf("%d read-ahead decodes still counted after Close", n)
 	}
 	if _, misses, _ := cache.Stats(); misses > int64(cps.NumSpans()) {
 		t.Errorf("%d decodes for %d spans: a span was decoded twice", misses, cps.NumSpans())
@@ -158,5 +159,32 @@ func TestSequentialDetection(t *testing.T) {
 	}
 	if r.sequential(5<<20, 1<<20) {
 		t.Fatal("a read elsewhere is streaming")
+	}
+}
+
+// The cache owns its goroutines: Close waits for every decode and
+// read-ahead it started, and reads after Close still work, with none
+// started.
+func TestSpanCacheCloseWaits(t *testing.T) {
+	data, blob, cps := gzipSpans(t, 6<<20, 8, 3, 256<<10)
+	before := runtime.NumGoroutine()
+	cache := NewSpanCache(64 << 20)
+	ra := cps.NewReaderAt(bytes.NewReader(blob), cache, "k")
+	got := make([]byte, 1<<20)
+	for off := 0; off < 2<<20; off += 128 << 10 { // sequential: starts read-ahead
+		if _, err := ra.ReadAt(got[:128<<10], int64(off)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache.Close()
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after Close, %d before the cache", n, before)
+	}
+	off := int64(len(data) - len(got))
+	if _, err := ra.ReadAt(got, off); err != nil || !bytes.Equal(got, data[off:]) {
+		t.Fatalf("read after Close: %v", err)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after a read on a closed cache, %d before", n, before)
 	}
 }

@@ -2,6 +2,7 @@ package layerindex
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -164,7 +165,7 @@ func TestSpanCachePrefix(t *testing.T) {
 		progress(buf, 300)
 		return buf, nil
 	}
-	prefix, releaseA, err := s.acquirePrefix(k, 50, decode)
+	prefix, releaseA, err := s.acquirePrefix(context.Background(), k, 50, decode)
 	if err != nil || len(prefix) < 50 || string(prefix[:50]) != string(bytes.Repeat([]byte("a"), 50)) {
 		t.Fatalf("prefix: %q, %v", prefix, err)
 	}
@@ -174,12 +175,12 @@ func TestSpanCachePrefix(t *testing.T) {
 	}
 	more, whole := make(chan res, 1), make(chan res, 1)
 	go func() {
-		d, rel, err := s.acquirePrefix(k, 200, decode)
+		d, rel, err := s.acquirePrefix(context.Background(), k, 200, decode)
 		more <- res{bytes.Clone(d), err}
 		rel()
 	}()
 	go func() {
-		d, rel, err := s.acquirePrefix(k, -1, decode)
+		d, rel, err := s.acquirePrefix(context.Background(), k, -1, decode)
 		whole <- res{bytes.Clone(d), err}
 		rel()
 	}()
@@ -226,13 +227,13 @@ func TestSpanCachePrefix(t *testing.T) {
 		return nil, boom
 	}
 	kb := spanKey{"bad", 0}
-	_, rel, err := s.acquirePrefix(kb, 50, bad) // before the failure: served
+	_, rel, err := s.acquirePrefix(context.Background(), kb, 50, bad) // before the failure: served
 	if err != nil {
 		t.Fatal(err)
 	}
 	rel()
 	late := make(chan error, 1)
-	go func() { _, rel, err := s.acquirePrefix(kb, 200, bad); rel(); late <- err }()
+	go func() { _, rel, err := s.acquirePrefix(context.Background(), kb, 200, bad); rel(); late <- err }()
 	time.Sleep(20 * time.Millisecond)
 	close(fail)
 	if err := <-late; err != boom {

@@ -3,6 +3,7 @@ package layerindex
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -206,6 +207,10 @@ func newSparseReader(stream io.ReaderAt, e *Entry) *sparseReader {
 }
 
 func (s *sparseReader) ReadAt(p []byte, off int64) (int, error) {
+	return s.ReadAtContext(context.Background(), p, off)
+}
+
+func (s *sparseReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, errors.New("negative offset")
 	}
@@ -222,7 +227,7 @@ func (s *sparseReader) ReadAt(p []byte, off int64) (int, error) {
 	i := sort.Search(len(m), func(i int) bool { return m[i].Off+m[i].Len > off })
 	for ; i < len(m) && m[i].Off < off+want; i++ {
 		lo, hi := max(m[i].Off, off), min(m[i].Off+m[i].Len, off+want)
-		if _, err := s.stream.ReadAt(w[lo-off:hi-off], s.phys[i]+lo-m[i].Off); err != nil {
+		if _, err := ReadAtContext(ctx, s.stream, w[lo-off:hi-off], s.phys[i]+lo-m[i].Off); err != nil {
 			return 0, fmt.Errorf("sparse entry %q: %w", s.e.Name, err)
 		}
 	}

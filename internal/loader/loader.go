@@ -141,8 +141,10 @@ type Image struct {
 	closers   []io.Closer
 }
 
-// Close releases blob files and decoded caches.
+// Close waits for the span decodes and read-ahead still running, then
+// releases blob files and decoded caches.
 func (im *Image) Close() error {
+	im.Cache.Close()
 	var errs []error
 	for _, c := range im.closers {
 		errs = append(errs, c.Close())
