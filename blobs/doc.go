@@ -22,9 +22,12 @@
 // not recorded anywhere. Layer.Descriptor.Digest is then the sha256 in the
 // member name when it is blobs/sha256/<hex> (newer docker save), and empty
 // otherwise; with an empty digest only the DiffID can be verified. The
-// Manifest of a docker-archive Image is synthesised (OCI media types,
-// sniffed layer formats, member sizes) so callers can treat every source
-// alike; its ManifestDigest is the digest of that synthesised JSON.
+// Manifest of a docker-archive Image is synthesised (OCI config media
+// type, member sizes; layers without a media type, since docker save
+// records none and layerindex.Detect tells a layer's format from its
+// bytes) so callers can treat every source alike; its ManifestDigest is
+// the digest of that synthesised JSON. blobs does not interpret layer
+// media types at all: layerindex owns the one mapping to formats.
 //
 // # Selection
 //
