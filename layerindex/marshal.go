@@ -381,54 +381,16 @@ func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base 
 	ix.UncompressedSize = d.size()
 	ix.Digest = digest.Digest(d.str())
 	ix.DiffID = digest.Digest(d.str())
+	f, ferr := ix.Compression.Format()
 	var windowsLen int64 // of the windows section
 	if d.byte1() == 1 {
-		cp := &Checkpoints{}
-		cp.Compression = Compression(d.uvarint())
-		cp.CompressedSize = d.size()
-		cp.UncompressedSize = d.size()
-		np := d.count(8)
-		if d.err == nil {
-			cp.Points = make([]Checkpoint, np)
-		}
-		var pin, pout int64
-		for i := 0; i < np && d.err == nil; i++ {
-			pt := &cp.Points[i]
-			pt.Kind = CheckpointKind(d.byte1())
-			pt.In = pin + d.varint()
-			pt.Out = pout + d.varint()
-			pin, pout = pt.In, pt.Out
-			pt.Bits = d.byte1()
-			pt.Final = d.byte1() == 1
-			pt.Member = int64(d.uvarint())
-			pt.DeflateIn = d.varint()
-			pt.MemberOut = d.varint()
-			if wl := d.uvarint(); wl > 0 && d.err == nil {
-				zl := d.uvarint()
-				crc := d.u32le()
-				if wl > 1<<16 || zl == 0 || zl > 1<<17 {
-					d.fail("bad window length")
-					break
-				}
-				pt.windowLen, pt.windowZLen, pt.windowCRC = int(wl), int(zl), crc
-				pt.windowSrc, pt.windowOff = file, base+windowsLen
-				windowsLen += int64(zl)
-			}
-			if pt.In < 0 || pt.In > cp.CompressedSize || pt.Out < 0 || pt.Out > cp.UncompressedSize || pt.Bits > 7 ||
-				(i == 0 && pt.Out != 0) || (i > 0 && pt.Out <= cp.Points[i-1].Out) {
-				d.fail("bad checkpoint")
-			}
-		}
-		if d.err == nil && (np == 0 || cp.Compression != ix.Compression || cp.UncompressedSize != ix.UncompressedSize) {
-			d.fail("checkpoints do not match the index")
-		}
-		ix.Checkpoints = cp
-	} else if f, err := ix.Compression.Format(); err != nil || !f.plain {
+		ix.Checkpoints, windowsLen = d.checkpoints(ix, file, base)
+	} else if ferr != nil || !f.plain {
 		d.fail("compressed layer without checkpoints")
 	}
 	ix.Chunks = d.chunkSums(ix.CompressedSize, "chunk table does not match the blob size")
 	ix.Decoded = d.chunkSums(ix.UncompressedSize, "decoded chunk table does not match the stream size")
-	if f, err := ix.Compression.Format(); ix.Decoded.Size > 0 && (err != nil || !f.decodedCopy) {
+	if ix.Decoded.Size > 0 && (ferr != nil || !f.decodedCopy) {
 		d.fail("decoded chunk table of a layer that has no decoded copy")
 	}
 	entriesLen := d.size()
@@ -442,36 +404,99 @@ func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base 
 	if !withEntries {
 		return ix, nil
 	}
-	// The windows section: one copy for all, so the index does not keep
-	// the caller's buffer (and its entry bytes) alive.
 	if int64(len(rest)) < windowsLen {
 		d.fail("truncated windows")
 		return nil, d.err
 	}
-	if ix.Checkpoints != nil && windowsLen > 0 {
-		all := bytes.Clone(rest[:windowsLen])
-		var off int
-		for i := range ix.Checkpoints.Points {
-			pt := &ix.Checkpoints.Points[i]
-			if pt.windowZLen > 0 {
-				pt.windowZ = all[off : off+pt.windowZLen : off+pt.windowZLen]
-				pt.windowSrc = nil
-				off += pt.windowZLen
-			}
-		}
-	}
+	ix.attachWindows(rest[:windowsLen])
 	d.b = rest[windowsLen:]
 	if int64(len(d.b)) != entriesLen {
 		d.fail("entries section length does not match the head")
 		return nil, d.err
 	}
+	if ix.Entries = d.entries(ix.UncompressedSize); d.err != nil {
+		return nil, d.err
+	}
+	return ix, nil
+}
+
+// checkpoints decodes the checkpoint table of ix's head. Windows stay in
+// file, at base plus their place in the windows section, whose length it
+// returns.
+func (d *decoder) checkpoints(ix *Index, file io.ReaderAt, base int64) (*Checkpoints, int64) {
+	var windowsLen int64
+	cp := &Checkpoints{}
+	cp.Compression = Compression(d.uvarint())
+	cp.CompressedSize = d.size()
+	cp.UncompressedSize = d.size()
+	np := d.count(8)
+	if d.err == nil {
+		cp.Points = make([]Checkpoint, np)
+	}
+	var pin, pout int64
+	for i := 0; i < np && d.err == nil; i++ {
+		pt := &cp.Points[i]
+		pt.Kind = CheckpointKind(d.byte1())
+		pt.In = pin + d.varint()
+		pt.Out = pout + d.varint()
+		pin, pout = pt.In, pt.Out
+		pt.Bits = d.byte1()
+		pt.Final = d.byte1() == 1
+		pt.Member = int64(d.uvarint())
+		pt.DeflateIn = d.varint()
+		pt.MemberOut = d.varint()
+		if wl := d.uvarint(); wl > 0 && d.err == nil {
+			zl := d.uvarint()
+			crc := d.u32le()
+			if wl > 1<<16 || zl == 0 || zl > 1<<17 {
+				d.fail("bad window length")
+				break
+			}
+			pt.windowLen, pt.windowZLen, pt.windowCRC = int(wl), int(zl), crc
+			pt.windowSrc, pt.windowOff = file, base+windowsLen
+			windowsLen += int64(zl)
+		}
+		if pt.In < 0 || pt.In > cp.CompressedSize || pt.Out < 0 || pt.Out > cp.UncompressedSize || pt.Bits > 7 ||
+			(i == 0 && pt.Out != 0) || (i > 0 && pt.Out <= cp.Points[i-1].Out) {
+			d.fail("bad checkpoint")
+		}
+	}
+	if d.err == nil && (np == 0 || cp.Compression != ix.Compression || cp.UncompressedSize != ix.UncompressedSize) {
+		d.fail("checkpoints do not match the index")
+	}
+	return cp, windowsLen
+}
+
+// attachWindows gives the checkpoints their stored windows from the
+// windows section: one copy for all, so the index does not keep the
+// caller's buffer (and its entry bytes) alive.
+func (ix *Index) attachWindows(windows []byte) {
+	if ix.Checkpoints == nil || len(windows) == 0 {
+		return
+	}
+	all := bytes.Clone(windows)
+	var off int
+	for i := range ix.Checkpoints.Points {
+		pt := &ix.Checkpoints.Points[i]
+		if pt.windowZLen > 0 {
+			pt.windowZ = all[off : off+pt.windowZLen : off+pt.windowZLen]
+			pt.windowSrc = nil
+			off += pt.windowZLen
+		}
+	}
+}
+
+// entries decodes the entries section (what is left of d) of a stream of
+// size bytes.
+func (d *decoder) entries(size int64) []Entry {
+	var entries []Entry
 	n := d.count(12)
 	if d.err == nil {
-		ix.Entries = make([]Entry, n)
+		entries = make([]Entry, n)
 	}
 	prev, prevOff := "", int64(0)
 	for i := 0; i < n && d.err == nil; i++ {
-		en := &ix.Entries[i]
+		en := &entries[i]
 		p := d.uvarint()
 		if p > uint64(len(prev)) {
 			d.fail("bad name prefix")
@@ -504,10 +529,10 @@ func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base 
 		}
 		en.Offset = prevOff + d.varint()
 		prevOff = en.Offset
-		if en.Offset < 0 || en.Offset > ix.UncompressedSize {
+		if en.Offset < 0 || en.Offset > size {
 			d.fail("entry offset out of range")
 		}
-		if !en.Sparse && en.Kind == KindReg && en.Offset+en.Size > ix.UncompressedSize {
+		if !en.Sparse && en.Kind == KindReg && en.Offset+en.Size > size {
 			d.fail("entry data beyond the stream")
 		}
 		if en.Sparse {
@@ -525,7 +550,7 @@ func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base 
 				phys += f.Len
 				en.SparseMap[j] = f
 			}
-			if en.Offset+phys > ix.UncompressedSize {
+			if en.Offset+phys > size {
 				d.fail("sparse data beyond the stream")
 			}
 		}
@@ -533,10 +558,7 @@ func parseIndexBody(head, rest []byte, withEntries bool, file io.ReaderAt, base 
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("trailing bytes")
 	}
-	if d.err != nil {
-		return nil, d.err
-	}
-	return ix, nil
+	return entries
 }
 
 // chunkSums decodes a ChunkSums table for a stream of total bytes.
