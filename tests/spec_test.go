@@ -1,0 +1,49 @@
+package tests
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ocimount/ocimount/internal/tartest"
+)
+
+// TestRootFSTypeRefused: config.md says rootfs.type MUST be "layers" and an
+// unknown value MUST be an error when unpacking. Every command that opens
+// the image refuses it, naming the config blob and the value.
+func TestRootFSTypeRefused(t *testing.T) {
+	requireIntegration(t)
+	dir := filepath.Join(t.TempDir(), "layout")
+	info := tartest.WriteOCILayoutInfo(t, dir, tartest.Image{Ref: "latest", RootFSType: "snapshot",
+		Layers: []tartest.ImageLayer{{Compression: tartest.Gzip, Tar: tartest.Tar(t, tartest.File("f", "f", 0o644))}}})
+	src := "oci:" + dir + ":latest"
+	want := []string{info[0].Config.Digest.String(), `rootfs.type "snapshot"`}
+	cache := t.TempDir()
+	out := filepath.Join(t.TempDir(), "out.tar")
+	for _, args := range [][]string{
+		{"mount", src, newMountpoint(t)},
+		{"inspect", src},
+		{"ls", src},
+		{"cat", src, "f"},
+		{"history", src, "f"},
+		{"diff", src, "--layer", "0"},
+		{"diff", src, src},
+		{"waste", src},
+		{"export", src, out},
+		{"index", src},
+		{"bundle", src, filepath.Join(t.TempDir(), "bundle")},
+	} {
+		args = append(args[:1], append([]string{"--cache-dir", cache}, args[1:]...)...)
+		r := run(t, time.Minute, args...)
+		if r.code == 0 {
+			t.Errorf("accepted rootfs.type snapshot: %s", r)
+			continue
+		}
+		for _, w := range want {
+			if !strings.Contains(r.stderr, w) {
+				t.Errorf("stderr does not name %q: %s", w, r)
+			}
+		}
+	}
+}
