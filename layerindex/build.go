@@ -223,6 +223,11 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func readTar(un *countingReader, ix *Index) error {
 	tr := tar.NewReader(un)
 	next := int64(0) // where the next entry's first header block starts
+	// The previous entry, to name it when the stream ends inside the data
+	// its header declares (archive/tar only finds out while looking for
+	// the next header).
+	var prevName string
+	var prevDataEnd, prevSize int64
 	for {
 		hdrStart := next
 		un.rec, un.recFrom = un.rec[:0], hdrStart
@@ -251,6 +256,10 @@ func readTar(un *countingReader, ix *Index) error {
 				// reader: report it as what it is.
 				return fmt.Errorf("at uncompressed offset %d: %w", un.n, un.err)
 			}
+			if errors.Is(err, io.ErrUnexpectedEOF) && un.n < prevDataEnd {
+				return &EntryError{Entry: prevName, Offset: prevDataEnd - prevSize,
+					Err: fmt.Errorf("size %d runs past the end of the layer at offset %d: %w", prevSize, un.n, ErrFormat)}
+			}
 			return fmt.Errorf("tar header at %d: %w: %w", hdrStart, ErrFormat, err)
 		}
 		dataStart := un.n
@@ -261,6 +270,7 @@ func readTar(un *countingReader, ix *Index) error {
 			}
 		}
 		var frags []Fragment
+		prevName, prevSize = hdr.Name, 0
 		switch {
 		case sparse:
 			var phys int64
@@ -268,7 +278,7 @@ func readTar(un *countingReader, ix *Index) error {
 			if err != nil {
 				return &EntryError{Entry: hdr.Name, Offset: dataStart, Err: err}
 			}
-			next = dataStart + align512(phys)
+			next, prevSize = dataStart+align512(phys), phys
 		case hdr.Typeflag == tar.TypeXGlobalHeader:
 			// archive/tar has consumed the records already.
 			next = align512(un.n)
@@ -277,8 +287,9 @@ func readTar(un *countingReader, ix *Index) error {
 			// size field says; so do we.
 			next = dataStart
 		default:
-			next = dataStart + align512(hdr.Size)
+			next, prevSize = dataStart+align512(hdr.Size), hdr.Size
 		}
+		prevDataEnd = dataStart + prevSize
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
 			continue // PAX global headers are ignored, as by Go-based extractors
 		}

@@ -919,3 +919,34 @@ func hugeSparseChild(t *testing.T, format string) {
 		t.Errorf("ReadAt(4, 0) = %q, %v", got[:n], err)
 	}
 }
+
+// TestBuildSizePastEnd: an entry whose header size runs past the end of
+// the layer is named in the error, with its size and where the layer
+// ends, in every encoding (the compressed streams themselves are valid).
+func TestBuildSizePastEnd(t *testing.T) {
+	for _, last := range []bool{true, false} {
+		var tb []byte
+		tb = append(tb, tartest.Tar(t, tartest.File("ok", "ok", 0o644))...)
+		tb = tb[:len(tb)-1024] // drop the end-of-archive blocks
+		tb = append(tb, tartest.HeaderBlock(tartest.RawHeader{Name: "usr/bin/x", Typeflag: '0', Mode: 0o755, Size: 123456, MTime: 1000})...)
+		tb = append(tb, pseudoRandom(1000, 3)...)
+		if !last {
+			// What follows looks like another entry, but lies inside x's
+			// data as the header declares it.
+			tb = append(tb, tartest.HeaderBlock(tartest.RawHeader{Name: "y", Typeflag: '0', Mode: 0o644, MTime: 1000})...)
+		}
+		tb = append(tb, make([]byte, 512-len(tb)%512)...)
+		for _, enc := range encodings {
+			blob := tartest.Compress(t, enc.tc, tb)
+			_, err := layerindex.Build(context.Background(), bytes.NewReader(blob), enc.c, layerindex.Options{Span: enc.span})
+			var ee *layerindex.EntryError
+			if !errors.As(err, &ee) || ee.Entry != "usr/bin/x" || !errors.Is(err, layerindex.ErrFormat) {
+				t.Errorf("%v: err = %v, want an EntryError for usr/bin/x wrapping ErrFormat", enc, err)
+				continue
+			}
+			if want := fmt.Sprintf("size 123456 runs past the end of the layer at offset %d", len(tb)); !strings.Contains(err.Error(), want) {
+				t.Errorf("%v: %v, want %q", enc, err, want)
+			}
+		}
+	}
+}
