@@ -96,9 +96,9 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	if _, err := io.Copy(io.Discard, un); err != nil {
 		return nil, fmt.Errorf("after end of archive: %w", err)
 	}
-	// Drain any compressed bytes the decoder did not need (only zeros can
-	// be there for a valid stream; the codec checks that) so the blob
-	// digest covers every byte.
+	// Drain any compressed bytes the decoder did not need (none for a
+	// valid stream: the codec refuses anything after the last gzip member
+	// or zstd frame, zeros too) so the blob digest covers every byte.
 	if _, err := io.Copy(io.Discard, cin); err != nil {
 		return nil, err
 	}

@@ -950,3 +950,43 @@ func TestBuildSizePastEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildTrailingJunk: bytes after the last gzip member or zstd frame
+// that are not another member or frame — zeros too — fail the layer, and
+// the error says where they start. Go's compress/gzip, which umoci and
+// containerd read layers with to their end, fails such gzip layers ("gzip:
+// invalid header"), and klauspost's zstd decoder fails zstd ones of 4 bytes
+// or more. Concatenated members and frames, and skippable frames, are
+// valid.
+func TestBuildTrailingJunk(t *testing.T) {
+	tb := truncTestTar(t)
+	skip := tartest.ZstdSkippable([]byte("skippable"), nil)
+	good := map[string][]byte{
+		"gzip":                  tartest.Compress(t, tartest.Gzip, tb),
+		"gzip-multi":            tartest.CompressMulti(t, tartest.Gzip, tb, 1000),
+		"zstd-multi":            tartest.CompressMulti(t, tartest.Zstd, tb, 1000),
+		"zstd-skippable-at-end": append(tartest.Compress(t, tartest.Zstd, tb), skip...),
+	}
+	comp := func(name string) layerindex.Compression {
+		if strings.HasPrefix(name, "gzip") {
+			return layerindex.Gzip
+		}
+		return layerindex.Zstd
+	}
+	for name, blob := range good {
+		if _, err := layerindex.Build(context.Background(), bytes.NewReader(blob), comp(name), layerindex.Options{DiffID: digest.FromBytes(tb)}); err != nil {
+			t.Errorf("%s: valid blob refused: %v", name, err)
+		}
+		for _, junk := range [][]byte{{0}, make([]byte, 3), make([]byte, 512), []byte("garbage"), {0x1f}, {0x28, 0xb5, 0x2f}} {
+			bad := append(bytes.Clone(blob), junk...)
+			_, err := layerindex.Build(context.Background(), bytes.NewReader(bad), comp(name), layerindex.Options{})
+			if err == nil {
+				t.Errorf("%s + %d bytes %.8q: accepted", name, len(junk), junk)
+				continue
+			}
+			if want := fmt.Sprintf("at offset %d after", len(blob)); !strings.Contains(err.Error(), want) || !errors.Is(err, layerindex.ErrCorrupt) {
+				t.Errorf("%s + %d bytes %.8q: %v; want ErrCorrupt and %q", name, len(junk), junk, err, want)
+			}
+		}
+	}
+}

@@ -1,6 +1,9 @@
 package tests
 
 import (
+	"bytes"
+	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,5 +48,36 @@ func TestRootFSTypeRefused(t *testing.T) {
 				t.Errorf("stderr does not name %q: %s", w, r)
 			}
 		}
+	}
+}
+
+// TestGzipTrailingJunk: a valid gzip member followed by bytes that are not
+// another member (zeros, garbage) is refused, as umoci (Go's compress/gzip,
+// read to the end of the blob) refuses it; the error names the layer blob
+// and the offset where the junk starts.
+func TestGzipTrailingJunk(t *testing.T) {
+	requireIntegration(t)
+	tb := tartest.Tar(t, tartest.File("f", "f", 0o644))
+	gz := tartest.Compress(t, tartest.Gzip, tb)
+	for name, junk := range map[string][]byte{"zeros": make([]byte, 1024), "garbage": []byte("garbage\n")} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "layout")
+			info := tartest.WriteOCILayoutInfo(t, dir, tartest.Image{Ref: "latest",
+				Layers: []tartest.ImageLayer{{Compression: tartest.Gzip, Tar: tb, Blob: append(bytes.Clone(gz), junk...)}}})
+			out, err := exec.Command("umoci", "raw", "unpack", "--image", dir+":latest", filepath.Join(t.TempDir(), "rootfs")).CombinedOutput()
+			if err == nil {
+				t.Fatalf("umoci accepted the layer; the reference changed:\n%s", out)
+			}
+			t.Logf("umoci: %s", bytes.TrimSpace(out))
+			r := run(t, time.Minute, "mount", "--cache-dir", t.TempDir(), "oci:"+dir+":latest", newMountpoint(t))
+			if r.code == 0 {
+				t.Fatalf("mounted: %s", r)
+			}
+			for _, w := range []string{info[0].Layers[0].Digest.String(), fmt.Sprintf("at offset %d", len(gz))} {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr does not name %q: %s", w, r)
+				}
+			}
+		})
 	}
 }
