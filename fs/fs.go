@@ -52,6 +52,13 @@ type rawFS struct {
 	log                *slog.Logger
 	// statfs figures, computed once at mount: the tree never changes.
 	blocks uint64
+	// noXattrs: no entry of the image has an xattr. GETXATTR then answers
+	// ENOSYS, after which the kernel answers every getxattr itself
+	// (EOPNOTSUPP) without a round trip. Not go-fuse's DisableXAttrs: it
+	// answers LISTXATTR with ENOSYS too, and listxattr then fails with
+	// EOPNOTSUPP on every path, where an extracted tree lists nothing
+	// (`tar --xattrs -c` and `getfattr -d` warned on every file).
+	noXattrs bool
 }
 
 // maxRead is the largest READ (and max_write). Not a full 1 MiB: a
@@ -75,7 +82,7 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	r := &rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), tree: tree, log: lg, blocks: tree.UsedBlocks()}
+	r := &rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), tree: tree, log: lg, blocks: tree.UsedBlocks(), noXattrs: !tree.HasXattrs()}
 	mopts := []string{"ro", "default_permissions"}
 	flags := uintptr(unix.MS_RDONLY)
 	if o.Suid {
@@ -100,7 +107,6 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 		DirectMount:          true, // as root: no fusermount needed; falls back to it otherwise
 		DirectMountFlags:     flags,
 		EnableSymlinkCaching: true,
-		DisableXAttrs:        !tree.HasXattrs(),
 		Debug:                o.Debug,
 	})
 	if err != nil {
@@ -376,6 +382,9 @@ func (r *rawFS) Read(cancel <-chan struct{}, in *fuse.ReadIn, dest []byte) (fuse
 }
 
 func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	if r.noXattrs {
+		return 0, fuse.ENOSYS
+	}
 	id, st := r.node(h.NodeId)
 	if !st.Ok() {
 		return 0, st
