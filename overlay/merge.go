@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"strings"
 
@@ -221,50 +222,33 @@ func hasWhiteoutDir(dir string) bool {
 }
 
 // lowerDir finds the directory a whiteout in dir applies to, in the tree
-// as the lower layers left it: parent symlinks are followed (confined to
-// the root) unless this layer replaces that very path with a directory.
-// Anything that does not lead to an existing lower directory — a missing
-// path, a file, a loop — makes the whiteout a no-op: there is nothing
-// below to hide.
+// as the lower layers left it: parent symlinks are followed (the one rule
+// of resolve.go) unless this layer replaces that very path with a
+// directory. Anything that does not lead to an existing lower directory —
+// a missing path, a file, a loop — makes the whiteout a no-op: there is
+// nothing below to hide.
 func (m *merger) lowerDir(dir string, declared map[string]bool) *mnode {
 	cur := m.root
 	hops := 0
-	lit := ""
-	for dir != "" {
-		var c string
-		if i := strings.IndexByte(dir, '/'); i >= 0 {
-			c, dir = dir[:i], dir[i+1:]
-		} else {
-			c, dir = dir, ""
+	for i := 0; i < len(dir); {
+		end := len(dir)
+		if j := strings.IndexByte(dir[i:], '/'); j >= 0 {
+			end = i + j
 		}
-		if lit == "" {
-			lit = c
-		} else {
-			lit += "/" + c
-		}
+		c, lit := dir[i:end], dir[:end]
+		i = end + 1
 		child := cur.children[c]
 		if child == nil {
 			return nil
 		}
-		if child.ino.kind == layerindex.KindSymlink {
-			if declared[lit] {
-				return nil
-			}
-			hops++
-			start := cur
-			if strings.HasPrefix(child.ino.link, "/") {
-				start = m.root
-			}
-			t, err := m.walk(start, child.ino.link, false, &hops)
-			if err != nil || t == nil {
-				return nil
-			}
-			child = t
-		}
-		if child.ino.kind != layerindex.KindDir {
+		if child.ino.kind == layerindex.KindSymlink && declared[lit] {
 			return nil
 		}
-		cur = child
+		next, err := resolvePath(m, cur, c, true, false, &hops)
+		if err != nil || next.ino.kind != layerindex.KindDir {
+			return nil
+		}
+		cur = next
 	}
 	return cur
 }
@@ -358,72 +342,40 @@ func splitPath(p string) (dir, base string) {
 	return p[:i], p[i+1:]
 }
 
-// resolveDir walks a cleaned directory path from the root, following
-// symlinks (confined to the root) in every component. With create, missing
-// directories are made (0755 root:root, as extractors make implicit
-// parents); without it, a missing component yields (nil, nil).
+// resolveDir resolves a cleaned directory path from the root by the one
+// rule of resolve.go, following symlinks in every component. With create,
+// missing directories are made (0755 root:root, as extractors make
+// implicit parents); without it, a missing component yields (nil, nil).
 func (m *merger) resolveDir(p string, create bool) (*mnode, error) {
 	hops := 0
-	return m.walk(m.root, p, create, &hops)
+	n, err := resolvePath(m, m.root, p, true, create, &hops)
+	if err == nil && n.ino.kind != layerindex.KindDir {
+		err = &resolveError[*mnode]{at: n, err: ErrNotDir}
+	}
+	return m.resolved(n, err)
 }
 
-func (m *merger) walk(cur *mnode, p string, create bool, hops *int) (*mnode, error) {
-	for p != "" {
-		var c string
-		if i := strings.IndexByte(p, '/'); i >= 0 {
-			c, p = p[:i], p[i+1:]
-		} else {
-			c, p = p, ""
-		}
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if cur.parent != nil {
-				cur = cur.parent
-			}
-			continue
-		}
-		child := cur.children[c]
-		if child == nil {
-			if !create {
-				return nil, nil
-			}
-			child = &mnode{name: c, parent: cur, children: map[string]*mnode{}, ino: implicitDir()}
-			cur.children[c] = child
-		}
-		if child.ino.kind == layerindex.KindSymlink {
-			*hops++
-			if *hops > maxHops {
-				return nil, ErrSymlinkLoop
-			}
-			start := cur
-			if strings.HasPrefix(child.ino.link, "/") {
-				start = m.root
-			}
-			t, err := m.walk(start, child.ino.link, create, hops)
-			if err != nil || t == nil {
-				return t, err
-			}
-			child = t
-		}
-		if child.ino.kind != layerindex.KindDir {
-			return nil, fmt.Errorf("%w: %q", ErrNotDir, child.pathName())
-		}
-		cur = child
+// resolved turns a resolution's outcome into the merge's: a missing path
+// is (nil, nil), a non-directory on the way ErrNotDir naming it.
+func (m *merger) resolved(n *mnode, err error) (*mnode, error) {
+	if err == nil {
+		return n, nil
 	}
-	return cur, nil
+	at, sentinel := resolveFailure[*mnode](err)
+	switch {
+	case errors.Is(sentinel, fs.ErrNotExist):
+		return nil, nil
+	case errors.Is(sentinel, ErrNotDir):
+		return nil, fmt.Errorf("%w: %q", ErrNotDir, at.pathName())
+	}
+	return nil, sentinel
 }
 
 // lookup finds a cleaned path without following its last component (a
 // hardlink to a symlink links the symlink itself).
 func (m *merger) lookup(p string) (*mnode, error) {
-	dir, base := splitPath(p)
-	d, err := m.resolveDir(dir, false)
-	if err != nil || d == nil {
-		return nil, err
-	}
-	return d.children[base], nil
+	hops := 0
+	return m.resolved(resolvePath(m, m.root, p, false, false, &hops))
 }
 
 func (n *mnode) pathName() string {

@@ -3,6 +3,7 @@ package tests
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -79,5 +80,42 @@ func TestGzipTrailingJunk(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEscapingSymlinkParent: p -> ../../../../tmp/x in one layer and
+// p/evil in the next. umoci resolves the parent inside the rootfs (".." at
+// the root stays there) and writes tmp/x/evil; the mount shows the file
+// there, and `ocimount cat` finds it through both paths: one rule for the
+// merge, the mount and the commands.
+func TestEscapingSymlinkParent(t *testing.T) {
+	requireIntegration(t)
+	dir := filepath.Join(t.TempDir(), "layout")
+	tartest.WriteOCILayout(t, dir, tartest.Image{Ref: "latest", Layers: []tartest.ImageLayer{
+		{Compression: tartest.Gzip, Tar: tartest.Tar(t, tartest.Symlink("p", "../../../../tmp/x"))},
+		{Compression: tartest.Gzip, Tar: tartest.Tar(t, tartest.File("p/evil", "evil\n", 0o644))},
+	}})
+	ref := umociRef(t, dir, "latest")
+	if n := ref.Nodes["tmp/x/evil"]; n == nil {
+		t.Fatalf("umoci did not write tmp/x/evil; the reference changed: %q", ref.Paths)
+	}
+	src := "oci:" + dir + ":latest"
+	mnt := mountImage(t, src)
+	got, err := Snapshot(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSameTree(t, ref, got, rootDirException, implicitDirException(nil))
+	cache := t.TempDir()
+	for _, p := range []string{"p/evil", "tmp/x/evil"} {
+		if out := ocimountOK(t, "cat", "--cache-dir", cache, src, p); out != "evil\n" {
+			t.Errorf("cat %s = %q", p, out)
+		}
+	}
+	// Seen from the host, p/evil leads out of the mountpoint (as on any
+	// extracted rootfs); inside the image, as `cat` sees it, it is
+	// tmp/x/evil.
+	if b, err := os.ReadFile(filepath.Join(mnt, "tmp/x/evil")); err != nil || string(b) != "evil\n" {
+		t.Errorf("mount tmp/x/evil = %q, %v", b, err)
 	}
 }
