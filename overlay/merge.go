@@ -51,12 +51,7 @@ type Layer struct {
 	CheckHeaders bool
 }
 
-const (
-	whPrefix  = ".wh."
-	whOpaque  = ".wh..wh..opq"
-	whMetaPfx = ".wh..wh." // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not whiteouts
-	maxHops   = 40         // symlinks followed while resolving one path, as Linux's MAXSYMLINKS
-)
+const maxHops = 40 // symlinks followed while resolving one path, as Linux's MAXSYMLINKS
 
 // mnode is a name in the tree being merged; minode is the file it names.
 // Several mnodes share one minode when they are hardlinks of each other.
@@ -88,9 +83,9 @@ type merger struct {
 	root   *mnode
 	layers []Layer
 	layer  int
-	// hidden holds this layer's files stored under a .wh.* directory
-	// (Docker's AUFS hardlink store .wh..wh.plnk/): never visible, but
-	// hardlinks in the same layer may point at them.
+	// hidden holds this layer's files stored under an AUFS metadata
+	// directory (Docker's hardlink store .wh..wh.plnk/): never visible,
+	// but hardlinks in the same layer may point at them.
 	hidden map[string]*minode
 	// raw applies entries as stored (MergeRaw): no whiteouts, no hidden
 	// names, hardlinks to files outside the layer kept as empty files.
@@ -117,8 +112,12 @@ type merger struct {
 //     targets in lower layers; replacing either name later breaks the link
 //     (as an overlay copy-up does), not the other names.
 //
-// Entries are classified by base name before type, so a whiteout stored as
-// a hardlink (seen in the wild) is still a whiteout.
+// Entries are classified by name before type (ClassifyName), so a whiteout
+// stored as a hardlink (seen in the wild) is still a whiteout, and a
+// ".wh.X" directory entry is the whiteout of X; entries stored below it
+// appear under an implied ".wh.X" directory, as umoci and containerd
+// extract them. Only AUFS metadata directories (.wh..wh.*) hide what is
+// below them.
 func Merge(layers []Layer) (*Tree, error) {
 	m := &merger{layers: layers}
 	m.root = &mnode{children: map[string]*mnode{}, ino: implicitDir()}
@@ -156,69 +155,52 @@ func (m *merger) apply(ix *layerindex.Index) error {
 			break
 		}
 		e := &ix.Entries[i]
-		dir, base := splitPath(e.Name)
-		if !strings.HasPrefix(base, whPrefix) || hasWhiteoutDir(dir) {
-			continue
-		}
-		switch {
-		case base == whOpaque:
-			if d := m.lowerDir(dir, declared); d != nil {
+		switch kind, target := ClassifyName(e.Name); kind {
+		case Opaque:
+			if d := m.lowerDir(target, declared); d != nil {
 				for _, c := range d.children {
 					unlinkTree(c)
 				}
 				d.children = map[string]*mnode{}
 			}
-		case strings.HasPrefix(base, whMetaPfx):
-			// AUFS bookkeeping; no effect on the tree.
-		default:
-			target := base[len(whPrefix):]
-			if target == "" || target == "." || target == ".." {
-				return m.fail(e, fmt.Errorf("%w: %q", ErrBadWhiteout, base))
-			}
+		case Whiteout:
+			dir, base := splitPath(target)
 			if d := m.lowerDir(dir, declared); d != nil {
-				if c := d.children[target]; c != nil {
+				if c := d.children[base]; c != nil {
 					unlinkTree(c)
-					delete(d.children, target)
+					delete(d.children, base)
 				}
 			}
+		case BadWhiteout:
+			_, base := splitPath(e.Name)
+			return m.fail(e, fmt.Errorf("%w: %q", ErrBadWhiteout, base))
 		}
 	}
 	// Pass 2: everything else, in tar order.
 	m.hidden = nil
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
-		dir, base := splitPath(e.Name)
 		if m.raw {
 			if err := m.add(e, int32(i)); err != nil {
 				return m.fail(e, err)
 			}
 			continue
 		}
-		if hasWhiteoutDir(dir) {
+		switch kind, _ := ClassifyName(e.Name); kind {
+		case NotWhiteout:
+			if err := m.add(e, int32(i)); err != nil {
+				return m.fail(e, err)
+			}
+		case AufsHidden:
 			if e.Kind == layerindex.KindReg {
 				if m.hidden == nil {
 					m.hidden = map[string]*minode{}
 				}
 				m.hidden[e.Name] = newInode(e, int32(m.layer), int32(i))
 			}
-			continue
-		}
-		if strings.HasPrefix(base, whPrefix) {
-			continue
-		}
-		if err := m.add(e, int32(i)); err != nil {
-			return m.fail(e, err)
 		}
 	}
 	return nil
-}
-
-// hasWhiteoutDir reports whether a directory path has a component named
-// .wh.*: such names cannot exist in an image's filesystem (image-spec), so
-// entries below them (AUFS's .wh..wh.plnk/ hardlink store, hostile names)
-// are never shown.
-func hasWhiteoutDir(dir string) bool {
-	return strings.HasPrefix(dir, whPrefix) || strings.Contains(dir, "/"+whPrefix)
 }
 
 // lowerDir finds the directory a whiteout in dir applies to, in the tree

@@ -49,7 +49,9 @@ const (
 // layerindex.FormatVersion.
 //
 //	1: the rules up to the merge-rules version itself
-const MergeRulesVersion = 1
+//	2: entries below a ".wh.X" directory are shown under an implied
+//	   ".wh.X" (only AUFS .wh..wh.* directories hide what is below them)
+const MergeRulesVersion = 2
 
 // ErrBadTree: a serialized tree is damaged, of another version, or does
 // not belong to the layers it is loaded with. Callers rebuild it.

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"archive/tar"
 	"bytes"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ocimount/ocimount/internal/tartest"
+	"golang.org/x/sys/unix"
 )
 
 // TestRootFSTypeRefused: config.md says rootfs.type MUST be "layers" and an
@@ -117,5 +119,73 @@ func TestEscapingSymlinkParent(t *testing.T) {
 	// tmp/x/evil.
 	if b, err := os.ReadFile(filepath.Join(mnt, "tmp/x/evil")); err != nil || string(b) != "evil\n" {
 		t.Errorf("mount tmp/x/evil = %q, %v", b, err)
+	}
+}
+
+// TestWhiteoutDirMatchesUmoci: layers holding a ".wh.X" directory (or
+// file) with entries below it. umoci 0.4.7 takes the ".wh.X" entry for the
+// whiteout of X and then creates what is below it, with ".wh.X" as an
+// implied parent (0755 root, extraction-time mtime); a whiteout below a
+// ".wh." directory hides only that lower path. The mount must show
+// exactly umoci's tree.
+func TestWhiteoutDirMatchesUmoci(t *testing.T) {
+	requireIntegration(t)
+	mt := tartest.MTime(time.Unix(1500000000, 0))
+	lower := []tartest.Entry{tartest.Dir("d", 0o700, mt), tartest.File("d/old", "old", 0o644, mt), tartest.File("x", "x", 0o644, mt),
+		tartest.Dir("a", 0o755, mt), tartest.Dir("a/b", 0o755, mt), tartest.File("a/b/k", "k", 0o644, mt),
+		tartest.Dir(".wh.q", 0o755, mt), tartest.File(".wh.q/old", "q", 0o644, mt)}
+	cases := map[string][]tartest.Entry{
+		"dir-entry-and-child": {tartest.Dir(".wh.d", 0o711, tartest.Owner(5, 6), mt), tartest.File(".wh.d/child", "child", 0o600, mt)},
+		"child-only":          {tartest.File(".wh.d/child", "child", 0o600, mt)},
+		"whiteouts-below":     {tartest.File(".wh.d/.wh.child", "", 0o600, mt), tartest.File(".wh.x/.wh.y", "", 0o600, mt), tartest.File(".wh.q/.wh.old", "", 0o644, mt)},
+		"file-entry-hardlink": {tartest.File(".wh.d", "", 0o644, mt), tartest.File(".wh.d/child", "c", 0o644, mt), tartest.Hardlink("hl", ".wh.d/child")},
+		"deep":                {tartest.File("a/.wh.b/c/d", "deep", 0o644, mt)},
+		"subdirs":             {tartest.Dir(".wh.a", 0o755, mt), tartest.Dir(".wh.a/sub", 0o750, mt), tartest.File(".wh.a/sub/z", "z", 0o644, mt)},
+	}
+	for name, upper := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "layout")
+			tartest.WriteOCILayout(t, dir, tartest.Image{Ref: "latest", Layers: []tartest.ImageLayer{
+				{Compression: tartest.Gzip, Tar: tartest.Tar(t, lower...)}, {Compression: tartest.Gzip, Tar: tartest.Tar(t, upper...)}}})
+			ref := umociRef(t, dir, "latest")
+			got, err := Snapshot(mountImage(t, "oci:"+dir+":latest"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A directory entry named .wh.X is a whiteout, so a .wh.X
+			// directory that appears is always an implied one: only its
+			// mtime (the extraction time for umoci) is excused.
+			impliedWh := func(path, field string, want, _ *Node) bool {
+				return field == "mtime" && strings.HasPrefix(filepath.Base(path), ".wh.") && want != nil && want.Type == unix.S_IFDIR
+			}
+			requireSameTree(t, ref, got, rootDirException, implicitDirException([][]tartest.Entry{lower, upper}), umociTouchedParent(ref, lower, upper), impliedWh)
+		})
+	}
+}
+
+// umociTouchedParent: when umoci creates an implied directory (os.MkdirAll)
+// inside a directory an earlier layer declared, that directory's mtime
+// becomes the extraction time (it restores parents' mtimes after creating
+// entries, not after MkdirAll). Excused: the mtime of a declared directory
+// that has an undeclared child directory.
+func umociTouchedParent(ref *Tree, layers ...[]tartest.Entry) Exception {
+	declared := map[string]bool{".": true}
+	for _, l := range layers {
+		for _, e := range l {
+			if e.Header != nil && e.Header.Typeflag == tar.TypeDir {
+				declared[filepath.Clean(e.Header.Name)] = true
+			}
+		}
+	}
+	return func(path, field string, _, _ *Node) bool {
+		if field != "mtime" {
+			return false
+		}
+		for _, p := range ref.Paths {
+			if filepath.Dir(p) == path && !declared[p] && ref.Nodes[p] != nil && ref.Nodes[p].Type == unix.S_IFDIR {
+				return true
+			}
+		}
+		return false
 	}
 }

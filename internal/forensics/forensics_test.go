@@ -97,6 +97,17 @@ func TestHistory(t *testing.T) {
 			{Dir("d", 0o700)},
 			{File("d/f", "x", 0o644)},
 		}, "d", []string{"0 added", "1 metadata mode"}},
+		// A .wh.d directory entry whites out d; what it holds is shown
+		// below an implied .wh.d, as the merge (and umoci) make it.
+		{"whiteout-dir-entry", [][]Entry{
+			{Dir("d", 0o755), File("d/f", "f", 0o644)},
+			{Dir(".wh.d", 0o755), File(".wh.d/child", "c", 0o644)},
+		}, "d/f", []string{"0 added", "1 deleted by whiteout .wh.d"}},
+		{"below-whiteout-dir", [][]Entry{
+			{Dir("d", 0o755), File("d/f", "f", 0o644)},
+			{Dir(".wh.d", 0o755), File(".wh.d/child", "c", 0o644)},
+			{File(".wh.d/.wh.child", "", 0o644)},
+		}, ".wh.d/child", []string{"1 added", "2 deleted by whiteout .wh.d/.wh.child"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -342,5 +353,35 @@ func TestCatThroughEscapingSymlink(t *testing.T) {
 	}
 	if got, err := fs.ReadFile(tree.FS(), "p/evil"); err != nil || string(got) != "evil" {
 		t.Errorf("io/fs view p/evil: %q %v", got, err)
+	}
+}
+
+// TestWhiteoutDirForensics: inspect, waste and ls agree with the merge on
+// a layer holding a .wh.d directory with entries below it (one classifier,
+// overlay.ClassifyName): one whiteout, d's file hidden by it, and the
+// entries below shown and not counted as waste.
+func TestWhiteoutDirForensics(t *testing.T) {
+	ls := layersOf(t,
+		[]Entry{Dir("d", 0o755), File("d/old", "0123456789", 0o644)},
+		[]Entry{Dir(".wh.d", 0o755), File(".wh.d/child", "child", 0o644), File(".wh.d/.wh.nothing", "", 0o644), Opaque(".wh.d")},
+	)
+	tree := merged(t, ls)
+	if wh, opq := countWhiteouts(ls[1]); wh != 2 || opq != 1 {
+		t.Errorf("countWhiteouts = %d, %d; want 2, 1", wh, opq)
+	}
+	r, err := Waste(ls, tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range r.Entries {
+		got = append(got, fmt.Sprintf("%d %s@%d %s@%d", e.Size, e.Path, e.Layer, e.How, e.HiddenBy))
+	}
+	if want := []string{"10 d/old@0 whiteout@1"}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("waste: %q, want %q", got, want)
+	}
+	var b bytes.Buffer
+	if err := Cat(&b, tree, ".wh.d/child"); err != nil || b.String() != "child" {
+		t.Errorf("cat .wh.d/child: %q %v", b.String(), err)
 	}
 }
