@@ -199,6 +199,16 @@ func TestDockerArchiveErrors(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("rootfs type", func(t *testing.T) {
+		bad := mustJSON(t, ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "arm"},
+			RootFS: ocispec.RootFS{Type: "snapshot", DiffIDs: []digest.Digest{digest.FromBytes(la)}}})
+		src := mk(`[{"Config":"c.json","Layers":["l.tar"]}]`, tarMember{name: "c.json", data: bad}, tarMember{name: "l.tar", data: la})
+		_, err := open(t, src, nil)
+		if !errors.Is(err, ErrUnsupported) {
+			t.Fatal(err)
+		}
+		mustContain(t, err, digest.FromBytes(bad).String(), `rootfs.type "snapshot"`)
+	})
 	t.Run("link loop", func(t *testing.T) {
 		src := mk(`[{"Config":"c.json","Layers":["a"]}]`, tarMember{name: "c.json", data: cfg},
 			tarMember{name: "a", typ: tar.TypeSymlink, link: "b"}, tarMember{name: "b", typ: tar.TypeSymlink, link: "a"})

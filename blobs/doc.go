@@ -9,7 +9,9 @@
 // descriptor gives one) checked, and each is read whole under a size cap so
 // a hostile source cannot exhaust memory. Digests from JSON are validated
 // before they become paths, so "sha256:../../x" cannot escape blobs/. The
-// config's rootfs.diff_ids must have one valid digest per layer.
+// config's rootfs.type must be "layers" (config.md: an unknown value is an
+// error for anyone unpacking) and its rootfs.diff_ids must have one valid
+// digest per layer.
 //
 // Layer blobs are NOT verified here: hashing gigabytes twice would double
 // the cost of a mount. OpenImage only checks that each layer file exists

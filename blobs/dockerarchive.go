@@ -77,8 +77,8 @@ func openDockerArchive(ctx context.Context, src Source, a *archive) (*Image, err
 	if err := json.Unmarshal(cdata, &im.Config); err != nil {
 		return nil, r.errorf("config %s: %w JSON: %w", cname, ErrInvalid, err)
 	}
-	if err := checkDiffIDs(&im.Config, len(e.Layers)); err != nil {
-		return nil, r.errorf("config %s: %w", cname, err)
+	if err := checkRootFS(&im.Config, len(e.Layers)); err != nil {
+		return nil, r.errorf("config %s (%s): %w", cname, cdig, err)
 	}
 	im.Platform = im.Config.Platform
 	m := ocispec.Manifest{

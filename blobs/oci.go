@@ -456,7 +456,7 @@ func (r *resolver) loadImage(md ocispec.Descriptor, plat *ocispec.Platform, data
 	}
 	im.ConfigDigest = cd.Digest
 	im.Platform = platformOf(plat, &im.Config)
-	if err := checkDiffIDs(&im.Config, len(m.Layers)); err != nil {
+	if err := checkRootFS(&im.Config, len(m.Layers)); err != nil {
 		return nil, r.errorf("config %s: %w", cd.Digest, err)
 	}
 	for i, ld := range m.Layers {
@@ -498,9 +498,16 @@ func (r *resolver) loadImage(md ocispec.Descriptor, plat *ocispec.Platform, data
 	return im, nil
 }
 
-// checkDiffIDs: layer i is applied and verified against diff_ids[i], so the
+// checkRootFS checks what the config says about the layers. rootfs.type
+// must be "layers": config.md makes an unknown value an error for anyone
+// unpacking the image, and a future type may mean the layers are not tar
+// changesets at all, so a tree made from them would be wrong, not merely
+// incomplete. Layer i is applied and verified against diff_ids[i], so the
 // counts must agree and each must be a digest we can compute.
-func checkDiffIDs(c *ocispec.Image, layers int) error {
+func checkRootFS(c *ocispec.Image, layers int) error {
+	if c.RootFS.Type != "layers" {
+		return fmt.Errorf("rootfs.type %q is not \"layers\": %w", c.RootFS.Type, ErrUnsupported)
+	}
 	if n := len(c.RootFS.DiffIDs); n != layers {
 		return fmt.Errorf("rootfs.diff_ids has %d entries but the manifest has %d layers: %w", n, layers, ErrInvalid)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -373,6 +374,23 @@ func TestVerification(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustContain(t, err, "diff_ids")
+	})
+	t.Run("rootfs type", func(t *testing.T) {
+		// config.md: rootfs.type MUST be "layers" and an unknown value
+		// MUST be an error when unpacking.
+		for _, typ := range []string{"", "snapshot", "Layers"} {
+			l := newLayout(t)
+			b := l.image(img{plat: linuxAmd64, layers: [][]byte{tarOf(t, layerA)}})
+			cj := mustJSON(t, ocispec.Image{Platform: linuxAmd64, RootFS: ocispec.RootFS{Type: typ, DiffIDs: b.diffIDs}})
+			cfg := l.blob(ocispec.MediaTypeImageConfig, cj)
+			m := l.blob(ocispec.MediaTypeImageManifest, mustJSON(t, ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest, Config: cfg, Layers: b.layers}))
+			l.index(indexOf(m))
+			_, err := open(t, src(l), nil)
+			if !errors.Is(err, ErrUnsupported) {
+				t.Fatalf("type %q: %v", typ, err)
+			}
+			mustContain(t, err, "config "+string(cfg.Digest), fmt.Sprintf("rootfs.type %q", typ))
+		}
 	})
 	t.Run("layout version", func(t *testing.T) {
 		l, _ := build(t)

@@ -56,6 +56,13 @@ type rawFS struct {
 	source             string // the image, for hints in log lines
 	// statfs figures, computed once at mount: the tree never changes.
 	blocks uint64
+	// noXattrs: no entry of the image has an xattr. GETXATTR then answers
+	// ENOSYS, after which the kernel answers every getxattr itself
+	// (EOPNOTSUPP) without a round trip. Not go-fuse's DisableXAttrs: it
+	// answers LISTXATTR with ENOSYS too, and listxattr then fails with
+	// EOPNOTSUPP on every path, where an extracted tree lists nothing
+	// (`tar --xattrs -c` and `getfattr -d` warned on every file).
+	noXattrs bool
 }
 
 // maxRead is the largest READ (and max_write). Not a full 1 MiB: a
@@ -79,7 +86,7 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	r := &rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), tree: tree, log: lg, blocks: tree.UsedBlocks(), source: o.Source}
+	r := &rawFS{RawFileSystem: fuse.NewDefaultRawFileSystem(), tree: tree, log: lg, blocks: tree.UsedBlocks(), source: o.Source, noXattrs: !tree.HasXattrs()}
 	if r.source == "" {
 		r.source = o.FsName
 	}
@@ -107,7 +114,6 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 		DirectMount:          true, // as root: no fusermount needed; falls back to it otherwise
 		DirectMountFlags:     flags,
 		EnableSymlinkCaching: true,
-		DisableXAttrs:        !tree.HasXattrs(),
 		Debug:                o.Debug,
 	})
 	if err != nil {
@@ -422,6 +428,9 @@ func (c cancelContext) Err() error {
 }
 
 func (r *rawFS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
+	if r.noXattrs {
+		return 0, fuse.ENOSYS
+	}
 	id, st := r.node(h.NodeId)
 	if !st.Ok() {
 		return 0, st

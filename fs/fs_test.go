@@ -371,3 +371,47 @@ func TestReadHonoursInterrupt(t *testing.T) {
 	}
 	cmd.Wait()
 }
+
+// TestNoXattrsListsEmpty: an image without any xattr answers listxattr
+// with an empty list on every path, as an extracted tree does (ENOTSUP made
+// `tar --xattrs -c` and `getfattr -d` warn on every file), while getxattr
+// keeps its fast path (the kernel stops asking after the first ENOSYS, so
+// lookups of security.capability on exec or write cost no round trip).
+func TestNoXattrsListsEmpty(t *testing.T) {
+	canMount(t)
+	mnt := mount(t, build(t, tartest.Gzip, tartest.Tar(t,
+		tartest.Dir("d", 0o755), tartest.File("d/f", "f", 0o644), tartest.Symlink("s", "d/f"), tartest.FIFO("p"))))
+	buf := make([]byte, 256)
+	for _, p := range []string{".", "d", "d/f", "s", "p"} {
+		if n, err := unix.Llistxattr(filepath.Join(mnt, p), buf); n != 0 || err != nil {
+			t.Errorf("llistxattr(%s) = %d, %v; want 0, nil", p, n, err)
+		}
+		if n, err := unix.Llistxattr(filepath.Join(mnt, p), nil); n != 0 || err != nil {
+			t.Errorf("llistxattr(%s, size 0) = %d, %v; want 0, nil", p, n, err)
+		}
+		// EOPNOTSUPP comes from the kernel once the server said ENOSYS;
+		// user.* on symlinks and FIFOs is ENODATA before any of that.
+		want := unix.EOPNOTSUPP
+		if p == "s" || p == "p" {
+			want = unix.ENODATA
+		}
+		if _, err := unix.Lgetxattr(filepath.Join(mnt, p), "user.x", buf); !errors.Is(err, want) {
+			t.Errorf("lgetxattr(%s, user.x): %v, want %v", p, err, want)
+		}
+	}
+	for _, tool := range [][]string{
+		{"getfattr", "-R", "-d", "-m", "-", mnt},
+		{"tar", "--xattrs", "--xattrs-include=*", "-cf", "/dev/null", "-C", mnt, "."},
+	} {
+		if _, err := exec.LookPath(tool[0]); err != nil {
+			if os.Getenv("OCIMOUNT_INTEGRATION") == "1" {
+				t.Fatalf("%s missing", tool[0])
+			}
+			continue
+		}
+		out, err := exec.Command(tool[0], tool[1:]...).CombinedOutput()
+		if err != nil || len(out) != 0 {
+			t.Errorf("%s: %v, output:\n%s", tool, err, out)
+		}
+	}
+}

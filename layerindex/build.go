@@ -106,9 +106,9 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	if _, err := io.Copy(io.Discard, un); err != nil {
 		return nil, fmt.Errorf("after end of archive: %w", err)
 	}
-	// Drain any compressed bytes the decoder did not need (only zeros can
-	// be there for a valid stream; the codec checks that) so the blob
-	// digest covers every byte.
+	// Drain any compressed bytes the decoder did not need (none for a
+	// valid stream: the codec refuses anything after the last gzip member
+	// or zstd frame, zeros too) so the blob digest covers every byte.
 	if _, err := io.Copy(io.Discard, cin); err != nil {
 		return nil, err
 	}
@@ -237,6 +237,11 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func readTar(un *countingReader, ix *Index) error {
 	tr := tar.NewReader(un)
 	next := int64(0) // where the next entry's first header block starts
+	// The previous entry, to name it when the stream ends inside the data
+	// its header declares (archive/tar only finds out while looking for
+	// the next header).
+	var prevName string
+	var prevDataEnd, prevSize int64
 	for {
 		hdrStart := next
 		un.rec, un.recFrom = un.rec[:0], hdrStart
@@ -265,6 +270,10 @@ func readTar(un *countingReader, ix *Index) error {
 				// reader: report it as what it is.
 				return fmt.Errorf("at uncompressed offset %d: %w", un.n, un.err)
 			}
+			if errors.Is(err, io.ErrUnexpectedEOF) && un.n < prevDataEnd {
+				return &EntryError{Entry: prevName, Offset: prevDataEnd - prevSize,
+					Err: fmt.Errorf("size %d runs past the end of the layer at offset %d: %w", prevSize, un.n, ErrFormat)}
+			}
 			return fmt.Errorf("tar header at %d: %w: %w", hdrStart, ErrFormat, err)
 		}
 		dataStart := un.n
@@ -275,6 +284,7 @@ func readTar(un *countingReader, ix *Index) error {
 			}
 		}
 		var frags []Fragment
+		prevName, prevSize = hdr.Name, 0
 		switch {
 		case sparse:
 			var phys int64
@@ -282,7 +292,7 @@ func readTar(un *countingReader, ix *Index) error {
 			if err != nil {
 				return &EntryError{Entry: hdr.Name, Offset: dataStart, Err: err}
 			}
-			next = dataStart + align512(phys)
+			next, prevSize = dataStart+align512(phys), phys
 		case hdr.Typeflag == tar.TypeXGlobalHeader:
 			// archive/tar has consumed the records already.
 			next = align512(un.n)
@@ -291,8 +301,9 @@ func readTar(un *countingReader, ix *Index) error {
 			// size field says; so do we.
 			next = dataStart
 		default:
-			next = dataStart + align512(hdr.Size)
+			next, prevSize = dataStart+align512(hdr.Size), hdr.Size
 		}
+		prevDataEnd = dataStart + prevSize
 		if hdr.Typeflag == tar.TypeXGlobalHeader {
 			continue // PAX global headers are ignored, as by Go-based extractors
 		}

@@ -919,3 +919,74 @@ func hugeSparseChild(t *testing.T, format string) {
 		t.Errorf("ReadAt(4, 0) = %q, %v", got[:n], err)
 	}
 }
+
+// TestBuildSizePastEnd: an entry whose header size runs past the end of
+// the layer is named in the error, with its size and where the layer
+// ends, in every encoding (the compressed streams themselves are valid).
+func TestBuildSizePastEnd(t *testing.T) {
+	for _, last := range []bool{true, false} {
+		var tb []byte
+		tb = append(tb, tartest.Tar(t, tartest.File("ok", "ok", 0o644))...)
+		tb = tb[:len(tb)-1024] // drop the end-of-archive blocks
+		tb = append(tb, tartest.HeaderBlock(tartest.RawHeader{Name: "usr/bin/x", Typeflag: '0', Mode: 0o755, Size: 123456, MTime: 1000})...)
+		tb = append(tb, pseudoRandom(1000, 3)...)
+		if !last {
+			// What follows looks like another entry, but lies inside x's
+			// data as the header declares it.
+			tb = append(tb, tartest.HeaderBlock(tartest.RawHeader{Name: "y", Typeflag: '0', Mode: 0o644, MTime: 1000})...)
+		}
+		tb = append(tb, make([]byte, 512-len(tb)%512)...)
+		for _, enc := range encodings {
+			blob := tartest.Compress(t, enc.tc, tb)
+			_, err := layerindex.Build(context.Background(), bytes.NewReader(blob), enc.c, layerindex.Options{Span: enc.span})
+			var ee *layerindex.EntryError
+			if !errors.As(err, &ee) || ee.Entry != "usr/bin/x" || !errors.Is(err, layerindex.ErrFormat) {
+				t.Errorf("%v: err = %v, want an EntryError for usr/bin/x wrapping ErrFormat", enc, err)
+				continue
+			}
+			if want := fmt.Sprintf("size 123456 runs past the end of the layer at offset %d", len(tb)); !strings.Contains(err.Error(), want) {
+				t.Errorf("%v: %v, want %q", enc, err, want)
+			}
+		}
+	}
+}
+
+// TestBuildTrailingJunk: bytes after the last gzip member or zstd frame
+// that are not another member or frame — zeros too — fail the layer, and
+// the error says where they start. Go's compress/gzip, which umoci and
+// containerd read layers with to their end, fails such gzip layers ("gzip:
+// invalid header"), and klauspost's zstd decoder fails zstd ones of 4 bytes
+// or more. Concatenated members and frames, and skippable frames, are
+// valid.
+func TestBuildTrailingJunk(t *testing.T) {
+	tb := truncTestTar(t)
+	skip := tartest.ZstdSkippable([]byte("skippable"), nil)
+	good := map[string][]byte{
+		"gzip":                  tartest.Compress(t, tartest.Gzip, tb),
+		"gzip-multi":            tartest.CompressMulti(t, tartest.Gzip, tb, 1000),
+		"zstd-multi":            tartest.CompressMulti(t, tartest.Zstd, tb, 1000),
+		"zstd-skippable-at-end": append(tartest.Compress(t, tartest.Zstd, tb), skip...),
+	}
+	comp := func(name string) layerindex.Compression {
+		if strings.HasPrefix(name, "gzip") {
+			return layerindex.Gzip
+		}
+		return layerindex.Zstd
+	}
+	for name, blob := range good {
+		if _, err := layerindex.Build(context.Background(), bytes.NewReader(blob), comp(name), layerindex.Options{DiffID: digest.FromBytes(tb)}); err != nil {
+			t.Errorf("%s: valid blob refused: %v", name, err)
+		}
+		for _, junk := range [][]byte{{0}, make([]byte, 3), make([]byte, 512), []byte("garbage"), {0x1f}, {0x28, 0xb5, 0x2f}} {
+			bad := append(bytes.Clone(blob), junk...)
+			_, err := layerindex.Build(context.Background(), bytes.NewReader(bad), comp(name), layerindex.Options{})
+			if err == nil {
+				t.Errorf("%s + %d bytes %.8q: accepted", name, len(junk), junk)
+				continue
+			}
+			if want := fmt.Sprintf("at offset %d after", len(blob)); !strings.Contains(err.Error(), want) || !errors.Is(err, layerindex.ErrCorrupt) {
+				t.Errorf("%s + %d bytes %.8q: %v; want ErrCorrupt and %q", name, len(junk), junk, err, want)
+			}
+		}
+	}
+}

@@ -523,8 +523,8 @@ func NewIndexingReader(c Compression, r io.Reader, span int64) (*IndexingReader,
 }
 
 // Read reads the uncompressed stream. It returns io.EOF only after the whole
-// blob was read and verified (checksums, sizes, nothing but padding after
-// the end).
+// blob was read and verified (checksums, sizes, nothing after the last
+// member or frame).
 func (r *IndexingReader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err

@@ -276,17 +276,20 @@ func (g *gzipStream) nextMember() error {
 		return nil
 	}
 	if len(b) > 0 && g.started && g.ix != nil && b[0] != gzID1 {
-		return g.trailing()
+		return g.trailing(at)
 	}
 	g.member, g.memberIn, g.memberOut = next, at, g.out
 	if len(b) == 0 {
 		// An empty blob, or span decoding running out of members.
 		return g.fail("header", err)
 	}
-	g.started = true
 	if err := g.readHeader(); err != nil {
+		if g.started && g.ix != nil {
+			return g.notMember(at, err)
+		}
 		return err
 	}
+	g.started = true
 	g.deflateIn = g.pos()
 	g.crc, g.crcValid, g.drift = 0, true, 0
 	if g.ix != nil {
@@ -339,31 +342,20 @@ func applyReaderOpt[T any](opt func(T), r any) bool {
 	return ok
 }
 
-// trailing checks what follows the last member while indexing: nothing, or
-// zero bytes only (some tools pad blobs to a block size). Anything else is an
-// error rather than ignored, since it would be data the index does not show.
-func (g *gzipStream) trailing() error {
-	at := g.pos()
-	for {
-		b, err := g.br.Peek(g.br.Buffered())
-		if len(b) == 0 {
-			b, err = g.br.Peek(1)
-		}
-		for j, c := range b {
-			if c != 0 {
-				return corruptf("gzip blob: trailing garbage at offset %d after %d members", at+int64(j), g.member+1)
-			}
-		}
-		at += int64(len(b))
-		g.br.Discard(len(b))
-		if err == io.EOF {
-			g.state = gzDone
-			return nil
-		}
-		if err != nil && err != bufio.ErrBufferFull {
-			return formatErr(g.cr, fmt.Sprintf("gzip blob: padding at offset %d", at), err)
-		}
-	}
+// trailing is the error for bytes after the last member, while indexing,
+// that do not start another member: zeros included. Go's compress/gzip (and
+// so umoci and containerd, which read layers to their end) fails such a
+// layer with "gzip: invalid header"; accepting it here would mount a layer
+// they refuse, with bytes in its digest that no index entry accounts for.
+func (g *gzipStream) trailing(at int64) error {
+	return corruptf("gzip blob: bytes at offset %d after %d members are not a gzip member", at, g.member+1)
+}
+
+// notMember is the error for a member header after the first that cannot
+// be read while indexing: whatever starts there (a truncated member, or
+// junk that happens to begin with the gzip magic byte) is not a member.
+func (g *gzipStream) notMember(at int64, err error) error {
+	return fmt.Errorf("gzip blob: bytes at offset %d after %d members are not a gzip member: %w", at, g.member, err)
 }
 
 // readHeader parses a member header (RFC 1952 section 2.3), verifying its

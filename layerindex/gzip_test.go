@@ -221,9 +221,6 @@ func gzipCases() []gzipCase {
 			}
 			return b
 		}},
-		{name: "zero-padding", make: func(t testing.TB, d []byte) []byte {
-			return append(kgzipBytes(t, d, 6), make([]byte, 10000)...)
-		}},
 		{name: "gzip-cli-concat", make: func(t testing.TB, d []byte) []byte {
 			var b []byte
 			for _, c := range chunks(d, 900<<10, 100<<10) {
@@ -286,7 +283,10 @@ func TestGzipErrors(t *testing.T) {
 		{"bad-crc", mod(func(b []byte) []byte { b[len(b)-6] ^= 1; return b }), false},
 		{"bad-isize", mod(func(b []byte) []byte { b[len(b)-1] ^= 1; return b }), false},
 		{"trailing-garbage", append(bytes.Clone(good), "garbage"...), false},
+		{"zero-padding", append(bytes.Clone(good), make([]byte, 10000)...), false},
+		{"one-zero", append(bytes.Clone(good), 0), false},
 		{"garbage-after-padding", append(append(bytes.Clone(good), 0, 0, 0), 1), false},
+		{"magic-then-junk", append(bytes.Clone(good), gzID1, gzID2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), false},
 		{"trailing-magic", append(bytes.Clone(good), gzID1, gzID2), true},
 		{"truncated-header", good[:5], true},
 		{"truncated-name", good[:11], true},

@@ -244,6 +244,12 @@ func (z *zstdStream) nextFrame() error {
 			if err == nil {
 				err = io.ErrUnexpectedEOF
 			}
+			if z.ix != nil && z.frames > 0 {
+				// klauspost's decoder (containerd) takes 1-3 bytes after
+				// the last frame for the end of the stream; they are not
+				// a frame, so they are refused like longer junk.
+				return formatErr(z.cr, fmt.Sprintf("zstd blob: bytes at offset %d after %d frames are not a zstd frame", z.frameIn, z.frame), err)
+			}
 			return formatErr(z.cr, z.where()+": magic", err)
 		}
 		magic := binary.LittleEndian.Uint32(b)
@@ -257,7 +263,7 @@ func (z *zstdStream) nextFrame() error {
 		}
 		if magic != zstdMagic {
 			if z.frames > 0 {
-				return corruptf("zstd blob: trailing garbage at offset %d after %d frames", z.frameIn, z.frame)
+				return corruptf("zstd blob: bytes at offset %d after %d frames are not a zstd frame", z.frameIn, z.frame)
 			}
 			return corruptf("%s: bad magic %#08x", z.where(), magic)
 		}

@@ -1,10 +1,10 @@
 package overlay
 
 import (
+	"errors"
 	"io"
 	"io/fs"
 	"path"
-	"strings"
 	"syscall"
 	"time"
 
@@ -27,54 +27,25 @@ var (
 	_ fs.ReadDirFile = (*dirFile)(nil)
 )
 
-// resolve walks name; follow says whether a final symlink is followed.
+// resolve walks name by the image's one path rule (resolve.go); follow
+// says whether a final symlink is followed.
 func (f treeFS) resolve(op, name string, follow bool) (NodeID, error) {
 	if !fs.ValidPath(name) {
 		return 0, &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
 	}
-	id, err := f.walk(RootID, name, follow, new(int))
+	hops := 0
+	id, err := resolvePath(treePaths{f.t}, RootID, name, follow, false, &hops)
 	if err != nil {
-		return 0, &fs.PathError{Op: op, Path: name, Err: err}
+		_, sentinel := resolveFailure[NodeID](err)
+		switch {
+		case errors.Is(sentinel, ErrNotDir):
+			sentinel = syscall.ENOTDIR
+		case errors.Is(sentinel, ErrSymlinkLoop):
+			sentinel = syscall.ELOOP
+		}
+		return 0, &fs.PathError{Op: op, Path: name, Err: sentinel}
 	}
 	return id, nil
-}
-
-func (f treeFS) walk(cur NodeID, p string, follow bool, hops *int) (NodeID, error) {
-	t := f.t
-	parts := strings.Split(p, "/")
-	for i, c := range parts {
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			cur = t.Parent(cur)
-			continue
-		}
-		if t.Kind(cur) != layerindex.KindDir {
-			return 0, syscall.ENOTDIR
-		}
-		next, ok := t.Lookup(cur, c)
-		if !ok {
-			return 0, fs.ErrNotExist
-		}
-		last := i == len(parts)-1
-		if in := t.Attr(next); in.Kind == layerindex.KindSymlink && (!last || follow) {
-			*hops++
-			if *hops > maxHops {
-				return 0, syscall.ELOOP
-			}
-			start := cur
-			if strings.HasPrefix(in.Link, "/") {
-				start = RootID
-			}
-			var err error
-			if next, err = f.walk(start, in.Link, true, hops); err != nil {
-				return 0, err
-			}
-		}
-		cur = next
-	}
-	return cur, nil
 }
 
 func (f treeFS) Open(name string) (fs.File, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"strings"
 
@@ -50,12 +51,7 @@ type Layer struct {
 	CheckHeaders bool
 }
 
-const (
-	whPrefix  = ".wh."
-	whOpaque  = ".wh..wh..opq"
-	whMetaPfx = ".wh..wh." // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not whiteouts
-	maxHops   = 40         // symlinks followed while resolving one path, as Linux's MAXSYMLINKS
-)
+const maxHops = 40 // symlinks followed while resolving one path, as Linux's MAXSYMLINKS
 
 // mnode is a name in the tree being merged; minode is the file it names.
 // Several mnodes share one minode when they are hardlinks of each other.
@@ -87,9 +83,9 @@ type merger struct {
 	root   *mnode
 	layers []Layer
 	layer  int
-	// hidden holds this layer's files stored under a .wh.* directory
-	// (Docker's AUFS hardlink store .wh..wh.plnk/): never visible, but
-	// hardlinks in the same layer may point at them.
+	// hidden holds this layer's files stored under an AUFS metadata
+	// directory (Docker's hardlink store .wh..wh.plnk/): never visible,
+	// but hardlinks in the same layer may point at them.
 	hidden map[string]*minode
 	// raw applies entries as stored (MergeRaw): no whiteouts, no hidden
 	// names, hardlinks to files outside the layer kept as empty files.
@@ -116,8 +112,12 @@ type merger struct {
 //     targets in lower layers; replacing either name later breaks the link
 //     (as an overlay copy-up does), not the other names.
 //
-// Entries are classified by base name before type, so a whiteout stored as
-// a hardlink (seen in the wild) is still a whiteout.
+// Entries are classified by name before type (ClassifyName), so a whiteout
+// stored as a hardlink (seen in the wild) is still a whiteout, and a
+// ".wh.X" directory entry is the whiteout of X; entries stored below it
+// appear under an implied ".wh.X" directory, as umoci and containerd
+// extract them. Only AUFS metadata directories (.wh..wh.*) hide what is
+// below them.
 func Merge(layers []Layer) (*Tree, error) {
 	m := &merger{layers: layers}
 	m.root = &mnode{children: map[string]*mnode{}, ino: implicitDir()}
@@ -155,116 +155,82 @@ func (m *merger) apply(ix *layerindex.Index) error {
 			break
 		}
 		e := &ix.Entries[i]
-		dir, base := splitPath(e.Name)
-		if !strings.HasPrefix(base, whPrefix) || hasWhiteoutDir(dir) {
-			continue
-		}
-		switch {
-		case base == whOpaque:
-			if d := m.lowerDir(dir, declared); d != nil {
+		switch kind, target := ClassifyName(e.Name); kind {
+		case Opaque:
+			if d := m.lowerDir(target, declared); d != nil {
 				for _, c := range d.children {
 					unlinkTree(c)
 				}
 				d.children = map[string]*mnode{}
 			}
-		case strings.HasPrefix(base, whMetaPfx):
-			// AUFS bookkeeping; no effect on the tree.
-		default:
-			target := base[len(whPrefix):]
-			if target == "" || target == "." || target == ".." {
-				return m.fail(e, fmt.Errorf("%w: %q", ErrBadWhiteout, base))
-			}
+		case Whiteout:
+			dir, base := splitPath(target)
 			if d := m.lowerDir(dir, declared); d != nil {
-				if c := d.children[target]; c != nil {
+				if c := d.children[base]; c != nil {
 					unlinkTree(c)
-					delete(d.children, target)
+					delete(d.children, base)
 				}
 			}
+		case BadWhiteout:
+			_, base := splitPath(e.Name)
+			return m.fail(e, fmt.Errorf("%w: %q", ErrBadWhiteout, base))
 		}
 	}
 	// Pass 2: everything else, in tar order.
 	m.hidden = nil
 	for i := range ix.Entries {
 		e := &ix.Entries[i]
-		dir, base := splitPath(e.Name)
 		if m.raw {
 			if err := m.add(e, int32(i)); err != nil {
 				return m.fail(e, err)
 			}
 			continue
 		}
-		if hasWhiteoutDir(dir) {
+		switch kind, _ := ClassifyName(e.Name); kind {
+		case NotWhiteout:
+			if err := m.add(e, int32(i)); err != nil {
+				return m.fail(e, err)
+			}
+		case AufsHidden:
 			if e.Kind == layerindex.KindReg {
 				if m.hidden == nil {
 					m.hidden = map[string]*minode{}
 				}
 				m.hidden[e.Name] = newInode(e, int32(m.layer), int32(i))
 			}
-			continue
-		}
-		if strings.HasPrefix(base, whPrefix) {
-			continue
-		}
-		if err := m.add(e, int32(i)); err != nil {
-			return m.fail(e, err)
 		}
 	}
 	return nil
 }
 
-// hasWhiteoutDir reports whether a directory path has a component named
-// .wh.*: such names cannot exist in an image's filesystem (image-spec), so
-// entries below them (AUFS's .wh..wh.plnk/ hardlink store, hostile names)
-// are never shown.
-func hasWhiteoutDir(dir string) bool {
-	return strings.HasPrefix(dir, whPrefix) || strings.Contains(dir, "/"+whPrefix)
-}
-
 // lowerDir finds the directory a whiteout in dir applies to, in the tree
-// as the lower layers left it: parent symlinks are followed (confined to
-// the root) unless this layer replaces that very path with a directory.
-// Anything that does not lead to an existing lower directory — a missing
-// path, a file, a loop — makes the whiteout a no-op: there is nothing
-// below to hide.
+// as the lower layers left it: parent symlinks are followed (the one rule
+// of resolve.go) unless this layer replaces that very path with a
+// directory. Anything that does not lead to an existing lower directory —
+// a missing path, a file, a loop — makes the whiteout a no-op: there is
+// nothing below to hide.
 func (m *merger) lowerDir(dir string, declared map[string]bool) *mnode {
 	cur := m.root
 	hops := 0
-	lit := ""
-	for dir != "" {
-		var c string
-		if i := strings.IndexByte(dir, '/'); i >= 0 {
-			c, dir = dir[:i], dir[i+1:]
-		} else {
-			c, dir = dir, ""
+	for i := 0; i < len(dir); {
+		end := len(dir)
+		if j := strings.IndexByte(dir[i:], '/'); j >= 0 {
+			end = i + j
 		}
-		if lit == "" {
-			lit = c
-		} else {
-			lit += "/" + c
-		}
+		c, lit := dir[i:end], dir[:end]
+		i = end + 1
 		child := cur.children[c]
 		if child == nil {
 			return nil
 		}
-		if child.ino.kind == layerindex.KindSymlink {
-			if declared[lit] {
-				return nil
-			}
-			hops++
-			start := cur
-			if strings.HasPrefix(child.ino.link, "/") {
-				start = m.root
-			}
-			t, err := m.walk(start, child.ino.link, false, &hops)
-			if err != nil || t == nil {
-				return nil
-			}
-			child = t
-		}
-		if child.ino.kind != layerindex.KindDir {
+		if child.ino.kind == layerindex.KindSymlink && declared[lit] {
 			return nil
 		}
-		cur = child
+		next, err := resolvePath(m, cur, c, true, false, &hops)
+		if err != nil || next.ino.kind != layerindex.KindDir {
+			return nil
+		}
+		cur = next
 	}
 	return cur
 }
@@ -358,72 +324,40 @@ func splitPath(p string) (dir, base string) {
 	return p[:i], p[i+1:]
 }
 
-// resolveDir walks a cleaned directory path from the root, following
-// symlinks (confined to the root) in every component. With create, missing
-// directories are made (0755 root:root, as extractors make implicit
-// parents); without it, a missing component yields (nil, nil).
+// resolveDir resolves a cleaned directory path from the root by the one
+// rule of resolve.go, following symlinks in every component. With create,
+// missing directories are made (0755 root:root, as extractors make
+// implicit parents); without it, a missing component yields (nil, nil).
 func (m *merger) resolveDir(p string, create bool) (*mnode, error) {
 	hops := 0
-	return m.walk(m.root, p, create, &hops)
+	n, err := resolvePath(m, m.root, p, true, create, &hops)
+	if err == nil && n.ino.kind != layerindex.KindDir {
+		err = &resolveError[*mnode]{at: n, err: ErrNotDir}
+	}
+	return m.resolved(n, err)
 }
 
-func (m *merger) walk(cur *mnode, p string, create bool, hops *int) (*mnode, error) {
-	for p != "" {
-		var c string
-		if i := strings.IndexByte(p, '/'); i >= 0 {
-			c, p = p[:i], p[i+1:]
-		} else {
-			c, p = p, ""
-		}
-		switch c {
-		case "", ".":
-			continue
-		case "..":
-			if cur.parent != nil {
-				cur = cur.parent
-			}
-			continue
-		}
-		child := cur.children[c]
-		if child == nil {
-			if !create {
-				return nil, nil
-			}
-			child = &mnode{name: c, parent: cur, children: map[string]*mnode{}, ino: implicitDir()}
-			cur.children[c] = child
-		}
-		if child.ino.kind == layerindex.KindSymlink {
-			*hops++
-			if *hops > maxHops {
-				return nil, ErrSymlinkLoop
-			}
-			start := cur
-			if strings.HasPrefix(child.ino.link, "/") {
-				start = m.root
-			}
-			t, err := m.walk(start, child.ino.link, create, hops)
-			if err != nil || t == nil {
-				return t, err
-			}
-			child = t
-		}
-		if child.ino.kind != layerindex.KindDir {
-			return nil, fmt.Errorf("%w: %q", ErrNotDir, child.pathName())
-		}
-		cur = child
+// resolved turns a resolution's outcome into the merge's: a missing path
+// is (nil, nil), a non-directory on the way ErrNotDir naming it.
+func (m *merger) resolved(n *mnode, err error) (*mnode, error) {
+	if err == nil {
+		return n, nil
 	}
-	return cur, nil
+	at, sentinel := resolveFailure[*mnode](err)
+	switch {
+	case errors.Is(sentinel, fs.ErrNotExist):
+		return nil, nil
+	case errors.Is(sentinel, ErrNotDir):
+		return nil, fmt.Errorf("%w: %q", ErrNotDir, at.pathName())
+	}
+	return nil, sentinel
 }
 
 // lookup finds a cleaned path without following its last component (a
 // hardlink to a symlink links the symlink itself).
 func (m *merger) lookup(p string) (*mnode, error) {
-	dir, base := splitPath(p)
-	d, err := m.resolveDir(dir, false)
-	if err != nil || d == nil {
-		return nil, err
-	}
-	return d.children[base], nil
+	hops := 0
+	return m.resolved(resolvePath(m, m.root, p, false, false, &hops))
 }
 
 func (n *mnode) pathName() string {

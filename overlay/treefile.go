@@ -14,9 +14,10 @@ import (
 	"github.com/ocimount/ocimount/layerindex"
 )
 
-// Serialized merged tree ("tree cache"), version 3:
+// Serialized merged tree ("tree cache"), version 4:
 //
-//	"OCIMTREE" | u32 version | u32 byte-order mark | layers | pad8 |
+//	"OCIMTREE" | u32 version | u32 byte-order mark | u32 merge rules
+//	version | layers | pad8 |
 //	u64 n | string blob | pad8 | u64 n | nodes | pad8 | u64 n | inodes |
 //	pad8 | u64 n | xattrs | pad8 | u64 n | sparse fragments | crc32c
 //
@@ -32,9 +33,25 @@ import (
 // and bit rot, not forgery; every index in it is still range-checked.
 const (
 	treeMagic   = "OCIMTREE"
-	treeVersion = 3
+	treeVersion = 4 // 4: the merge rules version joined the header
 	bomValue    = 0x01020304
 )
+
+// MergeRulesVersion names the union rules a tree was merged by (Merge,
+// MergeRaw: what becomes of whiteouts, opaque markers, ".wh." names,
+// hardlinks, symlinked parents...). It is written in every tree file and a
+// tree of another version is rejected (ErrBadTree) and rebuilt, since
+// trees are cached by manifest digest: a rules change without a bump would
+// leave warm mounts serving trees made by the old rules. Bump it with any
+// change of what the merge makes of some input, and record the new corpus
+// digest in rules_test.go (TestMergeRulesVersion fails until then). The
+// tree file's own layout has treeVersion; the layer index format has
+// layerindex.FormatVersion.
+//
+//	1: the rules up to the merge-rules version itself
+//	2: entries below a ".wh.X" directory are shown under an implied
+//	   ".wh.X" (only AUFS .wh..wh.* directories hide what is below them)
+const MergeRulesVersion = 2
 
 // ErrBadTree: a serialized tree is damaged, of another version, or does
 // not belong to the layers it is loaded with. Callers rebuild it.
@@ -59,6 +76,7 @@ func (t *Tree) MarshalBinary(ids []LayerID) ([]byte, error) {
 	b = append(b, treeMagic...)
 	b = le.AppendUint32(b, treeVersion)
 	b = binary.NativeEndian.AppendUint32(b, bomValue)
+	b = le.AppendUint32(b, MergeRulesVersion)
 	b = le.AppendUint32(b, uint32(len(ids)))
 	for _, id := range ids {
 		for _, s := range []string{string(id.Digest), string(id.DiffID)} {
@@ -146,7 +164,7 @@ func UnmarshalTree(data []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 // magic (so that section offsets keep the file's 8-byte alignment).
 func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 	le := binary.LittleEndian
-	if len(body) < len(treeMagic)+12 {
+	if len(body) < len(treeMagic)+16 {
 		return nil, fmt.Errorf("%w: truncated", ErrBadTree)
 	}
 	if v := le.Uint32(body[len(treeMagic):]); v != treeVersion {
@@ -155,7 +173,10 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 	if binary.NativeEndian.Uint32(body[len(treeMagic)+4:]) != bomValue {
 		return nil, fmt.Errorf("%w: written with another byte order", ErrBadTree)
 	}
-	pos := len(treeMagic) + 8
+	if v := le.Uint32(body[len(treeMagic)+8:]); v != MergeRulesVersion {
+		return nil, fmt.Errorf("%w: merged by rules version %d, want %d", ErrBadTree, v, MergeRulesVersion)
+	}
+	pos := len(treeMagic) + 12
 	bad := func(what string) (*Tree, error) { return nil, fmt.Errorf("%w: %s", ErrBadTree, what) }
 	u32 := func() (uint32, bool) {
 		if pos+4 > len(body) {

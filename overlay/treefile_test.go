@@ -3,7 +3,10 @@ package overlay
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -165,5 +168,27 @@ func TestParseTreeHostile(t *testing.T) {
 	}
 	if _, err := UnmarshalTree(b2, ids, layers); !errors.Is(err, ErrBadTree) {
 		t.Fatalf("parent 0: err = %v, want ErrBadTree", err)
+	}
+}
+
+// TestTreeFileRulesVersion: a tree merged by other union rules (or of
+// another file format) is refused, so the loader rebuilds it instead of
+// serving what the old rules made.
+func TestTreeFileRulesVersion(t *testing.T) {
+	tree, ids, layers := treeFixture(t)
+	b, err := tree.MarshalBinary(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		off  int
+		want string
+	}{{len(treeMagic), "version"}, {len(treeMagic) + 8, "rules version"}} {
+		bad := bytes.Clone(b)
+		binary.LittleEndian.PutUint32(bad[c.off:], binary.LittleEndian.Uint32(bad[c.off:])-1)
+		binary.LittleEndian.PutUint32(bad[len(bad)-4:], crc32.Checksum(bad[:len(bad)-4], castagnoli))
+		if _, err := UnmarshalTree(bad, ids, layers); !errors.Is(err, ErrBadTree) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s one less: err = %v", c.want, err)
+		}
 	}
 }

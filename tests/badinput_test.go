@@ -2,6 +2,7 @@ package tests
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -78,6 +79,16 @@ func TestBadInput(t *testing.T) {
 			tb := goodLayer(t)
 			dir, info := layoutWith(t, base(t), tartest.ImageLayer{Tar: tb, Blob: tb[:len(tb)/2]})
 			return setup{src: "oci:" + dir + ":latest", want: []string{info.Layers[1].Digest.String()}}
+		}},
+		{"entry-size-past-end", func(t *testing.T) setup {
+			// A valid gzip stream whose last header declares more data
+			// than the layer holds.
+			tb := tartest.Tar(t, tartest.File("ok", "ok", 0o644))
+			tb = append(tb[:len(tb)-1024], tartest.HeaderBlock(tartest.RawHeader{Name: "usr/bin/x", Typeflag: '0', Mode: 0o755, Size: 123456, MTime: 1000})...)
+			tb = append(tb, make([]byte, 1024)...)
+			dir, info := layoutWith(t, base(t), tartest.ImageLayer{Compression: tartest.Gzip, Tar: tb})
+			return setup{src: "oci:" + dir + ":latest", want: []string{"layer 1 (blob " + info.Layers[1].Digest.String() + ")", `entry "usr/bin/x"`,
+				fmt.Sprintf("size 123456 runs past the end of the layer at offset %d", len(tb))}}
 		}},
 		{"not-gzip-at-all", func(t *testing.T) setup {
 			dir, info := layoutWith(t, base(t), tartest.ImageLayer{Compression: tartest.Gzip, Tar: goodLayer(t), Blob: bytes.Repeat([]byte("not gzip "), 1000)})

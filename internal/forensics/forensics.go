@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"time"
 
@@ -39,7 +40,6 @@ type Image struct {
 var (
 	ErrNotFound = errors.New("no such file or directory in the image")
 	ErrIsDir    = errors.New("is a directory")
-	ErrEscapes  = errors.New("symlink points outside the image")
 	ErrLoop     = errors.New("too many levels of symbolic links")
 	ErrBadPath  = errors.New("invalid path")
 	ErrNotFile  = errors.New("not a regular file")
@@ -98,57 +98,29 @@ func lookup(t *overlay.Tree, p string) (overlay.NodeID, string, error) {
 }
 
 // Resolve finds a path following symlinks, in every component including
-// the last, inside the image only: absolute targets start at the image
-// root, and a target whose ".." would climb above the root is an error
-// (ErrEscapes) rather than being clamped, so that `cat` never shows a
-// file the link does not really name.
+// the last, by the image's one rule (overlay.Tree.Resolve, which the merge
+// and the mount use too): absolute targets start at the image root and
+// ".." at the root stays there, so `cat` shows exactly the file the mount
+// shows at that path.
 func Resolve(t *overlay.Tree, p string) (overlay.NodeID, error) {
 	cp, err := CleanPath(p)
 	if err != nil {
 		return 0, err
 	}
-	hops := 0
-	var walk func(cur overlay.NodeID, rel, shown string) (overlay.NodeID, error)
-	walk = func(cur overlay.NodeID, rel, shown string) (overlay.NodeID, error) {
-		parts := strings.Split(rel, "/")
-		for _, c := range parts {
-			switch c {
-			case "", ".":
-				continue
-			case "..":
-				if cur == overlay.RootID {
-					return 0, &PathError{Path: cp, Err: fmt.Errorf("%w (via %s)", ErrEscapes, displayPath(shown))}
-				}
-				cur = t.Parent(cur)
-				continue
-			}
-			if t.Kind(cur) != layerindex.KindDir {
-				return 0, &PathError{Path: cp, Err: fmt.Errorf("%s is not a directory", displayPath(t.Path(cur)))}
-			}
-			next, ok := t.Lookup(cur, c)
-			if !ok {
-				return 0, &PathError{Path: cp, Err: ErrNotFound}
-			}
-			if t.Kind(next) == layerindex.KindSymlink {
-				hops++
-				if hops > 40 {
-					return 0, &PathError{Path: cp, Err: ErrLoop}
-				}
-				target := t.Attr(next).Link
-				start := cur
-				if strings.HasPrefix(target, "/") {
-					start = overlay.RootID
-				}
-				var err error
-				if next, err = walk(start, target, t.Path(next)); err != nil {
-					return 0, err
-				}
-			}
-			cur = next
+	id, err := t.Resolve(cp, true)
+	if err != nil {
+		var re *overlay.ResolveError
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return 0, &PathError{Path: cp, Err: ErrNotFound}
+		case errors.Is(err, overlay.ErrSymlinkLoop):
+			return 0, &PathError{Path: cp, Err: ErrLoop}
+		case errors.As(err, &re) && re.NotDir != "":
+			return 0, &PathError{Path: cp, Err: fmt.Errorf("%s is not a directory", displayPath(re.NotDir))}
 		}
-		return cur, nil
+		return 0, &PathError{Path: cp, Err: err}
 	}
-	return walk(overlay.RootID, cp, cp)
+	return id, nil
 }
 
 // kindName is the JSON and table name of a file type.

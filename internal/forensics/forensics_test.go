@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"strings"
 	"testing"
 
@@ -96,6 +97,17 @@ func TestHistory(t *testing.T) {
 			{Dir("d", 0o700)},
 			{File("d/f", "x", 0o644)},
 		}, "d", []string{"0 added", "1 metadata mode"}},
+		// A .wh.d directory entry whites out d; what it holds is shown
+		// below an implied .wh.d, as the merge (and umoci) make it.
+		{"whiteout-dir-entry", [][]Entry{
+			{Dir("d", 0o755), File("d/f", "f", 0o644)},
+			{Dir(".wh.d", 0o755), File(".wh.d/child", "c", 0o644)},
+		}, "d/f", []string{"0 added", "1 deleted by whiteout .wh.d"}},
+		{"below-whiteout-dir", [][]Entry{
+			{Dir("d", 0o755), File("d/f", "f", 0o644)},
+			{Dir(".wh.d", 0o755), File(".wh.d/child", "c", 0o644)},
+			{File(".wh.d/.wh.child", "", 0o644)},
+		}, ".wh.d/child", []string{"1 added", "2 deleted by whiteout .wh.d/.wh.child"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -224,14 +236,17 @@ func TestCat(t *testing.T) {
 		Dir("etc", 0o755), File("etc/f", "hello", 0o644), Symlink("abs", "/etc/f"), Symlink("rel", "etc/f"),
 		Symlink("etc/up", "../etc/f"), Symlink("escape", "../../etc/passwd"), Symlink("loop", "loop"),
 		Symlink("dirlink", "etc"), Char("null", 1, 3), Symlink("dangling", "/nowhere"),
+		Symlink("etc/clamped", "../../../../etc/f"),
 	}))
-	for _, p := range []string{"etc/f", "/abs", "rel", "etc/up", "dirlink/f", "./dirlink/up"} {
+	// ".." at the root stays at the root, as in the mount and an extracted
+	// rootfs: etc/clamped is etc/f, escape is the missing /etc/passwd.
+	for _, p := range []string{"etc/f", "/abs", "rel", "etc/up", "dirlink/f", "./dirlink/up", "etc/clamped"} {
 		var b bytes.Buffer
 		if err := Cat(&b, tree, p); err != nil || b.String() != "hello" {
 			t.Errorf("cat %s: %q %v", p, b.String(), err)
 		}
 	}
-	for p, want := range map[string]error{"escape": ErrEscapes, "loop": ErrLoop, "etc": ErrIsDir, "dirlink": ErrIsDir,
+	for p, want := range map[string]error{"escape": ErrNotFound, "loop": ErrLoop, "etc": ErrIsDir, "dirlink": ErrIsDir,
 		"null": ErrNotFile, "nope": ErrNotFound, "dangling": ErrNotFound, "etc/../etc/f": ErrBadPath, "etc/f/x": nil} {
 		err := Cat(io.Discard, tree, p)
 		if err == nil || want != nil && !errors.Is(err, want) {
@@ -318,5 +333,55 @@ func TestExport(t *testing.T) {
 		"dev/null 3 666 1,3", "h2 1 644 -> d/f", "n 0 644 nanos ns=123", "p 6 644", "s 2 777 -> /d/f"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("export:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestCatThroughEscapingSymlink: a later layer's p/evil below p ->
+// ../../../../tmp/x lands at tmp/x/evil (the merge resolves the parent
+// inside the root, as umoci does), and cat finds it by both paths: the
+// commands resolve paths by the same rule as the merge and the mount.
+func TestCatThroughEscapingSymlink(t *testing.T) {
+	tree := merged(t, layersOf(t,
+		[]Entry{Symlink("p", "../../../../tmp/x")},
+		[]Entry{File("p/evil", "evil", 0o644)},
+	))
+	for _, p := range []string{"p/evil", "tmp/x/evil", "/p/evil"} {
+		var b bytes.Buffer
+		if err := Cat(&b, tree, p); err != nil || b.String() != "evil" {
+			t.Errorf("cat %s: %q %v", p, b.String(), err)
+		}
+	}
+	if got, err := fs.ReadFile(tree.FS(), "p/evil"); err != nil || string(got) != "evil" {
+		t.Errorf("io/fs view p/evil: %q %v", got, err)
+	}
+}
+
+// TestWhiteoutDirForensics: inspect, waste and ls agree with the merge on
+// a layer holding a .wh.d directory with entries below it (one classifier,
+// overlay.ClassifyName): one whiteout, d's file hidden by it, and the
+// entries below shown and not counted as waste.
+func TestWhiteoutDirForensics(t *testing.T) {
+	ls := layersOf(t,
+		[]Entry{Dir("d", 0o755), File("d/old", "0123456789", 0o644)},
+		[]Entry{Dir(".wh.d", 0o755), File(".wh.d/child", "child", 0o644), File(".wh.d/.wh.nothing", "", 0o644), Opaque(".wh.d")},
+	)
+	tree := merged(t, ls)
+	if wh, opq := countWhiteouts(ls[1]); wh != 2 || opq != 1 {
+		t.Errorf("countWhiteouts = %d, %d; want 2, 1", wh, opq)
+	}
+	r, err := Waste(ls, tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range r.Entries {
+		got = append(got, fmt.Sprintf("%d %s@%d %s@%d", e.Size, e.Path, e.Layer, e.How, e.HiddenBy))
+	}
+	if want := []string{"10 d/old@0 whiteout@1"}; strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("waste: %q, want %q", got, want)
+	}
+	var b bytes.Buffer
+	if err := Cat(&b, tree, ".wh.d/child"); err != nil || b.String() != "child" {
+		t.Errorf("cat .wh.d/child: %q %v", b.String(), err)
 	}
 }

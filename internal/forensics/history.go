@@ -178,25 +178,35 @@ func versionDiff(a, b overlay.Inode, da, db string) []string {
 
 // deletedBy names the entry of ix that removed p: a whiteout of p or of
 // a parent, an opaque marker in a parent, or an entry that replaced a
-// parent with a non-directory. Names are compared as stored, so a removal
+// parent with a non-directory. Entries are classified as the merge does
+// (overlay.ClassifyName) and compared by name as stored, so a removal
 // through a symlinked parent is reported without its cause.
 func deletedBy(ix *layerindex.Index, p string) string {
-	byName := map[string]int{}
+	whiteouts := map[string]string{} // hidden path → the whiteout's name
+	opaque := map[string]bool{}
+	stored := map[string]layerindex.Kind{}
 	for i := range ix.Entries {
-		byName[ix.Entries[i].Name] = i
+		e := &ix.Entries[i]
+		switch k, target := overlay.ClassifyName(e.Name); k {
+		case overlay.Whiteout:
+			whiteouts[target] = e.Name
+		case overlay.Opaque:
+			opaque[target] = true
+		case overlay.NotWhiteout:
+			stored[e.Name] = e.Kind
+		}
 	}
 	for q := p; ; {
-		dir, base := splitDir(q)
-		wh := joinPath(dir, ".wh."+base)
-		if _, ok := byName[wh]; ok {
+		dir, _ := splitDir(q)
+		if wh, ok := whiteouts[q]; ok {
 			return "whiteout " + wh
 		}
 		if q != p {
-			if i, ok := byName[q]; ok && ix.Entries[i].Kind != layerindex.KindDir {
+			if k, ok := stored[q]; ok && k != layerindex.KindDir {
 				return "parent replaced by " + q
 			}
 		}
-		if _, ok := byName[joinPath(dir, ".wh..wh..opq")]; ok {
+		if opaque[dir] {
 			return "opaque " + displayPath(orDot(dir))
 		}
 		if dir == "" {

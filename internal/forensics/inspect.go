@@ -124,14 +124,14 @@ func Inspect(im *Image) (*InspectResult, error) {
 	return r, nil
 }
 
+// countWhiteouts counts the layer's whiteouts and opaque markers as the
+// merge classifies them (overlay.ClassifyName).
 func countWhiteouts(l overlay.Layer) (wh, opq int) {
-	for _, e := range l.Index.Entries {
-		_, base := splitDir(e.Name)
-		switch {
-		case base == ".wh..wh..opq":
+	for i := range l.Index.Entries {
+		switch k, _ := overlay.ClassifyName(l.Index.Entries[i].Name); k {
+		case overlay.Opaque:
 			opq++
-		case strings.HasPrefix(base, ".wh..wh."):
-		case strings.HasPrefix(base, ".wh."):
+		case overlay.Whiteout:
 			wh++
 		}
 	}

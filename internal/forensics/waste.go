@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"sort"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/ocimount/ocimount/layerindex"
@@ -65,14 +64,12 @@ func Waste(layers []overlay.Layer, t *overlay.Tree) (*WasteResult, error) {
 		}
 		f := &effects{stored: map[string]layerindex.Kind{}, whited: map[string]bool{}, opaque: map[string]bool{}, lastIdx: map[string]int{}}
 		for i, e := range layers[li].Index.Entries {
-			dir, base := splitDir(e.Name)
-			switch {
-			case base == ".wh..wh..opq":
-				f.opaque[dir] = true
-			case strings.HasPrefix(base, ".wh..wh."):
-			case strings.HasPrefix(base, ".wh."):
-				f.whited[joinPath(dir, base[4:])] = true
-			default:
+			switch k, target := overlay.ClassifyName(e.Name); k {
+			case overlay.Opaque:
+				f.opaque[target] = true
+			case overlay.Whiteout:
+				f.whited[target] = true
+			case overlay.NotWhiteout, overlay.AufsHidden:
 				f.stored[e.Name] = e.Kind
 				f.lastIdx[e.Name] = i
 			}

@@ -38,6 +38,9 @@ type Image struct {
 	// DockerMediaTypes uses Docker schema-2 media types for the manifest,
 	// config and layers (zstd layers keep the OCI type: Docker has none).
 	DockerMediaTypes bool
+	// RootFSType overrides the config's rootfs.type ("layers" when empty),
+	// to build images that must be refused.
+	RootFSType string
 }
 
 // ImageLayer is one layer of an [Image]. Override fields build broken
@@ -212,6 +215,9 @@ func writeImage(t testing.TB, dir string, img Image) ImageInfo {
 		Platform: ocispec.Platform{OS: plat.OS, Architecture: plat.Architecture, Variant: plat.Variant, OSVersion: plat.OSVersion, OSFeatures: plat.OSFeatures},
 		Config:   img.Config,
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: info.DiffIDs},
+	}
+	if img.RootFSType != "" {
+		cfg.RootFS.Type = img.RootFSType
 	}
 	if cfg.RootFS.DiffIDs == nil {
 		cfg.RootFS.DiffIDs = []digest.Digest{}
