@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ocimount/ocimount/internal/mountinfo"
 )
 
@@ -287,4 +289,44 @@ func pidAlive(pid int) bool {
 		return false
 	}
 	return true
+}
+
+// mountTmpfs mounts a small tmpfs at dir with one file, f, holding
+// "data\n" — someone else's filesystem that ocimount must never take
+// down — and unmounts it at the end of the test (before the cleanups
+// registered earlier, such as newMountpoint's).
+func mountTmpfs(t *testing.T, dir string) (file string) {
+	t.Helper()
+	if err := unix.Mount("none", dir, "tmpfs", 0, "size=1m,mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs at %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 4; i++ {
+			m := findMount(t, dir)
+			if m == nil || m.FSType != "tmpfs" {
+				return
+			}
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+				t.Errorf("cleanup: unmount tmpfs at %s: %v", dir, err)
+				return
+			}
+		}
+	})
+	file = filepath.Join(dir, "f")
+	if err := os.WriteFile(file, []byte("data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// requireTmpfsIntact fails unless the tmpfs with file is still mounted on
+// top at dir with its data.
+func requireTmpfsIntact(t *testing.T, dir, file string) {
+	t.Helper()
+	if m := findMount(t, dir); m == nil || m.FSType != "tmpfs" {
+		t.Fatalf("the tmpfs at %s is gone (top mount there now: %+v)", dir, m)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "data\n" {
+		t.Fatalf("the tmpfs's file %s: %q, %v", file, b, err)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/ocimount/ocimount/blobs"
 	"github.com/ocimount/ocimount/internal/bundle"
 	"github.com/ocimount/ocimount/internal/loader"
+	"github.com/ocimount/ocimount/internal/mountinfo"
 )
 
 // bundleStateName is the file in a bundle directory that records what
@@ -362,7 +363,9 @@ func isBundleDir(dir string) bool {
 // removeBundle unmounts the bundle's mounts top first (overlay, then
 // FUSE), tolerating ones already gone and stale ones whose server died
 // (umount2 needs no server), then with deleteFiles removes what the bundle
-// created and nothing else.
+// created and nothing else. It refuses, before unmounting or deleting
+// anything more, when one of those paths has a mount that is not the
+// bundle's on top, or something mounted inside what it would delete.
 func removeBundle(dir string, lazy, deleteFiles bool) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -381,6 +384,11 @@ func removeBundle(dir string, lazy, deleteFiles bool) error {
 	return deleteBundleFiles(abs, st)
 }
 
+// unmountBundle takes off, top first, the mounts the state file lists —
+// only ocimount's FUSE mounts and the bundle's own overlay. The state file
+// says where the bundle mounted, not what is mounted there now: someone
+// may have mounted over rootfs since, or made a directory that merely
+// looks like a bundle.
 func unmountBundle(dir string, st bundleState, lazy bool) error {
 	flags := 0
 	if lazy {
@@ -392,13 +400,21 @@ func unmountBundle(dir string, st bundleState, lazy bool) error {
 	}
 	for _, m := range st.Mounts {
 		p := filepath.Join(dir, m)
-		// A stack of mounts at one path (mounted twice by hand) comes
-		// off one by one; EINVAL means nothing is mounted there.
+		// A stack of mounts at one path (mounted twice with --force)
+		// comes off one by one, as long as each is ours.
 		for i := 0; i < 16; i++ {
-			if mounted, err := mountedAt(p); err == nil && !mounted {
+			ms, err := mountinfo.Read()
+			if err != nil {
+				return fmt.Errorf("cannot tell what is mounted at %s: %w", p, err)
+			}
+			top, ok := mountinfo.Top(ms, p)
+			if !ok {
 				break
 			}
-			err := unix.Unmount(p, flags)
+			if !bundleMount(dir, st, m, top, ms) {
+				return notOurs(p, top)
+			}
+			err = unix.Unmount(p, flags)
 			if err == nil {
 				continue
 			}
@@ -420,22 +436,53 @@ func unmountBundle(dir string, st bundleState, lazy bool) error {
 	return nil
 }
 
+// bundleMount says whether m, on top at DIR/name, is one the bundle made:
+// an ocimount FUSE mount, or for a writable bundle's rootfs the overlay
+// whose lower layer is DIR/rootfs-ro (how overlayfs lists it, resolved).
+func bundleMount(dir string, st bundleState, name string, m mountinfo.Mount, ms []mountinfo.Mount) bool {
+	if isOcimountFUSE(m) {
+		return true
+	}
+	if !st.Writable || name != "rootfs" || m.FSType != "overlay" {
+		return false
+	}
+	lower, ok := m.SuperOption("lowerdir")
+	if !ok {
+		return false
+	}
+	lp, err := mountinfo.Resolve(ms, lower)
+	return err == nil && lp == filepath.Join(dir, "rootfs-ro")
+}
+
 // deleteBundleFiles removes, in reverse creation order, what the bundle
 // created. Mount directories are removed with os.Remove (they must be
 // empty once unmounted); only upper and work, which the bundle owns, are
-// removed recursively, and only when nothing is mounted on them.
+// removed recursively. Nothing is removed if anything is still mounted at
+// or below one of them: os.RemoveAll crosses into mounts and would empty
+// them.
 func deleteBundleFiles(dir string, st bundleState) error {
+	ms, err := mountinfo.Read()
+	if err != nil {
+		return fmt.Errorf("cannot tell what is mounted in %s: %w", dir, err)
+	}
+	rd := dir
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		rd = r
+	}
+	for _, name := range st.Created {
+		if in := mountinfo.Under(ms, filepath.Join(rd, name)); len(in) > 0 {
+			m := in[len(in)-1]
+			return fmt.Errorf("refusing to delete %s: a %s filesystem (source %q) is mounted at %s; unmount it first",
+				filepath.Join(dir, name), m.FSType, m.Source, m.MountPoint)
+		}
+	}
 	var errs []error
 	for _, name := range slices.Backward(st.Created) {
 		p := filepath.Join(dir, name)
 		var err error
 		switch name {
 		case "upper", "work":
-			if mounted, merr := isMountpoint(p); merr == nil && mounted {
-				err = fmt.Errorf("%s is still a mountpoint", p)
-			} else {
-				err = os.RemoveAll(p)
-			}
+			err = os.RemoveAll(p)
 		default:
 			err = os.Remove(p)
 		}
@@ -468,54 +515,3 @@ func undoBundle(dir string, st bundleState) error {
 	}
 	return deleteBundleFiles(dir, st)
 }
-
-// isMountpoint compares the device of p with that of its parent.
-func isMountpoint(p string) (bool, error) {
-	var a, b unix.Stat_t
-	if err := unix.Lstat(p, &a); err != nil {
-		return false, err
-	}
-	if err := unix.Lstat(filepath.Dir(p), &b); err != nil {
-		return false, err
-	}
-	return a.Dev != b.Dev || a.Ino == b.Ino, nil
-}
-
-// mountedAt says whether something is mounted at p, from
-// /proc/self/mountinfo: unlike a umount2 that answers EINVAL, it works
-// without root (where the fallback, fusermount3 -u, fails on a path that is
-// not mounted) and never touches the mount (a stale FUSE mount hangs or
-// fails stat).
-func mountedAt(p string) (bool, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	p = filepath.Clean(p)
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeOctal(f[4]) == p {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// unescapeOctal undoes mountinfo's \ooo escapes (space, tab, newline, \).
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }

@@ -7,21 +7,6 @@ import (
 	"testing"
 )
 
-func TestUnescapeOctal(t *testing.T) {
-	for in, want := range map[string]string{
-		`/tmp/a\040b`:   "/tmp/a b",
-		`/x\011y\012z`:  "/x\ty\nz",
-		`/back\134s`:    `/back\s`,
-		`/plain`:        "/plain",
-		`/short\04`:     `/short\04`,
-		`/not\999octal`: `/not\999octal`,
-	} {
-		if got := unescapeOctal(in); got != want {
-			t.Errorf("unescapeOctal(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestBundleStateConfined: an edited state file cannot make --remove
 // unmount or delete anything outside the bundle directory.
 func TestBundleStateConfined(t *testing.T) {
