@@ -139,9 +139,11 @@ func bundleAction(c *cli.Context) error {
 		return fmt.Errorf("--writable: bundle path %q must not contain ',', ':' or '\\'", dir)
 	}
 	st := bundleState{Version: 1, Source: src.String(), Writable: writable, Rootless: rootless}
-	if err := prepareBundleDir(dir, &st); err != nil {
+	unlock, err := prepareBundleDir(dir, &st)
+	if err != nil {
 		return err
 	}
+	defer unlock()
 	err = daemonizeInterruptible(o)
 	if err != nil {
 		if cerr := undoBundle(dir, st); cerr != nil {
@@ -229,26 +231,40 @@ func signalChildren(sig syscall.Signal) {
 
 // prepareBundleDir refuses a non-empty DIR (it could hold someone's
 // files, or another bundle), creates the subdirectories and writes the
-// state file naming everything that may be created, before any mount.
-func prepareBundleDir(dir string, st *bundleState) error {
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("bundle dir %s is not a directory", dir)
-		}
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			return fmt.Errorf("bundle dir: %w", err)
-		}
-		if len(ents) > 0 {
-			return fmt.Errorf("bundle dir %s is not empty (found %s); give a new or empty directory", dir, ents[0].Name())
-		}
-	} else if errors.Is(err, os.ErrNotExist) {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return fmt.Errorf("bundle dir: %w", err)
-		}
+// state file naming everything that may be created, before any mount. It
+// returns holding an exclusive lock on DIR, for the caller to keep until
+// the bundle is up or undone: two bundles started together in one empty
+// DIR would otherwise both find it empty, and the loser's undo would
+// delete the winner's files. `bundle --remove` takes the same lock.
+func prepareBundleDir(dir string, st *bundleState) (unlock func(), err error) {
+	if err := os.Mkdir(dir, 0o755); err == nil {
 		st.CreatedDir = true
-	} else {
-		return fmt.Errorf("bundle dir: %w", err)
+	} else if !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("bundle dir: %w", err)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("bundle dir: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("bundle dir %s is not a directory", dir)
+	}
+	release, err := lockDir(dir)
+	if errors.Is(err, errLocked) {
+		return nil, fmt.Errorf("bundle dir %s: another ocimount is making or removing a bundle there right now", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bundle dir: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle dir: %w", err)
+	}
+	if len(ents) > 0 {
+		return nil, fmt.Errorf("bundle dir %s is not empty (found %s); give a new or empty directory", dir, ents[0].Name())
 	}
 	dirs := []string{"rootfs"}
 	st.Mounts = []string{"rootfs"}
@@ -259,17 +275,17 @@ func prepareBundleDir(dir string, st *bundleState) error {
 	st.Created = append(dirs, "config.json")
 	if err := writeBundleState(dir, *st); err != nil {
 		undoBundle(dir, *st)
-		return err
+		return nil, err
 	}
 	for _, d := range dirs {
 		// 0755 like an extracted root; the mounts cover rootfs*, and
 		// upper/work belong to root (overlayfs wants work empty).
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			undoBundle(dir, *st)
-			return fmt.Errorf("bundle dir: %w", err)
+			return nil, fmt.Errorf("bundle dir: %w", err)
 		}
 	}
-	return nil
+	return release, nil
 }
 
 // bundleHooks: after loading, write config.json (a bad User or no command
@@ -375,6 +391,14 @@ func removeBundle(dir string, lazy, deleteFiles bool) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := lockDir(abs)
+	if errors.Is(err, errLocked) {
+		return fmt.Errorf("%s: another ocimount is making or removing this bundle right now; try again when it is done", abs)
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := unmountBundle(abs, st, lazy); err != nil {
 		return err
 	}

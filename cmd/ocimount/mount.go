@@ -27,6 +27,7 @@ func mountFlags() []cli.Flag {
 		&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image (default: this machine's)"},
 		&cli.StringFlag{Name: "cache-dir", Usage: "where decoded layer caches and logs live (default: $OCIMOUNT_CACHE, /var/cache/ocimount as root, else $XDG_CACHE_HOME/ocimount)"},
 		&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "serve in the foreground; unmount on SIGINT/SIGTERM"},
+		&cli.BoolFlag{Name: "force", Usage: "mount even if MOUNTPOINT is already a mount point (stacking on it) or a non-empty directory (hiding its files until unmounted)"},
 		&cli.BoolFlag{Name: "allow-other", Usage: "let other users see the mount (non-root needs user_allow_other in /etc/fuse.conf)"},
 		&cli.BoolFlag{Name: "suid", Usage: "honour setuid/setgid bits and file capabilities (default nosuid)"},
 		&cli.BoolFlag{Name: "dev", Usage: "allow device nodes to be opened as devices (default nodev)"},
@@ -56,6 +57,8 @@ type mountOptions struct {
 	platform   *blobs.Options
 	cacheDir   string
 	foreground bool
+	// force: mount on a mount point or a non-empty directory.
+	force      bool
 	allowOther bool
 	suid, dev  bool
 	quiet      bool
@@ -110,6 +113,7 @@ func mountAction(c *cli.Context) error {
 	}
 	o.mountpoint = c.Args().Get(1)
 	o.foreground = c.Bool("foreground")
+	o.force = c.Bool("force")
 	o.allowOther = c.Bool("allow-other")
 	o.suid = c.Bool("suid")
 	o.dev = c.Bool("dev")
@@ -120,10 +124,9 @@ func mountAction(c *cli.Context) error {
 	if o.mountpoint, err = filepath.Abs(o.mountpoint); err != nil {
 		return err
 	}
-	if st, err := os.Stat(o.mountpoint); err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	} else if !st.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", o.mountpoint)
+	// Early, for a quick answer; the server checks again under a lock.
+	if err := checkMountpoint(o.mountpoint, o.force); err != nil {
+		return err
 	}
 	if !o.foreground && os.Getenv(readyFDEnv) == "" {
 		return daemonize(o)
@@ -142,6 +145,15 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 			ready.Close()
 		}
 	}()
+	// Held from before the (possibly long) load until the kernel mount
+	// is up: a second mount started meanwhile fails at once, one started
+	// after finds a mount point. Released then, so the server does not
+	// keep the directory under its mount open.
+	releaseMP, err := claimMountpoint(o.mountpoint, o.force)
+	if err != nil {
+		return err
+	}
+	defer releaseMP()
 	if err := os.MkdirAll(o.cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}
@@ -218,6 +230,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		srv.Unmount()
 		return fmt.Errorf("mount %s: %w", o.mountpoint, err)
 	}
+	releaseMP()
 	undo := func() {}
 	if o.hooks != nil && o.hooks.mounted != nil {
 		if undo, err = o.hooks.mounted(); err != nil {
