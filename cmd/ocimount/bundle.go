@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"os"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -20,6 +22,7 @@ import (
 	"github.com/ocimount/ocimount/internal/bundle"
 	"github.com/ocimount/ocimount/internal/loader"
 	"github.com/ocimount/ocimount/internal/mountinfo"
+	"github.com/ocimount/ocimount/overlay"
 )
 
 // bundleStateName is the file in a bundle directory that records what
@@ -289,25 +292,29 @@ func prepareBundleDir(dir string, st *bundleState) (unlock func(), err error) {
 }
 
 // bundleHooks: after loading, write config.json (a bad User or no command
-// fails here, before anything is mounted); after the FUSE mount, put the
-// overlay on top for --writable.
+// fails here, before anything is mounted) and, for a read-only rootfs,
+// serve the image with the directories the runtime mounts on (or starts
+// the process in) added where it lacks them; after the FUSE mount, put the
+// overlay on top for --writable, where the runtime makes them itself.
 func bundleHooks(dir string, st bundleState, bo bundle.Options) *serveHooks {
 	return &serveHooks{
-		loaded: func(im *loader.Image) error {
+		loaded: func(im *loader.Image) (*overlay.Tree, error) {
 			spec, err := bundle.Generate(im.Image.Config, im.Tree.FS(), bo)
 			if err != nil {
-				return fmt.Errorf("config.json: %w", err)
+				return nil, fmt.Errorf("config.json: %w", err)
 			}
+			tree := im.Tree
 			if !bo.Writable {
-				if miss := bundle.MissingMountpoints(spec, im.Tree.FS()); len(miss) > 0 {
-					return fmt.Errorf("the image has no %s, which the container needs and a read-only rootfs cannot get; use --writable", strings.Join(miss, ", "))
+				tree, _ = tree.WithDirs(bundle.Mountpoints(spec))
+				if miss := bundle.MissingMountpoints(spec, tree.FS()); len(miss) > 0 {
+					return nil, notDirError(tree.FS(), miss)
 				}
 			}
 			b, err := json.MarshalIndent(spec, "", "\t")
 			if err != nil {
-				return err
+				return nil, err
 			}
-			return writeFileAtomic(filepath.Join(dir, "config.json"), append(b, '\n'), 0o644)
+			return tree, writeFileAtomic(filepath.Join(dir, "config.json"), append(b, '\n'), 0o644)
 		},
 		mounted: func() (func(), error) {
 			if !st.Writable {
@@ -322,6 +329,52 @@ func bundleHooks(dir string, st bundleState, bo bundle.Options) *serveHooks {
 			return func() { unix.Unmount(target, unix.MNT_DETACH) }, nil
 		},
 	}
+}
+
+// notDirError explains why a read-only bundle cannot be made: where the
+// container needs a directory, the image has something else in the way
+// (missing directories were added), which only the runtime could deal
+// with, and only in a writable rootfs (a symlink it follows and creates
+// the target of; a file is an error there too).
+func notDirError(fsys iofs.FS, paths []string) error {
+	var what []string
+	for _, p := range paths {
+		what = append(what, p+" ("+obstacle(fsys, strings.TrimPrefix(path.Clean(p), "/"))+")")
+	}
+	return fmt.Errorf("the container needs directories at %s; a read-only rootfs cannot replace what the image has there (with --writable the runtime gets to try)",
+		strings.Join(what, ", "))
+}
+
+// obstacle describes the first component of rel that is not a directory.
+func obstacle(fsys iofs.FS, rel string) string {
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		fi, err := iofs.Lstat(fsys, p)
+		if err != nil {
+			return "/" + p + " is missing"
+		}
+		switch {
+		case fi.Mode()&iofs.ModeSymlink != 0:
+			target, _ := iofs.ReadLink(fsys, p)
+			return fmt.Sprintf("/%s is a symlink to %q, not followed to add directories", p, target)
+		case !fi.IsDir():
+			return fmt.Sprintf("/%s is a %s in the image", p, kindName(fi.Mode()))
+		}
+	}
+	return "not a directory"
+}
+
+func kindName(m iofs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "regular file"
+	case m&iofs.ModeDevice != 0:
+		return "device"
+	case m&iofs.ModeNamedPipe != 0:
+		return "FIFO"
+	}
+	return "non-directory"
 }
 
 func readBundleState(dir string) (bundleState, error) {

@@ -20,6 +20,7 @@ import (
 	"github.com/ocimount/ocimount/blobs"
 	ocifs "github.com/ocimount/ocimount/fs"
 	"github.com/ocimount/ocimount/internal/loader"
+	"github.com/ocimount/ocimount/overlay"
 )
 
 func mountFlags() []cli.Flag {
@@ -75,10 +76,12 @@ type mountOptions struct {
 }
 
 // serveHooks run inside the server. loaded may refuse the image (nothing
-// is mounted yet); mounted runs once the FUSE mount serves and returns an
-// undo that is called if the mount is then abandoned.
+// is mounted yet) and returns the tree to serve: the image's, or a view of
+// it (a bundle adds the directories its runtime mounts on); mounted runs
+// once the FUSE mount serves and returns an undo that is called if the
+// mount is then abandoned.
 type serveHooks struct {
-	loaded  func(*loader.Image) error
+	loaded  func(*loader.Image) (*overlay.Tree, error)
 	mounted func() (undo func(), err error)
 }
 
@@ -210,12 +213,13 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		return err
 	}
 	defer im.Close()
+	tree := im.Tree
 	if o.hooks != nil && o.hooks.loaded != nil {
-		if err := o.hooks.loaded(im); err != nil {
+		if tree, err = o.hooks.loaded(im); err != nil {
 			return err
 		}
 	}
-	srv, err := ocifs.Mount(o.mountpoint, im.Tree, ocifs.Options{
+	srv, err := ocifs.Mount(o.mountpoint, tree, ocifs.Options{
 		FsName:     o.source.String(),
 		AllowOther: o.allowOther,
 		Suid:       o.suid,
@@ -238,7 +242,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 			return err
 		}
 	}
-	logger.Info("mounted", "source", o.source.String(), "entries", im.Tree.Len(), "layers", len(im.Indexes), "elapsed", time.Since(t0))
+	logger.Info("mounted", "source", o.source.String(), "entries", tree.Len(), "layers", len(im.Indexes), "elapsed", time.Since(t0))
 	if stopStatus, err := serveStatus(o, im, t0); err != nil {
 		logger.Warn("status socket", "err", err)
 	} else {
@@ -255,7 +259,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		}
 	} else if !o.quiet {
 		fmt.Fprintf(os.Stderr, "mounted %s at %s (%d entries, %d layers) in %v; Ctrl-C unmounts\n",
-			o.source, o.mountpoint, im.Tree.Len(), len(im.Indexes), time.Since(t0).Round(time.Millisecond))
+			o.source, o.mountpoint, tree.Len(), len(im.Indexes), time.Since(t0).Round(time.Millisecond))
 	}
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
