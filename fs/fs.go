@@ -27,6 +27,12 @@ import (
 	"github.com/ocimount/ocimount/overlay"
 )
 
+// Subtype is the FUSE subtype of every ocimount mount: mountinfo types
+// them "fuse.ocimount" (whether mounted directly or through fusermount3).
+// It is how `ocimount umount` and bundle removal recognise their own
+// mounts; the source (FsName) is free text anyone can copy.
+const Subtype = "ocimount"
+
 // Options configure a mount. The zero value mounts nosuid,nodev, visible
 // to the mounting user only.
 type Options struct {
@@ -106,7 +112,7 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 	}
 	srv, err := fuse.NewServer(r, dir, &fuse.MountOptions{
 		FsName:               o.FsName,
-		Name:                 "ocimount",
+		Name:                 Subtype,
 		Options:              mopts,
 		AllowOther:           o.AllowOther,
 		MaxWrite:             maxRead, // also max_read: fewer, larger reads

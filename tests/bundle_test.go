@@ -463,9 +463,14 @@ func TestBundleBadInput(t *testing.T) {
 			c.Entrypoint, c.Cmd = nil, nil
 			return layout(t, c, true, true)
 		}, true, nil, []string{"no Entrypoint or Cmd"}},
-		{"no-mountpoints", func(t *testing.T) string {
-			return layout(t, bundleImageConfig, true, false)
-		}, false, nil, []string{"/proc", "--writable"}},
+		{"mountpoint-not-a-dir", func(t *testing.T) string {
+			// Missing /dev and /sys are added; a file at /proc is
+			// not replaced.
+			dir := filepath.Join(t.TempDir(), "layout")
+			layers := append(busyboxLayers(t, true, false), tartest.ImageLayer{Tar: tartest.Tar(t, tartest.File("proc", "not a dir", 0o644))})
+			tartest.WriteOCILayout(t, dir, tartest.Image{Ref: "latest", Layers: layers, Config: bundleImageConfig})
+			return "oci:" + dir + ":latest"
+		}, false, nil, []string{"/proc is a regular file", "--writable"}},
 		{"flag-after-dir", func(t *testing.T) string { return bundleImage(t) }, false, []string{"--writable"}, []string{"flags go before SOURCE"}},
 		{"missing-image", func(t *testing.T) string { return "oci:" + filepath.Join(t.TempDir(), "nope") }, false, nil, []string{"nope"}},
 	}
@@ -606,4 +611,102 @@ func TestBundleRemoveAfterRuntimeCrash(t *testing.T) {
 		t.Errorf("runc delete: %v %s", err, b)
 	}
 	requireNothingMounted(t, dir)
+}
+
+// scratchImage is an image built FROM scratch around one static binary:
+// no /proc, /dev, /sys, and a WorkingDir the image does not have either.
+func scratchImage(t *testing.T) string {
+	t.Helper()
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("/bin/busybox (package busybox-static): %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "scratch")
+	tartest.WriteOCILayout(t, dir, tartest.Image{
+		Ref:    "latest",
+		Layers: []tartest.ImageLayer{{Compression: tartest.Gzip, Tar: tartest.Tar(t, tartest.FileBytes("busybox", bb, 0o755))}},
+		Config: ocispec.ImageConfig{
+			// busybox runs the applet named by argv[1] when argv[0] is
+			// "busybox"; its shell runs applets without a PATH lookup.
+			Entrypoint: []string{"/busybox", "sh", "-c"},
+			Cmd: []string{`echo hello from scratch; pwd; ls -d /proc/1 /dev/null /dev/pts /dev/shm /dev/mqueue /sys/kernel /sys/fs/cgroup; ` +
+				`stat -c '%n %u:%g %a' /data /data/work; touch /new 2>/dev/null || echo read-only`},
+			WorkingDir: "/data/work",
+		},
+	})
+	return "oci:" + dir + ":latest"
+}
+
+// TestBundleScratchImage: an image without /proc, /dev, /sys (and without
+// its WorkingDir) runs read-only under runc and crun: the bundle's rootfs
+// shows empty root-owned directories where the config mounts (and the
+// process starts); a plain mount of the image shows the image exactly.
+func TestBundleScratchImage(t *testing.T) {
+	requireIntegration(t, "runc", "crun", "unshare", "mountpoint")
+	src := scratchImage(t)
+	dir := newBundleDir(t)
+	makeBundle(t, src, dir)
+	if s := readSpec(t, dir); !s.Root.Readonly || s.Process.Cwd != "/data/work" {
+		t.Errorf("root %+v, cwd %q", s.Root, s.Process.Cwd)
+	}
+
+	// The bundle's view: the image's file plus the synthetic directories,
+	// root-owned 0755, with inode numbers of their own.
+	rootfs := filepath.Join(dir, "rootfs")
+	ents, err := os.ReadDir(rootfs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{"busybox", "data", "dev", "proc", "sys"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("bundle rootfs lists %q, want %q", names, want)
+	}
+	inos := map[uint64]string{}
+	for _, p := range []string{".", "busybox", "data", "data/work", "dev", "proc", "sys"} {
+		var st syscall.Stat_t
+		if err := syscall.Lstat(filepath.Join(rootfs, p), &st); err != nil {
+			t.Fatal(err)
+		}
+		if other, dup := inos[st.Ino]; dup {
+			t.Errorf("%s and %s share inode %d", p, other, st.Ino)
+		}
+		inos[st.Ino] = p
+		if p == "busybox" || p == "." {
+			continue
+		}
+		if st.Mode != syscall.S_IFDIR|0o755 || st.Uid != 0 || st.Gid != 0 || st.Nlink < 2 {
+			t.Errorf("%s: mode %o, owner %d:%d, nlink %d; want a 0755 root-owned directory", p, st.Mode, st.Uid, st.Gid, st.Nlink)
+		}
+	}
+
+	want := "hello from scratch\n/data/work\n/dev/mqueue\n/dev/null\n/dev/pts\n/dev/shm\n/proc/1\n/sys/fs/cgroup\n/sys/kernel\n" + // ls sorts
+		"/data 0:0 755\n/data/work 0:0 755\nread-only\n"
+	for _, rt := range []string{"runc", "crun"} {
+		out, errOut, code := runtimeRun(t, rt, dir)
+		if code != 0 || out != want {
+			t.Errorf("%s: exit %d\nstdout:\n%s\nwant:\n%s\nstderr:\n%s", rt, code, out, want, errOut)
+		}
+	}
+	if r := run(t, time.Minute, "bundle", "--remove", dir); r.code != 0 {
+		t.Fatalf("remove: %s", r)
+	}
+	requireNothingMounted(t, dir)
+
+	// A plain mount is the image, nothing added.
+	mnt := mountImage(t, src)
+	ents, err = os.ReadDir(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 1 || ents[0].Name() != "busybox" {
+		t.Errorf("plain mount of the image lists %v, want only busybox", ents)
+	}
+	for _, p := range []string{"proc", "dev", "sys", "data"} {
+		if _, err := os.Lstat(filepath.Join(mnt, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("plain mount has /%s: %v", p, err)
+		}
+	}
 }

@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ocimount/ocimount/internal/mountinfo"
 )
 
 // result is one finished ocimount invocation.
@@ -86,74 +89,33 @@ func runWith(t *testing.T, dir string, env []string, timeout time.Duration, args
 }
 
 // mountInfo is one line of /proc/self/mountinfo.
-type mountInfo struct {
-	MountPoint, Options, FSType, Source, SuperOptions string
-}
+type mountInfo struct{ mountinfo.Mount }
 
-func (m mountInfo) hasOpt(o string) bool {
-	for _, s := range strings.Split(m.Options, ",") {
-		if s == o {
-			return true
-		}
-	}
-	return false
-}
+func (m mountInfo) hasOpt(o string) bool      { return m.HasOption(o) }
+func (m mountInfo) hasSuperOpt(o string) bool { return m.HasSuperOption(o) }
 
-func (m mountInfo) hasSuperOpt(o string) bool {
-	for _, s := range strings.Split(m.SuperOptions, ",") {
-		if s == o {
-			return true
-		}
-	}
-	return false
-}
-
-// findMount returns the mount at dir, or nil.
+// findMount returns the mount on top at dir, or nil.
 func findMount(t *testing.T, dir string) *mountInfo {
 	t.Helper()
-	f, err := os.Open("/proc/self/mountinfo")
+	ms, err := mountinfo.Read()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	dir = filepath.Clean(dir)
-	var found *mountInfo
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 6 || len(fields) < sep+4 {
-			continue
-		}
-		if unescapeMountinfo(fields[4]) == dir {
-			// The last match is the top of the stack of mounts there.
-			found = &mountInfo{MountPoint: dir, Options: fields[5], FSType: fields[sep+1], Source: fields[sep+2], SuperOptions: fields[sep+3]}
-		}
+	if m, ok := mountinfo.Top(ms, filepath.Clean(dir)); ok {
+		return &mountInfo{m}
 	}
-	return found
+	return nil
 }
 
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for space...).
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
+// mountsAt returns every mount at dir, bottom first: more than one is a
+// stack.
+func mountsAt(t *testing.T, dir string) []mountinfo.Mount {
+	t.Helper()
+	ms, err := mountinfo.Read()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return b.String()
+	return mountinfo.At(ms, filepath.Clean(dir))
 }
 
 // waitFor polls cond until it holds or the timeout passes.
@@ -327,4 +289,44 @@ func pidAlive(pid int) bool {
 		return false
 	}
 	return true
+}
+
+// mountTmpfs mounts a small tmpfs at dir with one file, f, holding
+// "data\n" — someone else's filesystem that ocimount must never take
+// down — and unmounts it at the end of the test (before the cleanups
+// registered earlier, such as newMountpoint's).
+func mountTmpfs(t *testing.T, dir string) (file string) {
+	t.Helper()
+	if err := unix.Mount("none", dir, "tmpfs", 0, "size=1m,mode=0755"); err != nil {
+		t.Fatalf("mount tmpfs at %s: %v", dir, err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 4; i++ {
+			m := findMount(t, dir)
+			if m == nil || m.FSType != "tmpfs" {
+				return
+			}
+			if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+				t.Errorf("cleanup: unmount tmpfs at %s: %v", dir, err)
+				return
+			}
+		}
+	})
+	file = filepath.Join(dir, "f")
+	if err := os.WriteFile(file, []byte("data\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// requireTmpfsIntact fails unless the tmpfs with file is still mounted on
+// top at dir with its data.
+func requireTmpfsIntact(t *testing.T, dir, file string) {
+	t.Helper()
+	if m := findMount(t, dir); m == nil || m.FSType != "tmpfs" {
+		t.Fatalf("the tmpfs at %s is gone (top mount there now: %+v)", dir, m)
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "data\n" {
+		t.Fatalf("the tmpfs's file %s: %q, %v", file, b, err)
+	}
 }

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"os"
 	"os/signal"
+	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -19,6 +21,8 @@ import (
 	"github.com/ocimount/ocimount/blobs"
 	"github.com/ocimount/ocimount/internal/bundle"
 	"github.com/ocimount/ocimount/internal/loader"
+	"github.com/ocimount/ocimount/internal/mountinfo"
+	"github.com/ocimount/ocimount/overlay"
 )
 
 // bundleStateName is the file in a bundle directory that records what
@@ -138,9 +142,11 @@ func bundleAction(c *cli.Context) error {
 		return fmt.Errorf("--writable: bundle path %q must not contain ',', ':' or '\\'", dir)
 	}
 	st := bundleState{Version: 1, Source: src.String(), Writable: writable, Rootless: rootless}
-	if err := prepareBundleDir(dir, &st); err != nil {
+	unlock, err := prepareBundleDir(dir, &st)
+	if err != nil {
 		return err
 	}
+	defer unlock()
 	err = daemonizeInterruptible(o)
 	if err != nil {
 		if cerr := undoBundle(dir, st); cerr != nil {
@@ -228,26 +234,40 @@ func signalChildren(sig syscall.Signal) {
 
 // prepareBundleDir refuses a non-empty DIR (it could hold someone's
 // files, or another bundle), creates the subdirectories and writes the
-// state file naming everything that may be created, before any mount.
-func prepareBundleDir(dir string, st *bundleState) error {
-	if fi, err := os.Stat(dir); err == nil {
-		if !fi.IsDir() {
-			return fmt.Errorf("bundle dir %s is not a directory", dir)
-		}
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			return fmt.Errorf("bundle dir: %w", err)
-		}
-		if len(ents) > 0 {
-			return fmt.Errorf("bundle dir %s is not empty (found %s); give a new or empty directory", dir, ents[0].Name())
-		}
-	} else if errors.Is(err, os.ErrNotExist) {
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			return fmt.Errorf("bundle dir: %w", err)
-		}
+// state file naming everything that may be created, before any mount. It
+// returns holding an exclusive lock on DIR, for the caller to keep until
+// the bundle is up or undone: two bundles started together in one empty
+// DIR would otherwise both find it empty, and the loser's undo would
+// delete the winner's files. `bundle --remove` takes the same lock.
+func prepareBundleDir(dir string, st *bundleState) (unlock func(), err error) {
+	if err := os.Mkdir(dir, 0o755); err == nil {
 		st.CreatedDir = true
-	} else {
-		return fmt.Errorf("bundle dir: %w", err)
+	} else if !errors.Is(err, os.ErrExist) {
+		return nil, fmt.Errorf("bundle dir: %w", err)
+	}
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("bundle dir: %w", err)
+	} else if !fi.IsDir() {
+		return nil, fmt.Errorf("bundle dir %s is not a directory", dir)
+	}
+	release, err := lockDir(dir)
+	if errors.Is(err, errLocked) {
+		return nil, fmt.Errorf("bundle dir %s: another ocimount is making or removing a bundle there right now", dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bundle dir: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			release()
+		}
+	}()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("bundle dir: %w", err)
+	}
+	if len(ents) > 0 {
+		return nil, fmt.Errorf("bundle dir %s is not empty (found %s); give a new or empty directory", dir, ents[0].Name())
 	}
 	dirs := []string{"rootfs"}
 	st.Mounts = []string{"rootfs"}
@@ -258,39 +278,43 @@ func prepareBundleDir(dir string, st *bundleState) error {
 	st.Created = append(dirs, "config.json")
 	if err := writeBundleState(dir, *st); err != nil {
 		undoBundle(dir, *st)
-		return err
+		return nil, err
 	}
 	for _, d := range dirs {
 		// 0755 like an extracted root; the mounts cover rootfs*, and
 		// upper/work belong to root (overlayfs wants work empty).
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
 			undoBundle(dir, *st)
-			return fmt.Errorf("bundle dir: %w", err)
+			return nil, fmt.Errorf("bundle dir: %w", err)
 		}
 	}
-	return nil
+	return release, nil
 }
 
 // bundleHooks: after loading, write config.json (a bad User or no command
-// fails here, before anything is mounted); after the FUSE mount, put the
-// overlay on top for --writable.
+// fails here, before anything is mounted) and, for a read-only rootfs,
+// serve the image with the directories the runtime mounts on (or starts
+// the process in) added where it lacks them; after the FUSE mount, put the
+// overlay on top for --writable, where the runtime makes them itself.
 func bundleHooks(dir string, st bundleState, bo bundle.Options) *serveHooks {
 	return &serveHooks{
-		loaded: func(im *loader.Image) error {
+		loaded: func(im *loader.Image) (*overlay.Tree, error) {
 			spec, err := bundle.Generate(im.Image.Config, im.Tree.FS(), bo)
 			if err != nil {
-				return fmt.Errorf("config.json: %w", err)
+				return nil, fmt.Errorf("config.json: %w", err)
 			}
+			tree := im.Tree
 			if !bo.Writable {
-				if miss := bundle.MissingMountpoints(spec, im.Tree.FS()); len(miss) > 0 {
-					return fmt.Errorf("the image has no %s, which the container needs and a read-only rootfs cannot get; use --writable", strings.Join(miss, ", "))
+				tree, _ = tree.WithDirs(bundle.Mountpoints(spec))
+				if miss := bundle.MissingMountpoints(spec, tree.FS()); len(miss) > 0 {
+					return nil, notDirError(tree.FS(), miss)
 				}
 			}
 			b, err := json.MarshalIndent(spec, "", "\t")
 			if err != nil {
-				return err
+				return nil, err
 			}
-			return writeFileAtomic(filepath.Join(dir, "config.json"), append(b, '\n'), 0o644)
+			return tree, writeFileAtomic(filepath.Join(dir, "config.json"), append(b, '\n'), 0o644)
 		},
 		mounted: func() (func(), error) {
 			if !st.Writable {
@@ -305,6 +329,52 @@ func bundleHooks(dir string, st bundleState, bo bundle.Options) *serveHooks {
 			return func() { unix.Unmount(target, unix.MNT_DETACH) }, nil
 		},
 	}
+}
+
+// notDirError explains why a read-only bundle cannot be made: where the
+// container needs a directory, the image has something else in the way
+// (missing directories were added), which only the runtime could deal
+// with, and only in a writable rootfs (a symlink it follows and creates
+// the target of; a file is an error there too).
+func notDirError(fsys iofs.FS, paths []string) error {
+	var what []string
+	for _, p := range paths {
+		what = append(what, p+" ("+obstacle(fsys, strings.TrimPrefix(path.Clean(p), "/"))+")")
+	}
+	return fmt.Errorf("the container needs directories at %s; a read-only rootfs cannot replace what the image has there (with --writable the runtime gets to try)",
+		strings.Join(what, ", "))
+}
+
+// obstacle describes the first component of rel that is not a directory.
+func obstacle(fsys iofs.FS, rel string) string {
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		fi, err := iofs.Lstat(fsys, p)
+		if err != nil {
+			return "/" + p + " is missing"
+		}
+		switch {
+		case fi.Mode()&iofs.ModeSymlink != 0:
+			target, _ := iofs.ReadLink(fsys, p)
+			return fmt.Sprintf("/%s is a symlink to %q, not followed to add directories", p, target)
+		case !fi.IsDir():
+			return fmt.Sprintf("/%s is a %s in the image", p, kindName(fi.Mode()))
+		}
+	}
+	return "not a directory"
+}
+
+func kindName(m iofs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "regular file"
+	case m&iofs.ModeDevice != 0:
+		return "device"
+	case m&iofs.ModeNamedPipe != 0:
+		return "FIFO"
+	}
+	return "non-directory"
 }
 
 func readBundleState(dir string) (bundleState, error) {
@@ -362,7 +432,9 @@ func isBundleDir(dir string) bool {
 // removeBundle unmounts the bundle's mounts top first (overlay, then
 // FUSE), tolerating ones already gone and stale ones whose server died
 // (umount2 needs no server), then with deleteFiles removes what the bundle
-// created and nothing else.
+// created and nothing else. It refuses, before unmounting or deleting
+// anything more, when one of those paths has a mount that is not the
+// bundle's on top, or something mounted inside what it would delete.
 func removeBundle(dir string, lazy, deleteFiles bool) error {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
@@ -372,6 +444,14 @@ func removeBundle(dir string, lazy, deleteFiles bool) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := lockDir(abs)
+	if errors.Is(err, errLocked) {
+		return fmt.Errorf("%s: another ocimount is making or removing this bundle right now; try again when it is done", abs)
+	}
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := unmountBundle(abs, st, lazy); err != nil {
 		return err
 	}
@@ -381,6 +461,11 @@ func removeBundle(dir string, lazy, deleteFiles bool) error {
 	return deleteBundleFiles(abs, st)
 }
 
+// unmountBundle takes off, top first, the mounts the state file lists —
+// only ocimount's FUSE mounts and the bundle's own overlay. The state file
+// says where the bundle mounted, not what is mounted there now: someone
+// may have mounted over rootfs since, or made a directory that merely
+// looks like a bundle.
 func unmountBundle(dir string, st bundleState, lazy bool) error {
 	flags := 0
 	if lazy {
@@ -392,13 +477,21 @@ func unmountBundle(dir string, st bundleState, lazy bool) error {
 	}
 	for _, m := range st.Mounts {
 		p := filepath.Join(dir, m)
-		// A stack of mounts at one path (mounted twice by hand) comes
-		// off one by one; EINVAL means nothing is mounted there.
+		// A stack of mounts at one path (mounted twice with --force)
+		// comes off one by one, as long as each is ours.
 		for i := 0; i < 16; i++ {
-			if mounted, err := mountedAt(p); err == nil && !mounted {
+			ms, err := mountinfo.Read()
+			if err != nil {
+				return fmt.Errorf("cannot tell what is mounted at %s: %w", p, err)
+			}
+			top, ok := mountinfo.Top(ms, p)
+			if !ok {
 				break
 			}
-			err := unix.Unmount(p, flags)
+			if !bundleMount(dir, st, m, top, ms) {
+				return notOurs(p, top)
+			}
+			err = unix.Unmount(p, flags)
 			if err == nil {
 				continue
 			}
@@ -420,22 +513,53 @@ func unmountBundle(dir string, st bundleState, lazy bool) error {
 	return nil
 }
 
+// bundleMount says whether m, on top at DIR/name, is one the bundle made:
+// an ocimount FUSE mount, or for a writable bundle's rootfs the overlay
+// whose lower layer is DIR/rootfs-ro (how overlayfs lists it, resolved).
+func bundleMount(dir string, st bundleState, name string, m mountinfo.Mount, ms []mountinfo.Mount) bool {
+	if isOcimountFUSE(m) {
+		return true
+	}
+	if !st.Writable || name != "rootfs" || m.FSType != "overlay" {
+		return false
+	}
+	lower, ok := m.SuperOption("lowerdir")
+	if !ok {
+		return false
+	}
+	lp, err := mountinfo.Resolve(ms, lower)
+	return err == nil && lp == filepath.Join(dir, "rootfs-ro")
+}
+
 // deleteBundleFiles removes, in reverse creation order, what the bundle
 // created. Mount directories are removed with os.Remove (they must be
 // empty once unmounted); only upper and work, which the bundle owns, are
-// removed recursively, and only when nothing is mounted on them.
+// removed recursively. Nothing is removed if anything is still mounted at
+// or below one of them: os.RemoveAll crosses into mounts and would empty
+// them.
 func deleteBundleFiles(dir string, st bundleState) error {
+	ms, err := mountinfo.Read()
+	if err != nil {
+		return fmt.Errorf("cannot tell what is mounted in %s: %w", dir, err)
+	}
+	rd := dir
+	if r, err := filepath.EvalSymlinks(dir); err == nil {
+		rd = r
+	}
+	for _, name := range st.Created {
+		if in := mountinfo.Under(ms, filepath.Join(rd, name)); len(in) > 0 {
+			m := in[len(in)-1]
+			return fmt.Errorf("refusing to delete %s: a %s filesystem (source %q) is mounted at %s; unmount it first",
+				filepath.Join(dir, name), m.FSType, m.Source, m.MountPoint)
+		}
+	}
 	var errs []error
 	for _, name := range slices.Backward(st.Created) {
 		p := filepath.Join(dir, name)
 		var err error
 		switch name {
 		case "upper", "work":
-			if mounted, merr := isMountpoint(p); merr == nil && mounted {
-				err = fmt.Errorf("%s is still a mountpoint", p)
-			} else {
-				err = os.RemoveAll(p)
-			}
+			err = os.RemoveAll(p)
 		default:
 			err = os.Remove(p)
 		}
@@ -468,54 +592,3 @@ func undoBundle(dir string, st bundleState) error {
 	}
 	return deleteBundleFiles(dir, st)
 }
-
-// isMountpoint compares the device of p with that of its parent.
-func isMountpoint(p string) (bool, error) {
-	var a, b unix.Stat_t
-	if err := unix.Lstat(p, &a); err != nil {
-		return false, err
-	}
-	if err := unix.Lstat(filepath.Dir(p), &b); err != nil {
-		return false, err
-	}
-	return a.Dev != b.Dev || a.Ino == b.Ino, nil
-}
-
-// mountedAt says whether something is mounted at p, from
-// /proc/self/mountinfo: unlike a umount2 that answers EINVAL, it works
-// without root (where the fallback, fusermount3 -u, fails on a path that is
-// not mounted) and never touches the mount (a stale FUSE mount hangs or
-// fails stat).
-func mountedAt(p string) (bool, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	p = filepath.Clean(p)
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && unescapeOctal(f[4]) == p {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
-// unescapeOctal undoes mountinfo's \ooo escapes (space, tab, newline, \).
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }

@@ -20,6 +20,7 @@ import (
 	"github.com/ocimount/ocimount/blobs"
 	ocifs "github.com/ocimount/ocimount/fs"
 	"github.com/ocimount/ocimount/internal/loader"
+	"github.com/ocimount/ocimount/overlay"
 )
 
 func mountFlags() []cli.Flag {
@@ -27,6 +28,7 @@ func mountFlags() []cli.Flag {
 		&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image (default: this machine's)"},
 		&cli.StringFlag{Name: "cache-dir", Usage: "where decoded layer caches and logs live (default: $OCIMOUNT_CACHE, /var/cache/ocimount as root, else $XDG_CACHE_HOME/ocimount)"},
 		&cli.BoolFlag{Name: "foreground", Aliases: []string{"f"}, Usage: "serve in the foreground; unmount on SIGINT/SIGTERM"},
+		&cli.BoolFlag{Name: "force", Usage: "mount even if MOUNTPOINT is already a mount point (stacking on it) or a non-empty directory (hiding its files until unmounted)"},
 		&cli.BoolFlag{Name: "allow-other", Usage: "let other users see the mount (non-root needs user_allow_other in /etc/fuse.conf)"},
 		&cli.BoolFlag{Name: "suid", Usage: "honour setuid/setgid bits and file capabilities (default nosuid)"},
 		&cli.BoolFlag{Name: "dev", Usage: "allow device nodes to be opened as devices (default nodev)"},
@@ -56,6 +58,8 @@ type mountOptions struct {
 	platform   *blobs.Options
 	cacheDir   string
 	foreground bool
+	// force: mount on a mount point or a non-empty directory.
+	force      bool
 	allowOther bool
 	suid, dev  bool
 	quiet      bool
@@ -72,10 +76,12 @@ type mountOptions struct {
 }
 
 // serveHooks run inside the server. loaded may refuse the image (nothing
-// is mounted yet); mounted runs once the FUSE mount serves and returns an
-// undo that is called if the mount is then abandoned.
+// is mounted yet) and returns the tree to serve: the image's, or a view of
+// it (a bundle adds the directories its runtime mounts on); mounted runs
+// once the FUSE mount serves and returns an undo that is called if the
+// mount is then abandoned.
 type serveHooks struct {
-	loaded  func(*loader.Image) error
+	loaded  func(*loader.Image) (*overlay.Tree, error)
 	mounted func() (undo func(), err error)
 }
 
@@ -110,6 +116,7 @@ func mountAction(c *cli.Context) error {
 	}
 	o.mountpoint = c.Args().Get(1)
 	o.foreground = c.Bool("foreground")
+	o.force = c.Bool("force")
 	o.allowOther = c.Bool("allow-other")
 	o.suid = c.Bool("suid")
 	o.dev = c.Bool("dev")
@@ -120,10 +127,9 @@ func mountAction(c *cli.Context) error {
 	if o.mountpoint, err = filepath.Abs(o.mountpoint); err != nil {
 		return err
 	}
-	if st, err := os.Stat(o.mountpoint); err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	} else if !st.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", o.mountpoint)
+	// Early, for a quick answer; the server checks again under a lock.
+	if err := checkMountpoint(o.mountpoint, o.force); err != nil {
+		return err
 	}
 	if !o.foreground && os.Getenv(readyFDEnv) == "" {
 		return daemonize(o)
@@ -142,6 +148,15 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 			ready.Close()
 		}
 	}()
+	// Held from before the (possibly long) load until the kernel mount
+	// is up: a second mount started meanwhile fails at once, one started
+	// after finds a mount point. Released then, so the server does not
+	// keep the directory under its mount open.
+	releaseMP, err := claimMountpoint(o.mountpoint, o.force)
+	if err != nil {
+		return err
+	}
+	defer releaseMP()
 	if err := os.MkdirAll(o.cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}
@@ -198,12 +213,13 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		return err
 	}
 	defer im.Close()
+	tree := im.Tree
 	if o.hooks != nil && o.hooks.loaded != nil {
-		if err := o.hooks.loaded(im); err != nil {
+		if tree, err = o.hooks.loaded(im); err != nil {
 			return err
 		}
 	}
-	srv, err := ocifs.Mount(o.mountpoint, im.Tree, ocifs.Options{
+	srv, err := ocifs.Mount(o.mountpoint, tree, ocifs.Options{
 		FsName:     o.source.String(),
 		AllowOther: o.allowOther,
 		Suid:       o.suid,
@@ -218,6 +234,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		srv.Unmount()
 		return fmt.Errorf("mount %s: %w", o.mountpoint, err)
 	}
+	releaseMP()
 	undo := func() {}
 	if o.hooks != nil && o.hooks.mounted != nil {
 		if undo, err = o.hooks.mounted(); err != nil {
@@ -225,7 +242,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 			return err
 		}
 	}
-	logger.Info("mounted", "source", o.source.String(), "entries", im.Tree.Len(), "layers", len(im.Indexes), "elapsed", time.Since(t0))
+	logger.Info("mounted", "source", o.source.String(), "entries", tree.Len(), "layers", len(im.Indexes), "elapsed", time.Since(t0))
 	if stopStatus, err := serveStatus(o, im, t0); err != nil {
 		logger.Warn("status socket", "err", err)
 	} else {
@@ -242,7 +259,7 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		}
 	} else if !o.quiet {
 		fmt.Fprintf(os.Stderr, "mounted %s at %s (%d entries, %d layers) in %v; Ctrl-C unmounts\n",
-			o.source, o.mountpoint, im.Tree.Len(), len(im.Indexes), time.Since(t0).Round(time.Millisecond))
+			o.source, o.mountpoint, tree.Len(), len(im.Indexes), time.Since(t0).Round(time.Millisecond))
 	}
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()

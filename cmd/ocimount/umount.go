@@ -9,13 +9,16 @@ import (
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
+
+	ocifs "github.com/ocimount/ocimount/fs"
+	"github.com/ocimount/ocimount/internal/mountinfo"
 )
 
 func umountCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "umount",
 		Aliases:   []string{"unmount"},
-		Usage:     "unmount an ocimount mount (also one whose server died)",
+		Usage:     "unmount an ocimount mount (also one whose server died); refuses any other filesystem",
 		ArgsUsage: "MOUNTPOINT",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "lazy", Aliases: []string{"l"}, Usage: "detach even if busy; the kernel drops the mount when its last user goes"},
@@ -27,14 +30,57 @@ func umountCommand() *cli.Command {
 			if isBundleDir(c.Args().Get(0)) { // bundle.go: overlay first, then FUSE
 				return removeBundle(c.Args().Get(0), c.Bool("lazy"), false)
 			}
-			return unmount(c.Args().Get(0), c.Bool("lazy"))
+			return unmountOurs(c.Args().Get(0), c.Bool("lazy"))
 		},
 	}
 }
 
+// ocimountFSType is how mountinfo types ocimount's FUSE mounts.
+const ocimountFSType = "fuse." + ocifs.Subtype
+
+// isOcimountFUSE says whether m is a FUSE mount that ocimount made, live
+// or stale. By type only: the source is whatever the mounter wrote there.
+func isOcimountFUSE(m mountinfo.Mount) bool { return m.FSType == ocimountFSType }
+
+// unmountOurs unmounts the ocimount mount at mp. Whatever else is on top
+// there (a tmpfs, someone's FUSE filesystem, a bind mount) is refused:
+// umount2 would take it off, data and all, without asking.
+func unmountOurs(mp string, lazy bool) error {
+	ms, err := mountinfo.Read()
+	if err != nil {
+		return fmt.Errorf("cannot tell what is mounted at %s: %w", mp, err)
+	}
+	p, err := mountinfo.Resolve(ms, mp)
+	if err != nil {
+		return err
+	}
+	top, ok := mountinfo.Top(ms, p)
+	if !ok {
+		if _, err := os.Lstat(p); errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		return fmt.Errorf("%s is not a mountpoint", p)
+	}
+	if !isOcimountFUSE(top) {
+		return notOurs(p, top)
+	}
+	return unmount(p, lazy)
+}
+
+// notOurs is the refusal to unmount m at p: it says what is there.
+func notOurs(p string, m mountinfo.Mount) error {
+	hint := "leave it, or unmount it with umount(8) if you mean to"
+	if m.FSType == "overlay" && isBundleDir(filepath.Dir(p)) {
+		hint = "it looks like a bundle's overlay: unmount the bundle with `ocimount umount " + filepath.Dir(p) + "`"
+	}
+	return fmt.Errorf("refusing to unmount %s: a %s filesystem (source %q) is mounted there, not one of ocimount's; %s",
+		p, m.FSType, m.Source, hint)
+}
+
 // unmount works on a healthy mount and on a stale one whose server was
 // killed ("transport endpoint is not connected"): umount2 does not need
-// the server. Without root it falls back to fusermount3.
+// the server. Without root it falls back to fusermount3. Callers check
+// first that what is mounted at mp is ours.
 func unmount(mp string, lazy bool) error {
 	abs, err := filepath.Abs(mp)
 	if err != nil {

@@ -417,3 +417,21 @@ func TestMissingMountpoints(t *testing.T) {
 		t.Errorf("MissingMountpoints = %v, want %v", got, want)
 	}
 }
+
+// TestMountpoints: what a read-only bundle must show as directories — the
+// top-level mount destinations of runc spec's list (also rootless, where
+// /sys is a bind mount) and the cwd — not what lies inside another mount.
+func TestMountpoints(t *testing.T) {
+	img := testImage()
+	img.Config.User = ""
+	img.Config.WorkingDir = "/srv/app"
+	for _, rootless := range []bool{false, true} {
+		s, err := Generate(img, imageFS("", ""), Options{Rootless: rootless})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := Mountpoints(s), []string{"/proc", "/dev", "/sys", "/srv/app"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("rootless=%v: Mountpoints = %q, want %q", rootless, got, want)
+		}
+	}
+}

@@ -237,24 +237,15 @@ func annotations(img ocispec.Image) map[string]string {
 	return a
 }
 
-// MissingMountpoints lists the mount destinations of s (and process.cwd)
-// that do not exist as directories in root. A runtime creates missing ones
-// in the rootfs, which a read-only rootfs cannot do, so the container would
-// fail to start with a less clear message.
-func MissingMountpoints(s *rspec.Spec, root fs.FS) []string {
-	var missing []string
-	check := func(p string) {
-		rel := strings.TrimPrefix(path.Clean(p), "/")
-		if rel == "" {
-			return
-		}
-		if fi, err := fs.Stat(root, rel); err != nil || !fi.IsDir() {
-			missing = append(missing, p)
-		}
-	}
+// Mountpoints lists the directories the container needs in its rootfs:
+// the mount destinations of s that are not below an earlier mount (/dev/pts
+// lies in the /dev tmpfs, sysfs brings its own fs/cgroup: those are not the
+// image's business) and process.cwd. A runtime creates missing ones in the
+// rootfs (runc MkdirAll's them 0755), which a read-only rootfs cannot let
+// it do, so a read-only bundle shows them itself (overlay.Tree.WithDirs).
+func Mountpoints(s *rspec.Spec) []string {
+	var out []string
 	for i, m := range s.Mounts {
-		// Below an earlier mount (/dev/pts in the /dev tmpfs, sysfs's
-		// own fs/cgroup) the directory is not the image's business.
 		below := false
 		for _, up := range s.Mounts[:i] {
 			if strings.HasPrefix(path.Clean(m.Destination)+"/", path.Clean(up.Destination)+"/") {
@@ -262,11 +253,28 @@ func MissingMountpoints(s *rspec.Spec, root fs.FS) []string {
 			}
 		}
 		if !below {
-			check(m.Destination)
+			out = append(out, m.Destination)
 		}
 	}
 	if s.Process != nil {
-		check(s.Process.Cwd)
+		out = append(out, s.Process.Cwd)
+	}
+	return out
+}
+
+// MissingMountpoints lists the paths of Mountpoints(s) that are not
+// directories in root (following symlinks, as a runtime does), so that a
+// container that cannot start says so before anything is mounted.
+func MissingMountpoints(s *rspec.Spec, root fs.FS) []string {
+	var missing []string
+	for _, p := range Mountpoints(s) {
+		rel := strings.TrimPrefix(path.Clean(p), "/")
+		if rel == "" {
+			continue
+		}
+		if fi, err := fs.Stat(root, rel); err != nil || !fi.IsDir() {
+			missing = append(missing, p)
+		}
 	}
 	return missing
 }

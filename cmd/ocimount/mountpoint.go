@@ -1,0 +1,107 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ocimount/ocimount/internal/mountinfo"
+)
+
+// errLocked: another ocimount holds the directory's lock (lockDir).
+var errLocked = errors.New("locked by another ocimount")
+
+// lockDir takes an exclusive flock on directory dir itself, without
+// waiting. Locking the directory's own inode needs no lock file (nothing
+// to leave behind or to clean up after a crash: the kernel drops the lock
+// with the last descriptor), and the descriptor is close-on-exec, so a
+// background server started meanwhile never inherits it.
+func lockDir(dir string) (unlock func(), err error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, errLocked
+		}
+		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { f.Close() }) }, nil
+}
+
+// checkMountpoint refuses to mount at mp when something is mounted there
+// already (a second mount would stack on it silently) or when mp is a
+// directory with files in it (the mount would hide them), unless force.
+// A stale mount is found from mountinfo without being looked up.
+func checkMountpoint(mp string, force bool) error {
+	ms, err := mountinfo.Read()
+	if err != nil {
+		return fmt.Errorf("cannot tell what is mounted at %s: %w", mp, err)
+	}
+	p, err := mountinfo.Resolve(ms, mp)
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if top, ok := mountinfo.Top(ms, p); ok && !force {
+		hint := "unmount it first"
+		if isOcimountFUSE(top) {
+			hint = "unmount it first (ocimount umount " + mp + ")"
+		}
+		return fmt.Errorf("%s is already a mount point (a %s filesystem, source %q is mounted there): refusing to mount on top of it; %s, or pass --force to stack this mount on it",
+			mp, top.FSType, top.Source, hint)
+	}
+	f, err := os.Open(mp)
+	if err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil {
+		return fmt.Errorf("mountpoint: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("mountpoint %s is not a directory", mp)
+	}
+	if force {
+		return nil
+	}
+	names, err := f.Readdirnames(1)
+	if err != nil && len(names) == 0 && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("mountpoint: %w", err)
+	}
+	if len(names) > 0 {
+		return fmt.Errorf("%s is not empty (it holds %s): the mount would hide its files; give an empty directory, or pass --force to cover them until unmounted",
+			mp, names[0])
+	}
+	return nil
+}
+
+// claimMountpoint is checkMountpoint under an exclusive lock on the
+// mount point directory, held until release — by the server, from before
+// it loads the image until its mount is up — so that of two mounts started
+// together on one directory exactly one mounts: the other finds the lock
+// taken, or, once the first released it, a mount point. The lock is on the
+// directory's inode as opened: after the mount, a new open reaches the
+// mounted root, which is why the check runs again once the lock is held.
+func claimMountpoint(mp string, force bool) (release func(), err error) {
+	if err := checkMountpoint(mp, force); err != nil {
+		return nil, err
+	}
+	unlock, err := lockDir(mp)
+	if errors.Is(err, errLocked) {
+		return nil, fmt.Errorf("another ocimount is mounting at %s right now", mp)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mountpoint: %w", err)
+	}
+	if err := checkMountpoint(mp, force); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
+}
