@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // ErrDamagedCopy: a piece of a decoded copy does not match the digest the
@@ -36,6 +37,12 @@ type DecodedCopy struct {
 	ok  []atomic.Uint64 // bit k: piece k was checked and matched
 	bad []atomic.Uint64 // bit k: piece k did not match
 
+	// changed is the file's ctime when the ok bits were last valid: a
+	// write to the file (which moves its ctime) while a mount uses it
+	// makes every piece be checked again before it is served.
+	mu      sync.Mutex
+	changed syscall.Timespec
+
 	// OnDamage, if set before use, is called once, with the error, the
 	// first time a piece does not match.
 	OnDamage func(error)
@@ -57,12 +64,37 @@ func NewDecodedCopy(f *os.File, ix *Index) (*DecodedCopy, error) {
 		return nil, fmt.Errorf("%s: %d bytes, the decoded stream of %s has %d: %w", f.Name(), fi.Size(), ix.Digest, ix.UncompressedSize, ErrDamagedCopy)
 	}
 	n := len(ix.Decoded.Sums)
-	return &DecodedCopy{
+	d := &DecodedCopy{
 		f: f, sums: ix.Decoded, size: ix.UncompressedSize,
 		name: fmt.Sprintf("decoded copy %s of layer %s", f.Name(), ix.Digest),
 		ok:   make([]atomic.Uint64, (n+63)/64),
 		bad:  make([]atomic.Uint64, (n+63)/64),
-	}, nil
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		d.changed = st.Ctim
+	}
+	return d, nil
+}
+
+// sinceChecked forgets what was checked if the file changed since
+// (its ctime moved): those bytes may not be what was checked.
+func (d *DecodedCopy) sinceChecked() error {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(d.f.Fd()), &st); err != nil {
+		return fmt.Errorf("%s: %w", d.name, err)
+	}
+	if st.Size != d.size {
+		return fmt.Errorf("%s: now %d bytes, want %d: %w", d.name, st.Size, d.size, ErrDamagedCopy)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st.Ctim != d.changed {
+		for i := range d.ok {
+			d.ok[i].Store(0)
+		}
+		d.changed = st.Ctim
+	}
+	return nil
 }
 
 // ReadAt reads the stream, checking the pieces it touches first.
@@ -91,6 +123,9 @@ var pieceBufs = sync.Pool{New: func() any { b := make([]byte, ChunkSize); return
 func (d *DecodedCopy) Verify(off, n int64) error {
 	if n <= 0 || off >= d.size {
 		return nil
+	}
+	if err := d.sinceChecked(); err != nil {
+		return err
 	}
 	end := min(off+n, d.size)
 	for k := int(off / d.sums.Size); int64(k)*d.sums.Size < end; k++ {

@@ -122,7 +122,9 @@ func viewAs[T any](b []byte, n int) []T {
 // Index may be nil). The mapping lives as long as the process: a mount
 // serves from it until it exits.
 func LoadTreeFile(path string, ids []LayerID, layers []Layer) (*Tree, error) {
-	f, err := os.Open(path)
+	// Not through a symlink: the tree cache's files are ours, made by
+	// rename; one planted there must not be mapped.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0) // NONBLOCK: nor may a FIFO hang the open
 	if err != nil {
 		return nil, err
 	}
@@ -131,8 +133,8 @@ func LoadTreeFile(path string, ids []LayerID, layers []Layer) (*Tree, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fi.Size() < 32 || fi.Size() > 1<<40 {
-		return nil, fmt.Errorf("%w: %s: bad size", ErrBadTree, path)
+	if !fi.Mode().IsRegular() || fi.Size() < 32 || fi.Size() > 1<<40 {
+		return nil, fmt.Errorf("%w: %s: not a regular file of a plausible size", ErrBadTree, path)
 	}
 	m, err := syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
 	if err != nil {

@@ -124,7 +124,7 @@ func (d Dir) LoadHeader(dg digest.Digest) (*layerindex.Index, io.Closer, error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	f, err := os.Open(p)
+	f, err := OpenFile(p)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -140,11 +140,29 @@ func (d Dir) LoadHeader(dg digest.Digest) (*layerindex.Index, io.Closer, error) 
 	return ix, f, nil
 }
 
-// touch records a cache file's use in its mtime, which List reports as
-// its last use and Prune goes by; best effort.
-func touch(p string) {
-	now := time.Now()
-	os.Chtimes(p, now, now)
+// Touch records a cache file's use in its mtime, which List reports as
+// its last use and Prune goes by; best effort. A symlink planted in the
+// cache is not followed: its target is not ours to change.
+func Touch(p string) {
+	unix.UtimesNanoAt(unix.AT_FDCWD, p, nil, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+func touch(p string) { Touch(p) }
+
+// OpenFile opens a cache file for reading, refusing a symlink (or
+// anything but a regular file) in its place: every file of the cache is
+// ours, made by rename, and a link planted there must not make a mount
+// read, or later touch, a file elsewhere.
+func OpenFile(p string) (*os.File, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0) // NONBLOCK: a FIFO there must not hang the open
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("%s: not a regular file: %w", p, layerindex.ErrBadIndex)
+	}
+	return f, nil
 }
 
 // HasIndex says whether a usable index of dg is cached (its head checks).
@@ -161,7 +179,12 @@ func (d Dir) loadIndex(dg digest.Digest) (*layerindex.Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := os.ReadFile(p)
+	f, err := OpenFile(p)
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(f)
+	f.Close()
 	if err != nil {
 		return nil, err
 	}

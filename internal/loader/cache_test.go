@@ -2,6 +2,7 @@ package loader
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -300,5 +302,107 @@ func TestLeftoverTempFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(live.Name()); err != nil {
 		t.Errorf("prune removed a temp file being written: %v", err)
+	}
+}
+
+// Every kind of cache file, damaged every way a user or a disk can: the
+// load still serves the image exactly (rebuilding what it must), or fails
+// a read, but never serves other bytes, never hangs, and never changes a
+// file outside the cache.
+func TestCacheAttackMatrix(t *testing.T) {
+	src, big := zstdImage(t)
+	want := ""
+	outside := filepath.Join(t.TempDir(), "not-ours")
+	kinds := map[string]string{
+		"index":   filepath.Join("index", "v*", "sha256", "*"),
+		"tree":    filepath.Join("tree", "v*", "sha256", "*"),
+		"decoded": filepath.Join("decoded", "*.tar"),
+	}
+	var otherFile string
+	other := func(t *testing.T) string { // a file of another image's cache
+		if otherFile == "" {
+			c := filepath.Join(filepath.Dir(outside), "other-cache")
+			s2, _ := image(t)
+			load(t, s2, Options{CacheDir: c}).Close()
+			m, _ := filepath.Glob(filepath.Join(c, "index", "v*", "sha256", "*"))
+			otherFile = m[0]
+		}
+		return otherFile
+	}
+	damages := map[string]func(t *testing.T, p string){
+		"flip": func(t *testing.T, p string) {
+			b, _ := os.ReadFile(p)
+			b[len(b)/2] ^= 0x10
+			os.WriteFile(p, b, 0o600)
+		},
+		"truncate": func(t *testing.T, p string) { fi, _ := os.Stat(p); os.Truncate(p, fi.Size()/2) },
+		"empty":    func(t *testing.T, p string) { os.Truncate(p, 0) },
+		"other-image": func(t *testing.T, p string) {
+			b, _ := os.ReadFile(other(t))
+			os.WriteFile(p, b, 0o600)
+		},
+		"symlink": func(t *testing.T, p string) {
+			b, _ := os.ReadFile(p)
+			os.WriteFile(outside, b, 0o600) // a perfect copy, but not ours
+			old := time.Now().Add(-time.Hour)
+			os.Chtimes(outside, old, old)
+			os.Remove(p)
+			os.Symlink(outside, p)
+		},
+		"directory": func(t *testing.T, p string) { os.Remove(p); os.MkdirAll(filepath.Join(p, "x"), 0o700) },
+		"fifo":      func(t *testing.T, p string) { os.Remove(p); syscall.Mkfifo(p, 0o600) },
+	}
+	for kind, glob := range kinds {
+		for name, damage := range damages {
+			t.Run(kind+"/"+name, func(t *testing.T) {
+				cacheDir := t.TempDir()
+				o := Options{CacheDir: cacheDir}
+				cold := load(t, src, o)
+				if want == "" {
+					want = dump(t, cold.Tree)
+				}
+				cold.Close()
+				m, _ := filepath.Glob(filepath.Join(cacheDir, glob))
+				if len(m) == 0 {
+					t.Fatalf("no %s file", kind)
+				}
+				for _, p := range m {
+					damage(t, p)
+				}
+				done := make(chan struct{})
+				var im *Image
+				var err error
+				go func() {
+					defer close(done)
+					im, err = Load(context.Background(), src, blobs.Options{}, o)
+				}()
+				select {
+				case <-done:
+				case <-time.After(time.Minute):
+					t.Fatal("load hangs on the damaged cache")
+				}
+				if err != nil {
+					t.Fatalf("load: %v", err)
+				}
+				defer im.Close()
+				got, err := readTreeFile(im.Tree, "d/big")
+				if err == nil && !bytes.Equal(got, big) {
+					t.Fatal("wrong bytes served")
+				}
+				if err != nil {
+					t.Logf("read failed (allowed, never wrong bytes): %v", err)
+				}
+				if err == nil {
+					if d := dump(t, im.Tree); d != want {
+						t.Errorf("tree differs after damage")
+					}
+				}
+				if name == "symlink" {
+					if fi, err := os.Stat(outside); err == nil && time.Since(fi.ModTime()) < 30*time.Minute {
+						t.Errorf("a file outside the cache was touched through a planted symlink")
+					}
+				}
+			})
+		}
 	}
 }

@@ -16,7 +16,6 @@ import (
 	"runtime/debug"
 	"sort"
 	"sync"
-	"time"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -422,8 +421,7 @@ func loadWarm(bi *blobs.Image, fmts []*layerindex.Format, o Options, im *Image) 
 		}
 		return fail()
 	}
-	now := time.Now()
-	os.Chtimes(tp, now, now) // last use, for prune
+	cache.Touch(tp) // last use, for prune
 	im.Indexes, im.Tree, im.closers = indexes, tree, closers
 	im.FromCache = make([]bool, n)
 	for i := lo; i < hi; i++ {
@@ -648,8 +646,16 @@ func buildIndex(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Opt
 		err = os.Rename(tmp.Name(), dir.DecodedPath(ix.Digest))
 	}
 	if err != nil {
-		cleanup()
-		return indexed{}, err
+		// Something else is in the copy's place (a directory, say): serve
+		// this mount from the unlinked file, and cache nothing.
+		logf(o, "caching the decoded copy of %s: %v; serving it from an unlinked file", ix.Digest, err)
+		os.Remove(tmp.Name())
+		dc, err := layerindex.NewDecodedCopy(tmp, ix)
+		if err != nil {
+			cleanup()
+			return indexed{}, err
+		}
+		return indexed{ix: ix, content: dc, closer: dc}, nil
 	}
 	storeIndex(ix)
 	dc, err := decodedCopy(tmp, ix, dir.DecodedPath(ix.Digest), o)
@@ -697,17 +703,18 @@ func servedFrom(ix *layerindex.Index, l *blobs.Layer, f *layerindex.Format, dir 
 		return indexed{}, false
 	}
 	p := dir.DecodedPath(ix.Digest)
-	file, err := os.Open(p)
+	file, err := cache.OpenFile(p)
 	if err != nil {
 		return indexed{}, false
 	}
+	// Last use, for prune; before the copy notes the file's ctime, which
+	// this moves (a later move means a write: every piece is checked again).
+	cache.Touch(p)
 	dc, err := decodedCopy(file, ix, p, o)
 	if err != nil {
 		file.Close()
 		return indexed{}, false
 	}
-	now := time.Now()
-	os.Chtimes(p, now, now) // last use, for prune
 	return indexed{ix: ix, content: dc, closer: dc}, true
 }
 
