@@ -129,6 +129,12 @@ func LoadTreeFile(path string, ids []LayerID, layers []Layer) (*Tree, error) {
 		return nil, err
 	}
 	defer f.Close()
+	return MapTreeFile(f, path, ids, layers)
+}
+
+// MapTreeFile is LoadTreeFile for a file already open (one with no name,
+// say); path names it in errors. f may be closed afterwards.
+func MapTreeFile(f *os.File, path string, ids []LayerID, layers []Layer) (*Tree, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -287,4 +289,52 @@ func TestColdMountReleasesMergeHeap(t *testing.T) {
 	if cold > warm+warm/2+(16<<20) {
 		t.Errorf("cold mount holds %d MB, warm %d MB: the merge heap was kept", cold>>20, warm>>20)
 	}
+}
+
+// A first mount (here: index) killed with -9 while it writes a decoded
+// zstd copy leaves nothing in the cache: the copy has no name until it is
+// complete (O_TMPFILE).
+func TestKilledIndexLeavesNoTemp(t *testing.T) {
+	requireIntegration(t)
+	dir := filepath.Join(t.TempDir(), "layout")
+	big := make([]byte, 96<<20)
+	rand.New(rand.NewSource(5)).Read(big)
+	tartest.WriteOCILayout(t, dir, tartest.Image{Ref: "latest", Layers: []tartest.ImageLayer{
+		{Compression: tartest.Zstd, Tar: tartest.Tar(t, tartest.FileBytes("big", big, 0o644))},
+	}})
+	big = nil
+	cacheDir := t.TempDir()
+	decDir := filepath.Join(cacheDir, "decoded")
+	for attempt := 0; attempt < 5; attempt++ {
+		cmd := exec.Command(ocimountBin(t), "index", "-q", "--cache-dir", cacheDir, dir)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Kill it once it holds a file open in decoded/ (the copy being
+		// written).
+		writing := waitFor(30*time.Second, func() bool {
+			fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+			for _, fd := range fds {
+				l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", cmd.Process.Pid, fd.Name()))
+				if strings.HasPrefix(l, decDir) {
+					return true
+				}
+			}
+			return false
+		})
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		if !writing {
+			continue // finished before we saw it: try again on a fresh cache
+		}
+		ents, _ := os.ReadDir(decDir)
+		for _, e := range ents {
+			t.Errorf("left in decoded/ by a killed index: %s", e.Name())
+		}
+		if r := run(t, time.Minute, "cache", "ls", "--cache-dir", cacheDir); strings.Contains(r.stdout, "temp") {
+			t.Errorf("cache ls shows temp files after a killed index:\n%s", r.stdout)
+		}
+		return
+	}
+	t.Skip("never caught the index while it wrote the decoded copy")
 }

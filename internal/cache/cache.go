@@ -25,6 +25,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -250,25 +251,90 @@ func WriteAtomic(path string, b []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	f, err := CreateTemp(dir, ".tmp-*")
+	t, err := NewTemp(dir)
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
+	defer t.Discard()
+	if _, err := t.Write(b); err != nil {
+		return err
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-	return err
+	return t.Publish(path)
 }
+
+// Temp is a file being written into the cache. Where the filesystem
+// allows, it has no name until Publish (O_TMPFILE): a writer killed with
+// -9 halfway through a multi-gigabyte decoded copy then leaves nothing
+// behind at all. Elsewhere it is a locked ".tmp-" file (CreateTemp) that
+// SweepTemps removes once its writer is gone.
+type Temp struct {
+	*os.File
+	name      string // "" while unnamed
+	published bool
+}
+
+// NewTemp creates a Temp in dir, which must be on the filesystem of the
+// path it will be published at.
+func NewTemp(dir string) (*Temp, error) {
+	f, err := os.OpenFile(dir, os.O_RDWR|unix.O_TMPFILE, 0o600)
+	if err == nil {
+		return &Temp{File: f}, nil
+	}
+	// EOPNOTSUPP, EISDIR (kernels or filesystems without O_TMPFILE).
+	f, err = CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	return &Temp{File: f, name: f.Name()}, nil
+}
+
+// Publish syncs the file and puts it at path, replacing what is there
+// (atomically: readers see the old file or the whole new one). The file
+// stays open: a decoded copy goes on serving from it.
+func (t *Temp) Publish(path string) error {
+	if err := t.Sync(); err != nil {
+		return err
+	}
+	if t.name == "" {
+		// Give it a name next to path, then rename it over path (linkat
+		// cannot replace). A kill between the two leaves a temp file the
+		// sweeper finds: unlocked, since this one never was.
+		name := filepath.Join(filepath.Dir(path), fmt.Sprintf(".tmp-%d-%d", os.Getpid(), tempSeq.Add(1)))
+		if err := unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", t.Fd()), unix.AT_FDCWD, name, unix.AT_SYMLINK_FOLLOW); err != nil {
+			return fmt.Errorf("linking %s: %w", name, err)
+		}
+		t.name = name
+	}
+	if err := os.Rename(t.name, path); err != nil {
+		return err
+	}
+	t.name, t.published = "", true
+	return nil
+}
+
+// Unlink removes the Temp's name, if it has one, for a caller that keeps
+// the open file as anonymous storage; Discard still closes it.
+func (t *Temp) Unlink() {
+	if t.name != "" {
+		os.Remove(t.name)
+		t.name = ""
+	}
+}
+
+// Discard closes and removes a Temp that was not published; after
+// Publish it does nothing (the caller closes the file it kept).
+func (t *Temp) Discard() {
+	if t == nil || t.published || t.File == nil {
+		return
+	}
+	t.File.Close()
+	if t.name != "" {
+		os.Remove(t.name)
+	}
+	t.File = nil
+}
+
+var tempSeq atomic.Int64
 
 // CreateTemp creates a temp file (pattern as for os.CreateTemp; it must
 // start with ".tmp-") and holds an exclusive flock on it until the file is

@@ -231,22 +231,22 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	for _, ix := range im.Indexes[lo:hi] {
 		ids = append(ids, overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize})
 	}
-	var stored string // where the tree file is, if it was written
-	if dir.Enabled() || !o.KeepEntries {
-		stored = storeTree(tree, ids, dir, o.View.treeKey(bi.ManifestDigest), o)
-	}
-	if !o.KeepEntries {
+	switch {
+	case !o.KeepEntries:
 		for _, ix := range im.Indexes[lo:hi] {
 			ix.Entries = nil // the tree has what reads need; free the tables
 		}
-		if stored != "" {
-			if t := frozen(stored, ids, layers[lo:hi], o); t != nil {
-				im.Tree = t
-				debug.FreeOSMemory() // the built tree's heap, now garbage
-			}
-			if !dir.Enabled() {
-				os.Remove(stored) // mapped: lives until the process exits
-			}
+		if t := freeze(tree, ids, layers[lo:hi], dir, o.View.treeKey(bi.ManifestDigest), o); t != nil {
+			im.Tree = t
+			debug.FreeOSMemory() // the built tree's heap, now garbage
+		}
+	case dir.Enabled():
+		// Forensics keep the entries and the built tree; the next mount
+		// still finds the tree file.
+		if b, err := tree.MarshalBinary(ids); err != nil {
+			logf(o, "serializing the merged tree: %v", err)
+		} else if err := dir.StoreTree(o.View.treeKey(bi.ManifestDigest), b); err != nil {
+			logf(o, "caching the merged tree: %v", err)
 		}
 	}
 	return im, nil
@@ -316,33 +316,33 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 	return layers, nil
 }
 
-// storeTree writes the merged tree's file: into the cache, or without one
-// into a temp file for frozen. It returns the file's path ("" if it could
-// not be written, which costs memory, not correctness).
-func storeTree(tree *overlay.Tree, ids []overlay.LayerID, dir cache.Dir, key digest.Digest, o Options) string {
+// freeze writes the merged tree's file (into the cache, or without one
+// into an unnamed temp file) and maps it (see frozen). nil: the built tree
+// stays, which costs memory, not correctness.
+func freeze(tree *overlay.Tree, ids []overlay.LayerID, layers []overlay.Layer, dir cache.Dir, key digest.Digest, o Options) *overlay.Tree {
 	b, err := tree.MarshalBinary(ids)
 	if err != nil {
 		logf(o, "serializing the merged tree: %v", err)
-		return ""
+		return nil
 	}
 	if dir.Enabled() {
 		if err := dir.StoreTree(key, b); err != nil {
 			logf(o, "caching the merged tree: %v", err)
-			return ""
+			return nil
 		}
 		p, _ := dir.TreePath(key)
-		return p
+		return frozen(func() (*overlay.Tree, error) { return overlay.LoadTreeFile(p, ids, layers) }, o)
 	}
-	f, err := os.CreateTemp("", "ocimount-tree-*")
+	t, err := cache.NewTemp(os.TempDir())
 	if err != nil {
-		return ""
+		return nil
 	}
-	defer f.Close()
-	if _, err := f.Write(b); err != nil {
-		os.Remove(f.Name())
-		return ""
+	defer t.Discard() // mapped: the pages live on until the process exits
+	t.Unlink()
+	if _, err := t.Write(b); err != nil {
+		return nil
 	}
-	return f.Name()
+	return frozen(func() (*overlay.Tree, error) { return overlay.MapTreeFile(t.File, "merged tree", ids, layers) }, o)
 }
 
 // frozen maps the tree file a cold mount's merged tree was written to, so
@@ -351,8 +351,8 @@ func storeTree(tree *overlay.Tree, ids []overlay.LayerID, dir cache.Dir, key dig
 // for a million-entry image) that the server would otherwise keep for its
 // whole life, though all it needs is the flat, file-backed tree. nil (the
 // built tree is served) if the file cannot be mapped.
-func frozen(path string, ids []overlay.LayerID, layers []overlay.Layer, o Options) *overlay.Tree {
-	t, err := overlay.LoadTreeFile(path, ids, layers)
+func frozen(mapIt func() (*overlay.Tree, error), o Options) *overlay.Tree {
+	t, err := mapIt()
 	if err != nil {
 		logf(o, "mapping the merged tree: %v", err)
 		return nil
@@ -558,11 +558,12 @@ func buildIndex(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Opt
 	if o.Progress != nil {
 		bo.Progress = func(done int64) { o.Progress(l.Index, done, l.Blob.Size()) }
 	}
-	var tmp *os.File
+	var tmp *cache.Temp
 	if f.KeepsDecodedCopy() {
 		// A single-frame zstd layer (the common case) cannot be entered
 		// in the middle, so keep the decoded stream; dropped below if the
-		// frames turn out small enough to serve as checkpoints.
+		// frames turn out small enough to serve as checkpoints. Unnamed
+		// where the filesystem allows, so a killed mount leaves nothing.
 		tdir := os.TempDir()
 		if dir.Enabled() {
 			tdir = filepath.Dir(dir.DecodedPath(l.Descriptor.Digest))
@@ -571,22 +572,12 @@ func buildIndex(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Opt
 			return indexed{}, err
 		}
 		var err error
-		if dir.Enabled() {
-			tmp, err = cache.CreateTemp(tdir, ".tmp-layer-*") // locked: not swept while written
-		} else {
-			tmp, err = os.CreateTemp(tdir, ".tmp-layer-*")
-		}
-		if err != nil {
+		if tmp, err = cache.NewTemp(tdir); err != nil {
 			return indexed{}, err
 		}
 		bo.Tee = tmp
 	}
-	cleanup := func() {
-		if tmp != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}
+	cleanup := func() { tmp.Discard() }
 	var stream io.Reader = io.NewSectionReader(l.Blob, 0, l.Blob.Size())
 	if st, ok := l.Blob.(streamer); ok {
 		// One streaming GET, not thousands of range reads.
@@ -626,41 +617,32 @@ func buildIndex(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Opt
 		}
 		return indexed{ix: ix}, nil
 	}
-	if !dir.Enabled() {
-		// Anonymous: the open handle keeps the data until Close.
-		os.Remove(tmp.Name())
-		dc, err := layerindex.NewDecodedCopy(tmp, ix)
-		if err != nil {
-			cleanup()
-			return indexed{}, err
-		}
-		return indexed{ix: ix, content: dc, closer: dc}, nil
-	}
 	// Keep the decoded copy under the blob digest for later mounts; the
 	// open handle serves reads even if another mount replaces the file.
 	// The index (with the copy's piece digests) is stored only now, so
 	// a cached index that asks for a decoded copy has the digests to
 	// check it with.
-	err = tmp.Sync()
-	if err == nil {
-		err = os.Rename(tmp.Name(), dir.DecodedPath(ix.Digest))
-	}
-	if err != nil {
-		// Something else is in the copy's place (a directory, say): serve
-		// this mount from the unlinked file, and cache nothing.
-		logf(o, "caching the decoded copy of %s: %v; serving it from an unlinked file", ix.Digest, err)
-		os.Remove(tmp.Name())
-		dc, err := layerindex.NewDecodedCopy(tmp, ix)
-		if err != nil {
-			cleanup()
-			return indexed{}, err
+	if dir.Enabled() {
+		if err := tmp.Publish(dir.DecodedPath(ix.Digest)); err != nil {
+			// Something else is in the copy's place (a directory, say):
+			// serve this mount from the temp file, and cache nothing.
+			logf(o, "caching the decoded copy of %s: %v; serving it from an unnamed file", ix.Digest, err)
+		} else {
+			storeIndex(ix)
+			dc, err := decodedCopy(tmp.File, ix, dir.DecodedPath(ix.Digest), o)
+			if err != nil {
+				tmp.Close()
+				return indexed{}, err
+			}
+			return indexed{ix: ix, content: dc, closer: dc}, nil
 		}
-		return indexed{ix: ix, content: dc, closer: dc}, nil
 	}
-	storeIndex(ix)
-	dc, err := decodedCopy(tmp, ix, dir.DecodedPath(ix.Digest), o)
+	// Anonymous (no cache, or it could not be cached): the open handle
+	// keeps the data until Close; the name, if it has one, goes now.
+	tmp.Unlink()
+	dc, err := layerindex.NewDecodedCopy(tmp.File, ix)
 	if err != nil {
-		tmp.Close()
+		cleanup()
 		return indexed{}, err
 	}
 	return indexed{ix: ix, content: dc, closer: dc}, nil
