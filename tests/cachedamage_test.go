@@ -48,6 +48,16 @@ func fileSize(p string) int64 {
 	return fi.Size()
 }
 
+// unmount unmounts the server's mount point with ocimount umount and
+// waits for the server to exit.
+func (s *fgServer) unmount(t *testing.T, mnt string) {
+	t.Helper()
+	if r := run(t, time.Minute, "umount", mnt); r.code != 0 {
+		t.Errorf("umount: %s", r)
+	}
+	s.wait(30 * time.Second)
+}
+
 // zbigOf is 5 MiB of hex text: compressible, so deflate writes Huffman
 // blocks whose checkpoints need their 32 KiB windows.
 func zbigOf(big []byte) []byte { return []byte(hex.EncodeToString(big[:5<<19])) }
@@ -126,8 +136,7 @@ func TestDamagedDecodedCopy(t *testing.T) {
 	if got, err := os.ReadFile(filepath.Join(mnt, "d/big")); err != nil || !bytes.Equal(got, big) {
 		t.Fatalf("after remount: %d bytes, %v", len(got), err)
 	}
-	run(t, time.Minute, "umount", mnt)
-	srv.wait(30 * time.Second)
+	srv.unmount(t, mnt)
 }
 
 // A truncated layer index is rebuilt when the mount loads it, instead of
@@ -140,8 +149,7 @@ func TestTruncatedIndexFile(t *testing.T) {
 	// warm one, which reads index heads only.
 	mnt := newMountpoint(t)
 	srv := startForeground(t, src, mnt, "--cache-dir", cacheDir)
-	run(t, time.Minute, "umount", mnt)
-	srv.wait(30 * time.Second)
+	srv.unmount(t, mnt)
 	idx, _ := filepath.Glob(filepath.Join(cacheDir, "index", "v*", "sha256", "*"))
 	if len(idx) != 2 {
 		t.Fatalf("index files: %v", idx)
@@ -167,8 +175,7 @@ func TestTruncatedIndexFile(t *testing.T) {
 	if len(bad) > 0 {
 		t.Errorf("%d files unreadable or wrong after the index was truncated: %v", len(bad), bad[:min(5, len(bad))])
 	}
-	run(t, time.Minute, "umount", mnt)
-	srv.wait(30 * time.Second)
+	srv.unmount(t, mnt)
 }
 
 // A warm mount uses the layer indexes and the decoded copy: prune must
@@ -191,8 +198,7 @@ func TestPruneKeepsWhatWarmMountsUse(t *testing.T) {
 	})
 	mnt := newMountpoint(t)
 	srv := startForeground(t, src, mnt, "--cache-dir", cacheDir)
-	run(t, time.Minute, "umount", mnt)
-	srv.wait(30 * time.Second)
+	srv.unmount(t, mnt)
 	for _, p := range files {
 		if fi, err := os.Stat(p); err != nil || fi.ModTime().Before(time.Now().Add(-time.Hour)) {
 			rel, _ := filepath.Rel(cacheDir, p)
@@ -272,8 +278,7 @@ func TestColdMountReleasesMergeHeap(t *testing.T) {
 	measure := func() int64 {
 		srv := startForeground(t, dir, mnt, "--cache-dir", cacheDir)
 		defer func() {
-			run(t, time.Minute, "umount", mnt)
-			srv.wait(30 * time.Second)
+			srv.unmount(t, mnt)
 		}()
 		// Walk the mount so both serve the whole tree once.
 		des, err := os.ReadDir(filepath.Join(mnt, "many"))
