@@ -171,82 +171,23 @@ func UnmarshalTree(data []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 // parseTree takes body = the file without its checksum, starting with the
 // magic (so that section offsets keep the file's 8-byte alignment).
 func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
-	le := binary.LittleEndian
-	if len(body) < len(treeMagic)+16 {
-		return nil, fmt.Errorf("%w: truncated", ErrBadTree)
+	r := &treeReader{b: body}
+	if err := r.header(ids, layers); err != nil {
+		return nil, err
 	}
-	if v := le.Uint32(body[len(treeMagic):]); v != treeVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", ErrBadTree, v, treeVersion)
-	}
-	if binary.NativeEndian.Uint32(body[len(treeMagic)+4:]) != bomValue {
-		return nil, fmt.Errorf("%w: written with another byte order", ErrBadTree)
-	}
-	if v := le.Uint32(body[len(treeMagic)+8:]); v != MergeRulesVersion {
-		return nil, fmt.Errorf("%w: merged by rules version %d, want %d", ErrBadTree, v, MergeRulesVersion)
-	}
-	pos := len(treeMagic) + 12
-	bad := func(what string) (*Tree, error) { return nil, fmt.Errorf("%w: %s", ErrBadTree, what) }
-	u32 := func() (uint32, bool) {
-		if pos+4 > len(body) {
-			return 0, false
-		}
-		v := le.Uint32(body[pos:])
-		pos += 4
-		return v, true
-	}
-	take := func(n uint64) ([]byte, bool) {
-		if pos > len(body) || n > uint64(len(body)-pos) {
-			return nil, false
-		}
-		p := body[pos : pos+int(n)]
-		pos += int(n)
-		return p, true
-	}
-	nl, ok := u32()
-	if !ok || int(nl) != len(ids) || int(nl) != len(layers) {
-		return bad(fmt.Sprintf("made from %d layers, image has %d", nl, len(ids)))
-	}
-	for i := range int(nl) {
-		var parts [2]string
-		for j := range parts {
-			n, ok := u32()
-			p, ok2 := take(uint64(n))
-			if !ok || !ok2 {
-				return bad("truncated layer list")
-			}
-			parts[j] = string(p)
-		}
-		us, ok := take(8)
-		if !ok || parts[0] != string(ids[i].Digest) || parts[1] != string(ids[i].DiffID) || int64(le.Uint64(us)) != ids[i].UncompressedSize {
-			return bad(fmt.Sprintf("layer %d differs", i))
-		}
-	}
-	section := func(size uintptr) ([]byte, int, bool) {
-		pos = (pos + 7) &^ 7
-		nb, ok := take(8)
-		if !ok {
-			return nil, 0, false
-		}
-		n := le.Uint64(nb)
-		if n > uint64(len(body))/uint64(size) {
-			return nil, 0, false
-		}
-		p, ok := take(n * uint64(size))
-		return p, int(n), ok
-	}
-	strB, _, ok1 := section(1)
-	nodeB, nn, ok2 := section(unsafe.Sizeof(node{}))
-	inodeB, ni, ok3 := section(unsafe.Sizeof(inode{}))
-	xB, nx, ok4 := section(unsafe.Sizeof(xattrRef{}))
-	fB, nf, ok5 := section(unsafe.Sizeof(layerindex.Fragment{}))
+	strB, _, ok1 := r.section(1)
+	nodeB, nn, ok2 := r.section(unsafe.Sizeof(node{}))
+	inodeB, ni, ok3 := r.section(unsafe.Sizeof(inode{}))
+	xB, nx, ok4 := r.section(unsafe.Sizeof(xattrRef{}))
+	fB, nf, ok5 := r.section(unsafe.Sizeof(layerindex.Fragment{}))
 	if !(ok1 && ok2 && ok3 && ok4 && ok5) {
-		return bad("truncated")
+		return nil, badTree("truncated")
 	}
-	if pos != len(body) {
-		return bad("trailing bytes")
+	if r.pos != len(body) {
+		return nil, badTree("trailing bytes")
 	}
 	if nn < 1 || ni < 1 {
-		return bad("empty tree")
+		return nil, badTree("empty tree")
 	}
 	// Sections must be aligned for in-place use; a heap copy is made if
 	// the caller's buffer is not (tests, fuzzing).
@@ -259,53 +200,146 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 	if len(strB) > 0 {
 		t.strs = unsafe.String(&strB[0], len(strB))
 	}
-	ns := uint64(len(t.strs))
-	strOK := func(o, l uint32) bool { return uint64(o)+uint64(l) <= ns }
 	t.xattrs = viewAs[xattrRef](xB, nx)
-	for i, x := range t.xattrs {
-		if !strOK(x.nameOff, x.nameLen) || !strOK(x.valOff, x.valLen) {
-			return bad(fmt.Sprintf("xattr %d out of range", i))
-		}
-	}
 	t.frags = viewAs[layerindex.Fragment](fB, nf)
 	t.inodes = viewAs[inode](inodeB, ni)
+	// nodes[0] is unused: the section holds nodes 1..nn, so view one
+	// record earlier is not possible; keep a small header slot instead.
+	nodes := viewAs[node](nodeB, nn)
+	t.nodes = unsafe.Slice((*node)(unsafe.Add(unsafe.Pointer(&nodes[0]), -int(unsafe.Sizeof(node{})))), nn+1)
+	if err := t.checkRanges(len(layers)); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func badTree(what string) error { return fmt.Errorf("%w: %s", ErrBadTree, what) }
+
+// treeReader reads a tree file's header and sections.
+type treeReader struct {
+	b   []byte
+	pos int
+}
+
+func (r *treeReader) u32() (uint32, bool) {
+	if r.pos+4 > len(r.b) {
+		return 0, false
+	}
+	v := binary.LittleEndian.Uint32(r.b[r.pos:])
+	r.pos += 4
+	return v, true
+}
+
+func (r *treeReader) take(n uint64) ([]byte, bool) {
+	if r.pos > len(r.b) || n > uint64(len(r.b)-r.pos) {
+		return nil, false
+	}
+	p := r.b[r.pos : r.pos+int(n)]
+	r.pos += int(n)
+	return p, true
+}
+
+// section reads an 8-aligned array of records of size bytes.
+func (r *treeReader) section(size uintptr) ([]byte, int, bool) {
+	r.pos = (r.pos + 7) &^ 7
+	nb, ok := r.take(8)
+	if !ok {
+		return nil, 0, false
+	}
+	n := binary.LittleEndian.Uint64(nb)
+	if n > uint64(len(r.b))/uint64(size) {
+		return nil, 0, false
+	}
+	p, ok := r.take(n * uint64(size))
+	return p, int(n), ok
+}
+
+// header checks magic, versions and byte order, and that the tree was
+// made from exactly these layers.
+func (r *treeReader) header(ids []LayerID, layers []Layer) error {
+	le, body := binary.LittleEndian, r.b
+	if len(body) < len(treeMagic)+16 {
+		return badTree("truncated")
+	}
+	if v := le.Uint32(body[len(treeMagic):]); v != treeVersion {
+		return fmt.Errorf("%w: version %d, want %d", ErrBadTree, v, treeVersion)
+	}
+	if binary.NativeEndian.Uint32(body[len(treeMagic)+4:]) != bomValue {
+		return badTree("written with another byte order")
+	}
+	if v := le.Uint32(body[len(treeMagic)+8:]); v != MergeRulesVersion {
+		return fmt.Errorf("%w: merged by rules version %d, want %d", ErrBadTree, v, MergeRulesVersion)
+	}
+	r.pos = len(treeMagic) + 12
+	nl, ok := r.u32()
+	if !ok || int(nl) != len(ids) || int(nl) != len(layers) {
+		return badTree(fmt.Sprintf("made from %d layers, image has %d", nl, len(ids)))
+	}
+	for i := range int(nl) {
+		var parts [2]string
+		for j := range parts {
+			n, ok := r.u32()
+			p, ok2 := r.take(uint64(n))
+			if !ok || !ok2 {
+				return badTree("truncated layer list")
+			}
+			parts[j] = string(p)
+		}
+		us, ok := r.take(8)
+		if !ok || parts[0] != string(ids[i].Digest) || parts[1] != string(ids[i].DiffID) || int64(le.Uint64(us)) != ids[i].UncompressedSize {
+			return badTree(fmt.Sprintf("layer %d differs", i))
+		}
+	}
+	return nil
+}
+
+// checkRanges range-checks every index in a mapped tree (string offsets,
+// xattrs, sparse maps, layers, node links), so that serving from it can
+// never index out of bounds, and that its structure is a tree: parents
+// before children, each node among its parent's children, each inode
+// number naming a node of that inode.
+func (t *Tree) checkRanges(nl int) error {
+	ns := uint64(len(t.strs))
+	strOK := func(o, l uint32) bool { return uint64(o)+uint64(l) <= ns }
+	nx, nf, ni, nn := len(t.xattrs), len(t.frags), len(t.inodes), len(t.nodes)-1
+	for i, x := range t.xattrs {
+		if !strOK(x.nameOff, x.nameLen) || !strOK(x.valOff, x.valLen) {
+			return badTree(fmt.Sprintf("xattr %d out of range", i))
+		}
+	}
 	for i := range t.inodes {
 		in := &t.inodes[i]
 		if sp, rn := *(*byte)(unsafe.Pointer(&in.sparse)), *(*byte)(unsafe.Pointer(&in.renamed)); sp > 1 || rn > 1 {
-			return bad(fmt.Sprintf("inode %d: bad flag", i))
+			return badTree(fmt.Sprintf("inode %d: bad flag", i))
 		}
 		if uint64(in.fragOff)+uint64(in.fragN) <= uint64(nf) {
 			end := int64(0)
 			for _, f := range t.frags[in.fragOff : in.fragOff+in.fragN] {
 				if f.Off < end || f.Len < 0 || f.Off+f.Len < f.Off || f.Off+f.Len > in.size {
-					return bad(fmt.Sprintf("inode %d: bad sparse map", i))
+					return badTree(fmt.Sprintf("inode %d: bad sparse map", i))
 				}
 				end = f.Off + f.Len
 			}
 		}
 		if uint64(in.xattrOff)+uint64(in.xattrN) > uint64(nx) || uint64(in.fragOff)+uint64(in.fragN) > uint64(nf) ||
 			!strOK(in.linkOff, in.linkLen) || in.kind < layerindex.KindReg || in.kind > layerindex.KindFIFO ||
-			in.layer < -1 || int(in.layer) >= int(nl) || (in.kind == layerindex.KindReg && in.layer < 0) || in.size < 0 || in.offset < 0 {
-			return bad(fmt.Sprintf("inode %d out of range", i))
+			in.layer < -1 || int(in.layer) >= nl || (in.kind == layerindex.KindReg && in.layer < 0) || in.size < 0 || in.offset < 0 {
+			return badTree(fmt.Sprintf("inode %d out of range", i))
 		}
 	}
-	// nodes[0] is unused: the section holds nodes 1..nn, so view one
-	// record earlier is not possible; keep a small header slot instead.
-	nodes := viewAs[node](nodeB, nn)
-	t.nodes = unsafe.Slice((*node)(unsafe.Add(unsafe.Pointer(&nodes[0]), -int(unsafe.Sizeof(node{})))), nn+1)
 	for i := 1; i <= nn; i++ {
 		n := &t.nodes[i]
 		// Breadth-first layout: parents come before children, so parent
 		// chains always end at the root (no cycles).
 		if (i == 1 && n.parent != RootID) || (i > 1 && (n.parent < RootID || int(n.parent) >= i)) || !strOK(n.nameOff, n.nameLen) ||
 			int(n.inode) >= ni || (n.count > 0 && (n.first <= NodeID(i) || uint64(n.first)+uint64(n.count) > uint64(nn+1))) {
-			return bad(fmt.Sprintf("node %d out of range", i))
+			return badTree(fmt.Sprintf("node %d out of range", i))
 		}
 	}
 	for i := 2; i <= nn; i++ {
 		p := &t.nodes[t.nodes[i].parent]
 		if NodeID(i) < p.first || uint64(i) >= uint64(p.first)+uint64(p.count) || t.inodes[p.inode].kind != layerindex.KindDir {
-			return bad(fmt.Sprintf("node %d is not among its parent's children", i))
+			return badTree(fmt.Sprintf("node %d is not among its parent's children", i))
 		}
 	}
 	// An inode number is the NodeID of one of its names: FUSE uses it as
@@ -313,11 +347,11 @@ func parseTree(body []byte, ids []LayerID, layers []Layer) (*Tree, error) {
 	for i := range t.inodes {
 		ino := t.inodes[i].ino
 		if ino < int64(RootID) || ino > int64(nn) || t.nodes[ino].inode != uint32(i) {
-			return bad(fmt.Sprintf("inode %d: inode number %d names another file", i, ino))
+			return badTree(fmt.Sprintf("inode %d: inode number %d names another file", i, ino))
 		}
 	}
 	if t.Kind(RootID) != layerindex.KindDir {
-		return bad("root is not a directory")
+		return badTree("root is not a directory")
 	}
-	return t, nil
+	return nil
 }
