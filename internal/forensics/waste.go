@@ -36,47 +36,9 @@ type WasteResult struct {
 // secrets still live — largest first. It reads no file contents: a file
 // is visible if some path of t is provided by its layer entry.
 func Waste(layers []overlay.Layer, t *overlay.Tree) (*WasteResult, error) {
-	visible := make([][]bool, len(layers))
-	for i, l := range layers {
-		visible[i] = make([]bool, len(l.Index.Entries))
-	}
-	for id := overlay.RootID; t.Valid(id); id++ {
-		if l, e := t.Source(id); l >= 0 && int(l) < len(visible) && int(e) < len(visible[l]) {
-			visible[l][e] = true
-		}
-	}
+	visible := visibleEntries(layers, t)
+	fx := &layerEffects{layers: layers, of: make([]*effects, len(layers))}
 	res := &WasteResult{Entries: []WasteEntry{}}
-	// What each layer does to names, built once: stored names, whiteouts,
-	// opaque directories.
-	type effects struct {
-		stored  map[string]layerindex.Kind
-		whited  map[string]bool
-		opaque  map[string]bool
-		lastIdx map[string]int
-	}
-	var fx []*effects
-	effectsOf := func(li int) *effects {
-		if fx == nil {
-			fx = make([]*effects, len(layers))
-		}
-		if fx[li] != nil {
-			return fx[li]
-		}
-		f := &effects{stored: map[string]layerindex.Kind{}, whited: map[string]bool{}, opaque: map[string]bool{}, lastIdx: map[string]int{}}
-		for i, e := range layers[li].Index.Entries {
-			switch k, target := overlay.ClassifyName(e.Name); k {
-			case overlay.Opaque:
-				f.opaque[target] = true
-			case overlay.Whiteout:
-				f.whited[target] = true
-			case overlay.NotWhiteout, overlay.AufsHidden:
-				f.stored[e.Name] = e.Kind
-				f.lastIdx[e.Name] = i
-			}
-		}
-		fx[li] = f
-		return f
-	}
 	for li, l := range layers {
 		res.UncompressedSize += l.Index.UncompressedSize
 		for ei := range l.Index.Entries {
@@ -84,54 +46,12 @@ func Waste(layers []overlay.Layer, t *overlay.Tree) (*WasteResult, error) {
 			if e.Kind != layerindex.KindReg || visible[li][ei] {
 				continue
 			}
-			size := e.Size
-			if e.Sparse {
-				size = 0
-				for _, f := range e.SparseMap {
-					size += f.Len
-				}
-			}
+			size := storedSize(e)
 			if size == 0 {
 				continue // whiteout markers, empty files: no bytes hidden
 			}
 			w := WasteEntry{Path: e.Name, Layer: li, Size: size, HiddenBy: -1, How: "unknown"}
-			if f := effectsOf(li); f.lastIdx[e.Name] > ei {
-				w.HiddenBy, w.How = li, "duplicate in layer"
-			} else {
-			later:
-				for lj := li + 1; lj < len(layers); lj++ {
-					f := effectsOf(lj)
-					if f.whited[e.Name] {
-						w.HiddenBy, w.How = lj, "whiteout"
-						break
-					}
-					if _, ok := f.stored[e.Name]; ok {
-						w.HiddenBy, w.How = lj, "overwritten"
-						break
-					}
-					for q := e.Name; ; {
-						dir, _ := splitDir(q)
-						if q != e.Name {
-							if f.whited[q] {
-								w.HiddenBy, w.How = lj, "whiteout"
-								break later
-							}
-							if k, ok := f.stored[q]; ok && k != layerindex.KindDir {
-								w.HiddenBy, w.How = lj, "parent replaced"
-								break later
-							}
-						}
-						if f.opaque[dir] {
-							w.HiddenBy, w.How = lj, "opaque"
-							break later
-						}
-						if dir == "" {
-							break
-						}
-						q = dir
-					}
-				}
-			}
+			w.HiddenBy, w.How = fx.hiddenBy(li, ei, e.Name)
 			res.TotalBytes += size
 			res.Entries = append(res.Entries, w)
 		}
@@ -147,6 +67,113 @@ func Waste(layers []overlay.Layer, t *overlay.Tree) (*WasteResult, error) {
 		return a.Path < b.Path
 	})
 	return res, nil
+}
+
+// visibleEntries marks, per layer, the entries the merged tree shows.
+func visibleEntries(layers []overlay.Layer, t *overlay.Tree) [][]bool {
+	visible := make([][]bool, len(layers))
+	for i, l := range layers {
+		visible[i] = make([]bool, len(l.Index.Entries))
+	}
+	for id := overlay.RootID; t.Valid(id); id++ {
+		if l, e := t.Source(id); l >= 0 && int(l) < len(visible) && int(e) < len(visible[l]) {
+			visible[l][e] = true
+		}
+	}
+	return visible
+}
+
+// storedSize is the bytes a regular file takes in its layer (a sparse
+// file's data fragments only).
+func storedSize(e *layerindex.Entry) int64 {
+	if !e.Sparse {
+		return e.Size
+	}
+	var size int64
+	for _, f := range e.SparseMap {
+		size += f.Len
+	}
+	return size
+}
+
+// effects is what one layer does to names: the names it stores, whites
+// out and makes opaque.
+type effects struct {
+	stored  map[string]layerindex.Kind
+	whited  map[string]bool
+	opaque  map[string]bool
+	lastIdx map[string]int
+}
+
+// layerEffects builds each layer's effects once, on first need.
+type layerEffects struct {
+	layers []overlay.Layer
+	of     []*effects
+}
+
+func (x *layerEffects) get(li int) *effects {
+	if f := x.of[li]; f != nil {
+		return f
+	}
+	f := &effects{stored: map[string]layerindex.Kind{}, whited: map[string]bool{}, opaque: map[string]bool{}, lastIdx: map[string]int{}}
+	for i, e := range x.layers[li].Index.Entries {
+		switch k, target := overlay.ClassifyName(e.Name); k {
+		case overlay.Opaque:
+			f.opaque[target] = true
+		case overlay.Whiteout:
+			f.whited[target] = true
+		case overlay.NotWhiteout, overlay.AufsHidden:
+			f.stored[e.Name] = e.Kind
+			f.lastIdx[e.Name] = i
+		}
+	}
+	x.of[li] = f
+	return f
+}
+
+// hiddenBy says which layer hides entry ei (named name) of layer li, and
+// how: a later entry of the same name in its own layer, or the first
+// later layer that whites it (or a parent) out, overwrites it, replaces a
+// parent with a non-directory, or makes a parent opaque. -1, "unknown" if
+// none does (the tree shows something else there for another reason).
+func (x *layerEffects) hiddenBy(li, ei int, name string) (int, string) {
+	if x.get(li).lastIdx[name] > ei {
+		return li, "duplicate in layer"
+	}
+	for lj := li + 1; lj < len(x.layers); lj++ {
+		if how := x.get(lj).hides(name); how != "" {
+			return lj, how
+		}
+	}
+	return -1, "unknown"
+}
+
+// hides says how the layer with effects f hides name, or "".
+func (f *effects) hides(name string) string {
+	if f.whited[name] {
+		return "whiteout"
+	}
+	if _, ok := f.stored[name]; ok {
+		return "overwritten"
+	}
+	for q := name; ; {
+		dir, _ := splitDir(q)
+		if q != name {
+			if f.whited[q] {
+				return "whiteout"
+			}
+			if k, ok := f.stored[q]; ok && k != layerindex.KindDir {
+				return "parent replaced"
+			}
+		}
+		if f.opaque[dir] {
+			return "opaque"
+		}
+		if dir == "" {
+			return ""
+		}
+		q = dir
+	}
 }
 
 // WriteWaste prints a WasteResult; limit > 0 shows only the largest.
