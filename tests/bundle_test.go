@@ -551,7 +551,15 @@ func TestBundleInterrupted(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(200 * time.Millisecond)
+			// Signal once it has prepared DIR (its state file is there),
+			// not after a fixed sleep: on a loaded machine the process may
+			// not have got that far, and nothing would be there to clean.
+			if !waitFor(30*time.Second, func() bool {
+				_, err := os.Stat(filepath.Join(dir, ".ocimount-bundle.json"))
+				return err == nil
+			}) {
+				t.Log("the bundle dir was never prepared; signalling anyway")
+			}
 			cmd.Process.Signal(sig)
 			err := cmd.Wait()
 			if err == nil {

@@ -141,13 +141,18 @@ func bundleAction(c *cli.Context) error {
 		// overlayfs mount options are separated by "," and ":".
 		return fmt.Errorf("--writable: bundle path %q must not contain ',', ':' or '\\'", dir)
 	}
+	// From here on SIGINT/SIGTERM/SIGHUP must not kill this process
+	// outright: it has DIR to clean up (see daemonizeInterruptible).
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigc)
 	st := bundleState{Version: 1, Source: src.String(), Writable: writable, Rootless: rootless}
 	unlock, err := prepareBundleDir(dir, &st)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	err = daemonizeInterruptible(o)
+	err = daemonizeInterruptible(o, sigc)
 	if err != nil {
 		if cerr := undoBundle(dir, st); cerr != nil {
 			return fmt.Errorf("%v; cleaning up %s also failed: %v", err, dir, cerr)
@@ -170,9 +175,14 @@ func bundleAction(c *cli.Context) error {
 // stops loading, or unmounts, and reports an error), so that the caller
 // still gets to remove what it put in DIR. A plain `mount` needs no such
 // care: it creates nothing but the mount.
-func daemonizeInterruptible(o mountOptions) error {
-	sigc := make(chan os.Signal, 1)
-	signal.Notify(sigc, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+// sigc is notified of those signals from before DIR was prepared, so one
+// that came early stops it before a server is started.
+func daemonizeInterruptible(o mountOptions, sigc chan os.Signal) error {
+	select {
+	case sig := <-sigc:
+		return fmt.Errorf("interrupted (%v) before the server started", sig)
+	default:
+	}
 	var mu sync.Mutex
 	var got os.Signal
 	done := make(chan struct{})
@@ -187,7 +197,6 @@ func daemonizeInterruptible(o mountOptions) error {
 		}
 	}()
 	err := daemonize(o)
-	signal.Stop(sigc)
 	close(done)
 	mu.Lock()
 	defer mu.Unlock()
