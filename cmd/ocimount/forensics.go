@@ -54,7 +54,7 @@ func forensicsCommands() []*cli.Command {
 			Name:      "inspect",
 			Usage:     "show manifest, config and one row per layer (with the history step that made it)",
 			ArgsUsage: "SOURCE",
-			Flags:     common(jsonFlag, &cli.BoolFlag{Name: "waste", Usage: "also list the bytes shipped but not visible (as `ocimount waste`)"}),
+			Flags:     common(jsonFlag, &cli.BoolFlag{Name: "waste", Usage: "also list the bytes shipped but not visible (as ocimount waste does)"}),
 			Action: func(c *cli.Context) error {
 				im, err := loadForensics(c, 1, true, loader.View{})
 				if err != nil {

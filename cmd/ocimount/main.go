@@ -9,14 +9,34 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// sourceHelp is the one description of SOURCE that --help shows: every form
+// blobs.ParseSource accepts, registry references included.
+const sourceHelp = "SOURCE is one of\n" +
+	"  oci:DIR[:REF]                  an OCI image layout (REF: the ref.name annotation)\n" +
+	"  oci-archive:FILE[:REF]         a tar of an OCI image layout, read in place\n" +
+	"  docker-archive:FILE[:REF|:@N]  `docker save` output (REF: a RepoTag; @N: image N, from 0)\n" +
+	"  docker://[HOST[:PORT]/]REPO[:TAG][@DIGEST]\n" +
+	"                                 an image in a registry, fetched lazily\n" +
+	"  DIR or FILE                    an existing path: one of the local forms above, detected\n" +
+	"  REPO[:TAG][@DIGEST]            anything else: a registry image (alpine:3.20,\n" +
+	"                                 registry.example:5000/team/app@sha256:...)\n" +
+	"\n" +
+	"`ocimount SOURCE MOUNTPOINT` is short for `ocimount mount SOURCE MOUNTPOINT`."
+
 func main() {
-	app := &cli.App{
-		Name:      "ocimount",
-		Usage:     "mount container images read-only through FUSE, without extracting them",
-		UsageText: "ocimount [global options] SOURCE MOUNTPOINT\n   ocimount command [command options] [arguments...]",
-		Description: "SOURCE is oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],\n" +
-			"or a path to an OCI layout directory or an image archive.\n" +
-			"`ocimount SOURCE MOUNTPOINT` is short for `ocimount mount SOURCE MOUNTPOINT`.",
+	if err := newApp().Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "ocimount: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// newApp builds the command tree; tests render its help.
+func newApp() *cli.App {
+	return &cli.App{
+		Name:            "ocimount",
+		Usage:           "mount container images read-only through FUSE, without extracting them",
+		UsageText:       "ocimount [global options] SOURCE MOUNTPOINT\nocimount command [command options] [arguments...]",
+		Description:     sourceHelp,
 		Flags:           mountFlags(),
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
@@ -38,9 +58,5 @@ func main() {
 			return mountAction(c)
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {},
-	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintf(os.Stderr, "ocimount: %v\n", err)
-		os.Exit(1)
 	}
 }
