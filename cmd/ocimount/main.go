@@ -37,6 +37,7 @@ func newApp() *cli.App {
 		Usage:           "mount container images read-only through FUSE, without extracting them",
 		UsageText:       "ocimount [global options] SOURCE MOUNTPOINT\nocimount command [command options] [arguments...]",
 		Description:     sourceHelp,
+		Version:         versionLine(),
 		Flags:           mountFlags(),
 		HideHelpCommand: true,
 		Commands: []*cli.Command{
@@ -49,6 +50,7 @@ func newApp() *cli.App {
 			forensicsCommand("inspect"), forensicsCommand("ls"), forensicsCommand("cat"), forensicsCommand("history"),
 			forensicsCommand("diff"), forensicsCommand("waste"), forensicsCommand("export"),
 			bundleCommand(),
+			versionCommand(),
 		},
 		// The shorthand: two arguments and no command name mean mount.
 		Action: func(c *cli.Context) error {
