@@ -32,7 +32,7 @@ func main() {
 
 // newApp builds the command tree; tests render its help.
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:            "ocimount",
 		Usage:           "mount container images read-only through FUSE, without extracting them",
 		UsageText:       "ocimount [global options] SOURCE MOUNTPOINT\nocimount command [command options] [arguments...]",
@@ -40,6 +40,13 @@ func newApp() *cli.App {
 		Version:         versionLine(),
 		Flags:           mountFlags(),
 		HideHelpCommand: true,
+
+		// Completion candidates come from the command tree itself
+		// (--generate-bash-completion); the scripts that ask for them are
+		// printed by `ocimount completion bash|zsh` (completion.go).
+		EnableBashCompletion: true,
+		BashComplete:         completer(nil),
+
 		Commands: []*cli.Command{
 			mountCommand(),
 			umountCommand(),
@@ -51,6 +58,7 @@ func newApp() *cli.App {
 			forensicsCommand("diff"), forensicsCommand("waste"), forensicsCommand("export"),
 			bundleCommand(),
 			versionCommand(),
+			completionCommand(),
 		},
 		// The shorthand: two arguments and no command name mean mount.
 		Action: func(c *cli.Context) error {
@@ -61,4 +69,6 @@ func newApp() *cli.App {
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {},
 	}
+	completeAll(app.Commands)
+	return app
 }
