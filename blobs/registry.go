@@ -440,7 +440,9 @@ func openRegistry(ctx context.Context, src Source, o Options, want ocispec.Platf
 }
 
 // rangeOf parses a Content-Range header ("bytes 0-99/1234" or
-// "bytes 0-99/*").
+// "bytes 0-99/*"; total is -1 for "*"). Positions and length are digits
+// only (RFC 9110 14.4): strconv alone would also take "-2" and "+5", and a
+// negative total would pass for an unknown one.
 func rangeOf(h string) (start, end, total int64, ok bool) {
 	rest, found := strings.CutPrefix(h, "bytes ")
 	if !found {
@@ -454,17 +456,25 @@ func rangeOf(h string) (start, end, total int64, ok bool) {
 	if !found {
 		return 0, 0, 0, false
 	}
-	var err1, err2, err3 error
-	start, err1 = strconv.ParseInt(a, 10, 64)
-	end, err2 = strconv.ParseInt(b, 10, 64)
-	total = -1
+	start, ok1 := digits(a)
+	end, ok2 := digits(b)
+	total, ok3 := int64(-1), true
 	if tot != "*" {
-		total, err3 = strconv.ParseInt(tot, 10, 64)
+		total, ok3 = digits(tot)
 	}
-	if err1 != nil || err2 != nil || err3 != nil || start < 0 || end < start {
+	if !ok1 || !ok2 || !ok3 || end < start {
 		return 0, 0, 0, false
 	}
 	return start, end, total, true
+}
+
+// digits parses a non-empty run of ASCII digits that fits an int64.
+func digits(s string) (int64, bool) {
+	if s == "" || strings.Trim(s, "0123456789") != "" {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // expiryOf guesses how long a redirect target stays valid from the

@@ -481,14 +481,20 @@ func TestIndexArtifact(t *testing.T) {
 
 func TestRangeOf(t *testing.T) {
 	for h, want := range map[string][4]int64{
-		"bytes 0-99/100":  {0, 99, 100, 1},
-		"bytes 5-5/*":     {5, 5, -1, 1},
-		"bytes 9-5/100":   {0, 0, 0, 0},
-		"bytes -1-5/100":  {0, 0, 0, 0},
-		"items 0-1/2":     {0, 0, 0, 0},
-		"bytes 0-1":       {0, 0, 0, 0},
-		"bytes 0-x/2":     {0, 0, 0, 0},
-		"bytes 1-2/3junk": {0, 0, 0, 0},
+		"bytes 0-99/100":                 {0, 99, 100, 1},
+		"bytes 5-5/*":                    {5, 5, -1, 1},
+		"bytes 9-5/100":                  {0, 0, 0, 0},
+		"bytes -1-5/100":                 {0, 0, 0, 0},
+		"items 0-1/2":                    {0, 0, 0, 0},
+		"bytes 0-1":                      {0, 0, 0, 0},
+		"bytes 0-x/2":                    {0, 0, 0, 0},
+		"bytes 1-2/3junk":                {0, 0, 0, 0},
+		"bytes 0-0/-2":                   {0, 0, 0, 0}, // found by FuzzRangeOf: taken for "/*"
+		"bytes +1-5/100":                 {0, 0, 0, 0},
+		"bytes 0-+5/100":                 {0, 0, 0, 0},
+		"bytes 0-5/+100":                 {0, 0, 0, 0},
+		"bytes 0-5/":                     {0, 0, 0, 0},
+		"bytes 0-5/99999999999999999999": {0, 0, 0, 0},
 	} {
 		s, e, tot, ok := rangeOf(h)
 		got := [4]int64{s, e, tot, 0}

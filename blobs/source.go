@@ -17,7 +17,7 @@ const (
 	TransportOCI           Transport = "oci"            // an OCI image layout directory
 	TransportOCIArchive    Transport = "oci-archive"    // a tar of an OCI image layout
 	TransportDockerArchive Transport = "docker-archive" // `docker save` output
-	TransportDocker        Transport = "docker"         // a registry; not implemented here
+	TransportDocker        Transport = "docker"         // an image in a registry (registry.go)
 )
 
 // Source names an image: where it is and which one of several.

@@ -54,7 +54,7 @@ func forensicsCommands() []*cli.Command {
 			Name:      "inspect",
 			Usage:     "show manifest, config and one row per layer (with the history step that made it)",
 			ArgsUsage: "SOURCE",
-			Flags:     common(jsonFlag, &cli.BoolFlag{Name: "waste", Usage: "also list the bytes shipped but not visible (as `ocimount waste`)"}),
+			Flags:     common(jsonFlag, &cli.BoolFlag{Name: "waste", Usage: "also list the bytes shipped but not visible (as ocimount waste does)"}),
 			Action: func(c *cli.Context) error {
 				im, err := loadForensics(c, 1, true, loader.View{})
 				if err != nil {
@@ -159,7 +159,7 @@ func forensicsCommands() []*cli.Command {
 				"same layer: then both are read and hashed. --layer N compares the image after layer\n" +
 				"N-1 with the image after layer N.",
 			Flags: common(jsonFlag,
-				&cli.IntFlag{Name: "layer", Value: -1, Usage: "the layer `N` to show the changes of (0-based)"},
+				&cli.IntFlag{Name: "layer", Value: -1, DefaultText: "none", Usage: "the layer `N` to show the changes of (0-based)"}, // -1: not given
 				&cli.BoolFlag{Name: "no-metadata", Usage: "leave metadata-only changes out (still counted)"}),
 			Action: diffAction,
 		},

@@ -9,16 +9,44 @@ import (
 	"github.com/urfave/cli/v2"
 )
 
+// sourceHelp is the one description of SOURCE that --help shows: every form
+// blobs.ParseSource accepts, registry references included.
+const sourceHelp = "SOURCE is one of\n" +
+	"  oci:DIR[:REF]                  an OCI image layout (REF: the ref.name annotation)\n" +
+	"  oci-archive:FILE[:REF]         a tar of an OCI image layout, read in place\n" +
+	"  docker-archive:FILE[:REF|:@N]  `docker save` output (REF: a RepoTag; @N: image N, from 0)\n" +
+	"  docker://[HOST[:PORT]/]REPO[:TAG][@DIGEST]\n" +
+	"                                 an image in a registry, fetched lazily\n" +
+	"  DIR or FILE                    an existing path: one of the local forms above, detected\n" +
+	"  REPO[:TAG][@DIGEST]            anything else: a registry image (alpine:3.20,\n" +
+	"                                 registry.example:5000/team/app@sha256:...)\n" +
+	"\n" +
+	"`ocimount SOURCE MOUNTPOINT` is short for `ocimount mount SOURCE MOUNTPOINT`."
+
 func main() {
+	if err := newApp().Run(os.Args); err != nil {
+		fmt.Fprintf(os.Stderr, "ocimount: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// newApp builds the command tree; tests render its help.
+func newApp() *cli.App {
 	app := &cli.App{
-		Name:      "ocimount",
-		Usage:     "mount container images read-only through FUSE, without extracting them",
-		UsageText: "ocimount [global options] SOURCE MOUNTPOINT\n   ocimount command [command options] [arguments...]",
-		Description: "SOURCE is oci:DIR[:REF], oci-archive:FILE[:REF], docker-archive:FILE[:REF],\n" +
-			"or a path to an OCI layout directory or an image archive.\n" +
-			"`ocimount SOURCE MOUNTPOINT` is short for `ocimount mount SOURCE MOUNTPOINT`.",
+		Name:            "ocimount",
+		Usage:           "mount container images read-only through FUSE, without extracting them",
+		UsageText:       "ocimount [global options] SOURCE MOUNTPOINT\nocimount command [command options] [arguments...]",
+		Description:     sourceHelp,
+		Version:         versionLine(),
 		Flags:           mountFlags(),
 		HideHelpCommand: true,
+
+		// Completion candidates come from the command tree itself
+		// (--generate-bash-completion); the scripts that ask for them are
+		// printed by `ocimount completion bash|zsh` (completion.go).
+		EnableBashCompletion: true,
+		BashComplete:         completer(nil),
+
 		Commands: []*cli.Command{
 			mountCommand(),
 			umountCommand(),
@@ -29,6 +57,8 @@ func main() {
 			forensicsCommand("inspect"), forensicsCommand("ls"), forensicsCommand("cat"), forensicsCommand("history"),
 			forensicsCommand("diff"), forensicsCommand("waste"), forensicsCommand("export"),
 			bundleCommand(),
+			versionCommand(),
+			completionCommand(),
 		},
 		// The shorthand: two arguments and no command name mean mount.
 		Action: func(c *cli.Context) error {
@@ -39,8 +69,6 @@ func main() {
 		},
 		ExitErrHandler: func(c *cli.Context, err error) {},
 	}
-	if err := app.Run(os.Args); err != nil {
-		fmt.Fprintf(os.Stderr, "ocimount: %v\n", err)
-		os.Exit(1)
-	}
+	completeAll(app.Commands)
+	return app
 }

@@ -14,7 +14,8 @@ func remoteFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "tls-verify", Value: true, Usage: "verify registry TLS certificates (--tls-verify=false also allows plain HTTP)"},
 		&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries may anyway)"},
 		&cli.BoolFlag{Name: "no-remote-index", Usage: "do not use indexes published in the registry (ocimount index --push); stream every uncached layer"},
-		&cli.Int64Flag{Name: "range-cache-max", Usage: "bound of the on-disk cache of fetched registry ranges, in `BYTES` (default 8 GiB)"},
+		// 0 stands for blobs.DefaultChunkCacheMax; the help shows what that is.
+		&cli.Int64Flag{Name: "range-cache-max", Usage: "bound of the on-disk cache of fetched registry ranges, in `BYTES`", DefaultText: humanSize(blobs.DefaultChunkCacheMax)},
 	}
 }
 

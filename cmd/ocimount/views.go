@@ -14,7 +14,7 @@ import (
 func viewFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "layers", Usage: "mount the image as it was after layer `..N` (0-based, as `ocimount inspect` numbers layers)"},
-		&cli.IntFlag{Name: "layer", Value: -1, Usage: "with --raw: mount layer `N` alone"},
+		&cli.IntFlag{Name: "layer", Value: -1, DefaultText: "none", Usage: "with --raw: mount layer `N` alone"}, // -1: not given
 		&cli.BoolFlag{Name: "raw", Usage: "with --layer N: show the layer as its tar stores it (whiteout files visible as the empty files they are)"},
 	}
 }
