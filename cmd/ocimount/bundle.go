@@ -20,8 +20,10 @@ import (
 
 	"github.com/ocimount/ocimount/blobs"
 	"github.com/ocimount/ocimount/internal/bundle"
+	"github.com/ocimount/ocimount/internal/dirlock"
 	"github.com/ocimount/ocimount/internal/loader"
 	"github.com/ocimount/ocimount/internal/mountinfo"
+	"github.com/ocimount/ocimount/internal/mounts"
 	"github.com/ocimount/ocimount/overlay"
 )
 
@@ -259,8 +261,8 @@ func prepareBundleDir(dir string, st *bundleState) (unlock func(), err error) {
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("bundle dir %s is not a directory", dir)
 	}
-	release, err := lockDir(dir)
-	if errors.Is(err, errLocked) {
+	release, err := dirlock.Lock(dir)
+	if errors.Is(err, dirlock.ErrLocked) {
 		return nil, fmt.Errorf("bundle dir %s: another ocimount is making or removing a bundle there right now", dir)
 	}
 	if err != nil {
@@ -453,8 +455,8 @@ func removeBundle(dir string, lazy, deleteFiles bool) error {
 	if err != nil {
 		return err
 	}
-	unlock, err := lockDir(abs)
-	if errors.Is(err, errLocked) {
+	unlock, err := dirlock.Lock(abs)
+	if errors.Is(err, dirlock.ErrLocked) {
 		return fmt.Errorf("%s: another ocimount is making or removing this bundle right now; try again when it is done", abs)
 	}
 	if err != nil {
@@ -511,7 +513,7 @@ func unmountBundle(dir string, st bundleState, lazy bool) error {
 				return fmt.Errorf("%s is busy: stop the container using it (runc delete -f ID), or pass --lazy", p)
 			}
 			if errors.Is(err, unix.EPERM) && os.Geteuid() != 0 {
-				if uerr := unmount(p, lazy); uerr != nil {
+				if uerr := mounts.Unmount(p, lazy); uerr != nil {
 					return uerr
 				}
 				continue
@@ -526,7 +528,7 @@ func unmountBundle(dir string, st bundleState, lazy bool) error {
 // an ocimount FUSE mount, or for a writable bundle's rootfs the overlay
 // whose lower layer is DIR/rootfs-ro (how overlayfs lists it, resolved).
 func bundleMount(dir string, st bundleState, name string, m mountinfo.Mount, ms []mountinfo.Mount) bool {
-	if isOcimountFUSE(m) {
+	if mounts.IsOcimount(m) {
 		return true
 	}
 	if !st.Writable || name != "rootfs" || m.FSType != "overlay" {
