@@ -4,10 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ocimount/ocimount/internal/bundle"
 	"github.com/ocimount/ocimount/internal/mountinfo"
 	"github.com/ocimount/ocimount/internal/mounts"
 )
@@ -25,8 +25,8 @@ func umountCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return fmt.Errorf("umount needs MOUNTPOINT")
 			}
-			if isBundleDir(c.Args().Get(0)) { // bundle.go: overlay first, then FUSE
-				return removeBundle(c.Args().Get(0), c.Bool("lazy"), false)
+			if bundle.HasState(c.Args().Get(0)) { // overlay first, then FUSE
+				return bundle.Unmount(c.Args().Get(0), c.Bool("lazy"))
 			}
 			return unmountOurs(c.Args().Get(0), c.Bool("lazy"))
 		},
@@ -53,17 +53,7 @@ func unmountOurs(mp string, lazy bool) error {
 		return fmt.Errorf("%s is not a mountpoint", p)
 	}
 	if !mounts.IsOcimount(top) {
-		return notOurs(p, top)
+		return bundle.NotOurs(p, top)
 	}
 	return mounts.Unmount(p, lazy)
-}
-
-// notOurs is the refusal to unmount m at p: it says what is there, and
-// for what looks like a bundle's overlay, how to take the bundle down.
-func notOurs(p string, m mountinfo.Mount) error {
-	hint := ""
-	if m.FSType == "overlay" && isBundleDir(filepath.Dir(p)) {
-		hint = "it looks like a bundle's overlay: unmount the bundle with `ocimount umount " + filepath.Dir(p) + "`"
-	}
-	return mounts.NotOurs(p, m, hint)
 }

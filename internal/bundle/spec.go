@@ -1,7 +1,16 @@
-// Package bundle turns an OCI image config into an OCI runtime config
-// (config.json), following the image-spec's conversion document, with the
-// defaults `runc spec` (and `runc spec --rootless`) would write. It is pure:
-// the image's files come in as an fs.FS, nothing touches the host.
+// Package bundle makes and removes OCI runtime bundles for `ocimount
+// bundle`, everything but the command line and the background server.
+//
+// The config half (spec.go, user.go, passwd.go) turns an OCI image config
+// into an OCI runtime config (config.json), following the image-spec's
+// conversion document, with the defaults `runc spec` (and `runc spec
+// --rootless`) would write. It is pure: the image's files come in as an
+// fs.FS, nothing touches the host, so it is tested without mounts.
+//
+// The directory half (dir.go) is the bundle directory's lifecycle on the
+// host: Prepare claims DIR and records in a state file everything that
+// may be made there before anything is, so that Remove, Unmount and Undo
+// take down exactly that, also after the server or the runtime died.
 package bundle
 
 import (
