@@ -3,10 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
-	iofs "io/fs"
 	"os"
 	"os/signal"
-	"path"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -15,7 +13,6 @@ import (
 	"syscall"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/ocimount/ocimount/blobs"
 	"github.com/ocimount/ocimount/internal/bundle"
@@ -89,10 +86,7 @@ func bundleAction(c *cli.Context) error {
 		o.allowOther, o.suid, o.dev = true, true, true
 	}
 	writable, rootless := c.Bool("writable"), c.Bool("rootless")
-	o.mountpoint = filepath.Join(dir, "rootfs")
-	if writable {
-		o.mountpoint = filepath.Join(dir, "rootfs-ro")
-	}
+	o.mountpoint = bundle.ImageMountpoint(dir, writable)
 
 	if os.Getenv(readyFDEnv) != "" {
 		// The background server: the parent prepared DIR.
@@ -232,8 +226,8 @@ func bundleHooks(dir string, st bundle.State, bo bundle.Options) *serveHooks {
 			tree := im.Tree
 			if !bo.Writable {
 				tree, _ = tree.WithDirs(bundle.Mountpoints(spec))
-				if miss := bundle.MissingMountpoints(spec, tree.FS()); len(miss) > 0 {
-					return nil, notDirError(tree.FS(), miss)
+				if err := bundle.CheckMountpoints(spec, tree.FS()); err != nil {
+					return nil, err
 				}
 			}
 			return tree, bundle.WriteConfig(dir, spec)
@@ -242,59 +236,7 @@ func bundleHooks(dir string, st bundle.State, bo bundle.Options) *serveHooks {
 			if !st.Writable {
 				return func() {}, nil
 			}
-			target := filepath.Join(dir, "rootfs")
-			data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
-				filepath.Join(dir, "rootfs-ro"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
-			if err := unix.Mount("overlay", target, "overlay", 0, data); err != nil {
-				return nil, fmt.Errorf("overlay mount at %s (%s): %w", target, data, err)
-			}
-			return func() { unix.Unmount(target, unix.MNT_DETACH) }, nil
+			return bundle.MountOverlay(dir)
 		},
 	}
-}
-
-// notDirError explains why a read-only bundle cannot be made: where the
-// container needs a directory, the image has something else in the way
-// (missing directories were added), which only the runtime could deal
-// with, and only in a writable rootfs (a symlink it follows and creates
-// the target of; a file is an error there too).
-func notDirError(fsys iofs.FS, paths []string) error {
-	var what []string
-	for _, p := range paths {
-		what = append(what, p+" ("+obstacle(fsys, strings.TrimPrefix(path.Clean(p), "/"))+")")
-	}
-	return fmt.Errorf("the container needs directories at %s; a read-only rootfs cannot replace what the image has there (with --writable the runtime gets to try)",
-		strings.Join(what, ", "))
-}
-
-// obstacle describes the first component of rel that is not a directory.
-func obstacle(fsys iofs.FS, rel string) string {
-	parts := strings.Split(rel, "/")
-	for i := range parts {
-		p := strings.Join(parts[:i+1], "/")
-		fi, err := iofs.Lstat(fsys, p)
-		if err != nil {
-			return "/" + p + " is missing"
-		}
-		switch {
-		case fi.Mode()&iofs.ModeSymlink != 0:
-			target, _ := iofs.ReadLink(fsys, p)
-			return fmt.Sprintf("/%s is a symlink to %q, not followed to add directories", p, target)
-		case !fi.IsDir():
-			return fmt.Sprintf("/%s is a %s in the image", p, kindName(fi.Mode()))
-		}
-	}
-	return "not a directory"
-}
-
-func kindName(m iofs.FileMode) string {
-	switch {
-	case m.IsRegular():
-		return "regular file"
-	case m&iofs.ModeDevice != 0:
-		return "device"
-	case m&iofs.ModeNamedPipe != 0:
-		return "FIFO"
-	}
-	return "non-directory"
 }

@@ -103,6 +103,29 @@ func Prepare(dir string, st *State) (unlock func(), err error) {
 	return release, nil
 }
 
+// ImageMountpoint is where the image's FUSE mount goes in DIR: rootfs,
+// or for a writable bundle rootfs-ro, below the overlay that MountOverlay
+// puts at rootfs. The same names as the mounts Prepare records.
+func ImageMountpoint(dir string, writable bool) string {
+	if writable {
+		return filepath.Join(dir, "rootfs-ro")
+	}
+	return filepath.Join(dir, "rootfs")
+}
+
+// MountOverlay puts, for a writable bundle, a kernel overlayfs at
+// DIR/rootfs over the image mounted at DIR/rootfs-ro, so that the
+// container's writes land in DIR/upper; undo detaches it.
+func MountOverlay(dir string) (undo func(), err error) {
+	target := filepath.Join(dir, "rootfs")
+	data := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s",
+		filepath.Join(dir, "rootfs-ro"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	if err := unix.Mount("overlay", target, "overlay", 0, data); err != nil {
+		return nil, fmt.Errorf("overlay mount at %s (%s): %w", target, data, err)
+	}
+	return func() { unix.Unmount(target, unix.MNT_DETACH) }, nil
+}
+
 // ReadState reads DIR's state file, refusing one that is not a bundle's
 // or that names anything outside DIR.
 func ReadState(dir string) (State, error) {
