@@ -39,7 +39,7 @@ func bundleCommand() *cli.Command {
 			&cli.BoolFlag{Name: "lazy", Aliases: []string{"l"}, Usage: "with --remove: detach mounts even if busy"},
 			&cli.StringFlag{Name: "platform", Usage: "`OS/ARCH[/VARIANT]` to pick from a multi-platform image"},
 			&cli.StringFlag{Name: "cache-dir", Usage: "index cache and server log (as for mount)"},
-			&cli.StringFlag{Name: "log-file", Usage: "where the background server logs (default: CACHE-DIR/ocimount.log)"},
+			logFileFlag(),
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
 		}, remoteFlags()...),
 		Action: bundleAction,

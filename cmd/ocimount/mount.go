@@ -33,10 +33,17 @@ func mountFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "suid", Usage: "honour setuid/setgid bits and file capabilities (default nosuid)"},
 		&cli.BoolFlag{Name: "dev", Usage: "allow device nodes to be opened as devices (default nodev)"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
-		&cli.StringFlag{Name: "log-file", Usage: "where the background server logs read errors (default: CACHE-DIR/ocimount.log)"},
+		logFileFlag(),
 		&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request (foreground)"},
 		&cli.BoolFlag{Name: "prefetch", Usage: "registry images: keep each layer's bytes in the range cache while indexing it"},
 	}, append(remoteFlags(), viewFlags()...)...)
+}
+
+// logFileFlag is --log-file of mount and bundle, one definition so that
+// both describe the same file the same way: the server logs more than
+// read errors there (warnings, mount and unmount, its stderr).
+func logFileFlag() cli.Flag {
+	return &cli.StringFlag{Name: "log-file", Usage: "where the background server logs (default: CACHE-DIR/ocimount.log)"}
 }
 
 func mountCommand() *cli.Command {
