@@ -136,9 +136,9 @@ func Mount(dir string, tree *overlay.Tree, o Options) (*fuse.Server, error) {
 
 // readaheadKB is the kernel read-ahead set on the mount. FUSE mounts get
 // 128 KiB whatever the server asks at INIT, so a streaming read arrives as
-// 128 KiB requests, each a round trip; at 1 MiB a sequential read of a
-// gzip layer goes from about 0.65x to about 0.9x of pigz -dc on this
-// 2-core machine (measured, see docs/bench-results.md).
+// 128 KiB requests, each a round trip; at 1 MiB there are an eighth as
+// many, and sequential reads of a gzip layer are faster (docs/DESIGN.md,
+// at read_ahead_kb, has the measurement).
 const readaheadKB = 1024
 
 // raiseReadahead sets the mount's backing-device read-ahead, best effort:

@@ -20,15 +20,12 @@ import (
 )
 
 // DefaultSpan is the uncompressed distance between checkpoints used when the
-// caller does not choose one. 1 MiB: a random read that misses the span
-// cache inflates at most one span, half of one on average (see
-// SpanCache.acquirePrefix). Measured on the 1 GiB gzip file of the
-// benchmark image, 4 KiB random reads through FUSE, caches dropped, on
-// this 2-core machine: 1 MiB spans p50 4.6 ms, p99 12-13 ms; 2 MiB p50
-// 8 ms, p99 19-22 ms; 4 MiB p50 18 ms, p99 35 ms. The price is one 32 KiB
-// window per checkpoint, stored deflated: 1-1.6% of the data in the index
-// file. A warm mount does not read them (they are loaded per span on
-// first use), so only the index's size on disk and in a registry grows.
+// caller does not choose one. A random read that misses the span cache
+// inflates at most one span, half of one on average (see
+// SpanCache.acquirePrefix), so a longer span makes such reads slower; a
+// shorter one costs a 32 KiB window per checkpoint in the index file. 1
+// MiB is where that trade-off was settled: docs/DESIGN.md ("Random access
+// into layers") has the measured latencies and index sizes.
 const DefaultSpan = 1 << 20
 
 // ErrCorrupt is wrapped by every error that comes from the bytes of a blob
@@ -649,10 +646,10 @@ func putSpanBuf(br *bufio.Reader) {
 
 // PublishedSpan is the checkpoint spacing of indexes published to a
 // registry (ocimount index --push): twice DefaultSpan, so the artifact a
-// first mount downloads carries half the windows (they are most of its
-// bytes: 4.4% of the Debian benchmark image at 1 MiB spans, against 2.7%
-// at 2 MiB). A registry mount's random reads wait on network round trips
-// for 512 KiB chunks anyway, so the longer decode matters less there.
+// first mount downloads carries half the windows, which are most of its
+// bytes (docs/DESIGN.md, "Index artifacts", has the sizes). A registry
+// mount's random reads wait on network round trips for 512 KiB chunks
+// anyway, so the longer decode matters less there.
 const PublishedSpan = 2 * DefaultSpan
 
 // Thinned returns a copy of the index whose deflate checkpoints (the ones

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
@@ -33,10 +34,17 @@ func mountFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "suid", Usage: "honour setuid/setgid bits and file capabilities (default nosuid)"},
 		&cli.BoolFlag{Name: "dev", Usage: "allow device nodes to be opened as devices (default nodev)"},
 		&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print nothing but errors"},
-		&cli.StringFlag{Name: "log-file", Usage: "where the background server logs read errors (default: CACHE-DIR/ocimount.log)"},
+		logFileFlag(),
 		&cli.BoolFlag{Name: "debug", Usage: "log every FUSE request (foreground)"},
 		&cli.BoolFlag{Name: "prefetch", Usage: "registry images: keep each layer's bytes in the range cache while indexing it"},
 	}, append(remoteFlags(), viewFlags()...)...)
+}
+
+// logFileFlag is --log-file of mount and bundle, one definition so that
+// both describe the same file the same way: the server logs more than
+// read errors there (warnings, mount and unmount, its stderr).
+func logFileFlag() cli.Flag {
+	return &cli.StringFlag{Name: "log-file", Usage: "where the background server logs (default: CACHE-DIR/ocimount.log)"}
 }
 
 func mountCommand() *cli.Command {
@@ -139,7 +147,7 @@ func mountAction(c *cli.Context) error {
 
 // serve loads the image, mounts it and serves until unmounted. In the
 // background child it reports readiness (or the error) through the pipe
-// its parent waits on.
+// its parent waits on. The steps are the functions below it, in order.
 func serve(ctx context.Context, o mountOptions) (err error) {
 	ready := readyPipe()
 	defer func() {
@@ -160,16 +168,11 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	if err := os.MkdirAll(o.cacheDir, 0o700); err != nil {
 		return fmt.Errorf("cache dir: %w", err)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if ready != nil {
-		// The background server has no terminal: log to a file.
-		lf, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-		if err != nil {
-			return fmt.Errorf("log file: %w", err)
-		}
-		defer lf.Close()
-		logger = slog.New(slog.NewTextHandler(lf, nil)).With("mountpoint", o.mountpoint)
+	logger, closeLog, err := serverLogger(o, ready != nil)
+	if err != nil {
+		return err
 	}
+	defer closeLog()
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -178,61 +181,14 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	loadCtx, cancelLoad := context.WithCancel(ctx)
 	defer cancelLoad()
 	t0 := time.Now()
-	lo := loader.Options{
-		CacheDir:      o.cacheDir,
-		Logf:          func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
-		Prefetch:      o.flag("prefetch"),
-		NoRemoteIndex: o.flag("no-remote-index"),
-		RemoteIndex: func(art digest.Digest, n int) {
-			logger.Info("using published layer indexes", "artifact", art, "layers", n)
-		},
-		View: o.view,
-	}
-	o.platform.Remote = remoteOptions(o.cli, o.cacheDir, lo.Logf)
-	var pg *progress
-	switch {
-	case ready != nil:
-		// The parent draws progress on its terminal; send it the counts.
-		var mu sync.Mutex
-		lo.Progress = func(i int, done, total int64) {
-			mu.Lock()
-			defer mu.Unlock()
-			if _, err := fmt.Fprintf(ready, "progress %d %d %d\n", i, done, total); err != nil {
-				cancelLoad()
-			}
-		}
-	case !o.quiet && isTerminal(os.Stderr):
-		pg = newProgress(os.Stderr, 0)
-		lo.Progress = pg.update
-	}
-	im, err := loader.Load(loadCtx, o.source, *o.platform, lo)
-	if pg != nil {
-		pg.finish()
-	}
+	im, err := loadImage(loadCtx, cancelLoad, o, logger, ready)
 	if err != nil {
 		return err
 	}
 	defer im.Close()
-	tree := im.Tree
-	if o.hooks != nil && o.hooks.loaded != nil {
-		if tree, err = o.hooks.loaded(im); err != nil {
-			return err
-		}
-	}
-	srv, err := ocifs.Mount(o.mountpoint, tree, ocifs.Options{
-		FsName:     o.source.String(),
-		AllowOther: o.allowOther,
-		Suid:       o.suid,
-		Dev:        o.dev,
-		Logger:     logger,
-		Debug:      o.debug,
-	})
+	srv, tree, err := mountImage(o, im, logger)
 	if err != nil {
-		return fmt.Errorf("mount %s: %w", o.mountpoint, err)
-	}
-	if err := srv.WaitMount(); err != nil {
-		srv.Unmount()
-		return fmt.Errorf("mount %s: %w", o.mountpoint, err)
+		return err
 	}
 	releaseMP()
 	undo := func() {}
@@ -248,30 +204,130 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	} else {
 		defer stopStatus()
 	}
+	err = announce(ready, o, tree, im, t0)
+	ready = nil // announce closed it: the parent has its answer
+	if err != nil {
+		undo()
+		srv.Unmount()
+		return fmt.Errorf("the waiting ocimount went away before the mount was ready; unmounted: %w", err)
+	}
+	return waitUnmounted(ctx, o.mountpoint, srv, logger)
+}
+
+// serverLogger logs to stderr in the foreground. The background server
+// has no terminal: it logs to the log file (where daemonize sends its
+// stderr too), each line naming the mount point, since mounts share the
+// file; closeLog closes it.
+func serverLogger(o mountOptions, background bool) (logger *slog.Logger, closeLog func(), err error) {
+	if !background {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil)), func() {}, nil
+	}
+	lf, err := os.OpenFile(o.logFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("log file: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(lf, nil)).With("mountpoint", o.mountpoint), func() { lf.Close() }, nil
+}
+
+// loadImage loads the image and shows its progress: the background
+// server sends the counts to the waiting parent, which draws them on its
+// terminal (a failed send means the parent went away: cancelLoad stops the
+// load); in the foreground they are drawn here, on a terminal and unless
+// quiet.
+func loadImage(ctx context.Context, cancelLoad context.CancelFunc, o mountOptions, logger *slog.Logger, ready *os.File) (*loader.Image, error) {
+	lo := loader.Options{
+		CacheDir:      o.cacheDir,
+		Logf:          func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
+		Prefetch:      o.flag("prefetch"),
+		NoRemoteIndex: o.flag("no-remote-index"),
+		RemoteIndex: func(art digest.Digest, n int) {
+			logger.Info("using published layer indexes", "artifact", art, "layers", n)
+		},
+		View: o.view,
+	}
+	o.platform.Remote = remoteOptions(o.cli, o.cacheDir, lo.Logf)
+	var pg *progress
+	switch {
+	case ready != nil:
+		var mu sync.Mutex
+		lo.Progress = func(i int, done, total int64) {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, err := fmt.Fprintf(ready, "progress %d %d %d\n", i, done, total); err != nil {
+				cancelLoad()
+			}
+		}
+	case !o.quiet && isTerminal(os.Stderr):
+		pg = newProgress(os.Stderr, 0)
+		lo.Progress = pg.update
+	}
+	im, err := loader.Load(ctx, o.source, *o.platform, lo)
+	if pg != nil {
+		pg.finish()
+	}
+	return im, err
+}
+
+// mountImage asks the loaded hook for the tree to serve (it may refuse
+// the image before anything is mounted), mounts it and returns once the
+// kernel mount serves; on error nothing is left mounted.
+func mountImage(o mountOptions, im *loader.Image, logger *slog.Logger) (*fuse.Server, *overlay.Tree, error) {
+	tree := im.Tree
+	if o.hooks != nil && o.hooks.loaded != nil {
+		var err error
+		if tree, err = o.hooks.loaded(im); err != nil {
+			return nil, nil, err
+		}
+	}
+	srv, err := ocifs.Mount(o.mountpoint, tree, ocifs.Options{
+		FsName:     o.source.String(),
+		AllowOther: o.allowOther,
+		Suid:       o.suid,
+		Dev:        o.dev,
+		Logger:     logger,
+		Debug:      o.debug,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("mount %s: %w", o.mountpoint, err)
+	}
+	if err := srv.WaitMount(); err != nil {
+		srv.Unmount()
+		return nil, nil, fmt.Errorf("mount %s: %w", o.mountpoint, err)
+	}
+	return srv, tree, nil
+}
+
+// announce says the mount is up: to the waiting parent, as "ok" on the
+// pipe, which it then closes (an error means the parent is gone), or in
+// the foreground on the terminal, unless quiet.
+func announce(ready *os.File, o mountOptions, tree *overlay.Tree, im *loader.Image, t0 time.Time) error {
 	if ready != nil {
 		_, err := fmt.Fprintln(ready, "ok")
 		ready.Close()
-		ready = nil
-		if err != nil {
-			undo()
-			srv.Unmount()
-			return fmt.Errorf("the waiting ocimount went away before the mount was ready; unmounted: %w", err)
-		}
-	} else if !o.quiet {
+		return err
+	}
+	if !o.quiet {
 		fmt.Fprintf(os.Stderr, "mounted %s at %s (%d entries, %d layers) in %v; Ctrl-C unmounts\n",
 			o.source, o.mountpoint, tree.Len(), len(im.Indexes), time.Since(t0).Round(time.Millisecond))
 	}
+	return nil
+}
+
+// waitUnmounted serves until the mount goes: unmounted from outside
+// (ocimount umount, umount, fusermount3 -u), or by this server once ctx
+// is done (SIGINT/SIGTERM). A busy mount is then detached, so that the
+// mount point is free now and the kernel drops the mount when its last
+// user goes.
+func waitUnmounted(ctx context.Context, mountpoint string, srv *fuse.Server, logger *slog.Logger) error {
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
 	select {
-	case <-done: // unmounted from outside (ocimount umount, umount, fusermount3 -u)
+	case <-done:
 	case <-ctx.Done():
 		if err := srv.Unmount(); err != nil {
-			// Busy: detach so the mountpoint is free now and the kernel
-			// drops the mount when its last user goes.
 			logger.Warn("unmount failed, detaching", "err", err)
-			if err := unix.Unmount(o.mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-				return fmt.Errorf("unmount %s: %w", o.mountpoint, err)
+			if err := unix.Unmount(mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("unmount %s: %w", mountpoint, err)
 			}
 		}
 		<-done

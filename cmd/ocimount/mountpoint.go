@@ -5,36 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/ocimount/ocimount/internal/dirlock"
 	"github.com/ocimount/ocimount/internal/mountinfo"
+	"github.com/ocimount/ocimount/internal/mounts"
 )
-
-// errLocked: another ocimount holds the directory's lock (lockDir).
-var errLocked = errors.New("locked by another ocimount")
-
-// lockDir takes an exclusive flock on directory dir itself, without
-// waiting. Locking the directory's own inode needs no lock file (nothing
-// to leave behind or to clean up after a crash: the kernel drops the lock
-// with the last descriptor), and the descriptor is close-on-exec, so a
-// background server started meanwhile never inherits it.
-func lockDir(dir string) (unlock func(), err error) {
-	f, err := os.Open(dir)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, errLocked
-		}
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
-	}
-	var once sync.Once
-	return func() { once.Do(func() { f.Close() }) }, nil
-}
 
 // checkMountpoint refuses to mount at mp when something is mounted there
 // already (a second mount would stack on it silently) or when mp is a
@@ -51,7 +26,7 @@ func checkMountpoint(mp string, force bool) error {
 	}
 	if top, ok := mountinfo.Top(ms, p); ok && !force {
 		hint := "unmount it first"
-		if isOcimountFUSE(top) {
+		if mounts.IsOcimount(top) {
 			hint = "unmount it first (ocimount umount " + mp + ")"
 		}
 		return fmt.Errorf("%s is already a mount point (a %s filesystem, source %q is mounted there): refusing to mount on top of it; %s, or pass --force to stack this mount on it",
@@ -92,8 +67,8 @@ func claimMountpoint(mp string, force bool) (release func(), err error) {
 	if err := checkMountpoint(mp, force); err != nil {
 		return nil, err
 	}
-	unlock, err := lockDir(mp)
-	if errors.Is(err, errLocked) {
+	unlock, err := dirlock.Lock(mp)
+	if errors.Is(err, dirlock.ErrLocked) {
 		return nil, fmt.Errorf("another ocimount is mounting at %s right now", mp)
 	}
 	if err != nil {

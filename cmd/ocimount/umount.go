@@ -4,14 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
-	ocifs "github.com/ocimount/ocimount/fs"
+	"github.com/ocimount/ocimount/internal/bundle"
 	"github.com/ocimount/ocimount/internal/mountinfo"
+	"github.com/ocimount/ocimount/internal/mounts"
 )
 
 func umountCommand() *cli.Command {
@@ -27,20 +25,13 @@ func umountCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return fmt.Errorf("umount needs MOUNTPOINT")
 			}
-			if isBundleDir(c.Args().Get(0)) { // bundle.go: overlay first, then FUSE
-				return removeBundle(c.Args().Get(0), c.Bool("lazy"), false)
+			if bundle.HasState(c.Args().Get(0)) { // overlay first, then FUSE
+				return bundle.Unmount(c.Args().Get(0), c.Bool("lazy"))
 			}
 			return unmountOurs(c.Args().Get(0), c.Bool("lazy"))
 		},
 	}
 }
-
-// ocimountFSType is how mountinfo types ocimount's FUSE mounts.
-const ocimountFSType = "fuse." + ocifs.Subtype
-
-// isOcimountFUSE says whether m is a FUSE mount that ocimount made, live
-// or stale. By type only: the source is whatever the mounter wrote there.
-func isOcimountFUSE(m mountinfo.Mount) bool { return m.FSType == ocimountFSType }
 
 // unmountOurs unmounts the ocimount mount at mp. Whatever else is on top
 // there (a tmpfs, someone's FUSE filesystem, a bind mount) is refused:
@@ -61,56 +52,8 @@ func unmountOurs(mp string, lazy bool) error {
 		}
 		return fmt.Errorf("%s is not a mountpoint", p)
 	}
-	if !isOcimountFUSE(top) {
-		return notOurs(p, top)
+	if !mounts.IsOcimount(top) {
+		return bundle.NotOurs(p, top)
 	}
-	return unmount(p, lazy)
-}
-
-// notOurs is the refusal to unmount m at p: it says what is there.
-func notOurs(p string, m mountinfo.Mount) error {
-	hint := "leave it, or unmount it with umount(8) if you mean to"
-	if m.FSType == "overlay" && isBundleDir(filepath.Dir(p)) {
-		hint = "it looks like a bundle's overlay: unmount the bundle with `ocimount umount " + filepath.Dir(p) + "`"
-	}
-	return fmt.Errorf("refusing to unmount %s: a %s filesystem (source %q) is mounted there, not one of ocimount's; %s",
-		p, m.FSType, m.Source, hint)
-}
-
-// unmount works on a healthy mount and on a stale one whose server was
-// killed ("transport endpoint is not connected"): umount2 does not need
-// the server. Without root it falls back to fusermount3. Callers check
-// first that what is mounted at mp is ours.
-func unmount(mp string, lazy bool) error {
-	abs, err := filepath.Abs(mp)
-	if err != nil {
-		return err
-	}
-	flags := 0
-	if lazy {
-		flags = unix.MNT_DETACH
-	}
-	err = unix.Unmount(abs, flags)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EINVAL):
-		return fmt.Errorf("%s is not a mountpoint", abs)
-	case errors.Is(err, unix.EBUSY):
-		return fmt.Errorf("%s is busy (in use); close what uses it or pass --lazy", abs)
-	case errors.Is(err, unix.EPERM):
-		args := []string{"-u"}
-		if lazy {
-			args = append(args, "-z")
-		}
-		out, ferr := exec.Command("fusermount3", append(args, abs)...).CombinedOutput()
-		if ferr != nil {
-			return fmt.Errorf("fusermount3 -u %s: %v: %s", abs, ferr, out)
-		}
-		return nil
-	}
-	if _, serr := os.Stat(abs); serr != nil && errors.Is(serr, os.ErrNotExist) {
-		return fmt.Errorf("%s: %w", abs, serr)
-	}
-	return fmt.Errorf("unmount %s: %w", abs, err)
+	return mounts.Unmount(p, lazy)
 }

@@ -418,6 +418,38 @@ func TestMissingMountpoints(t *testing.T) {
 	}
 }
 
+// TestCheckMountpoints: the refusal of a read-only bundle names, for each
+// path, the first thing in the way, and there is none when nothing is.
+func TestCheckMountpoints(t *testing.T) {
+	img := testImage()
+	img.Config.User = ""
+	s, err := Generate(img, imageFS("", ""), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := fstest.MapFS{
+		"proc": &fstest.MapFile{Mode: fs.ModeDir | 0o555},
+		"dev":  &fstest.MapFile{Mode: fs.ModeSymlink | 0o777, Data: []byte("/elsewhere")},
+		"sys":  &fstest.MapFile{Data: []byte("a file, not a dir")},
+		"srv":  &fstest.MapFile{Mode: fs.ModeDir | 0o755}, // the cwd
+	}
+	err = CheckMountpoints(s, root)
+	for _, want := range []string{
+		`/dev (/dev is a symlink to "/elsewhere", not followed to add directories)`,
+		"/sys (/sys is a regular file in the image)",
+		"with --writable the runtime gets to try",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckMountpoints = %v, want it to say %q", err, want)
+		}
+	}
+	root["dev"] = &fstest.MapFile{Mode: fs.ModeDir | 0o755}
+	root["sys"] = &fstest.MapFile{Mode: fs.ModeDir | 0o555}
+	if err := CheckMountpoints(s, root); err != nil {
+		t.Errorf("CheckMountpoints with every directory there: %v", err)
+	}
+}
+
 // TestMountpoints: what a read-only bundle must show as directories — the
 // top-level mount destinations of runc spec's list (also rootless, where
 // /sys is a bind mount) and the cwd — not what lies inside another mount.

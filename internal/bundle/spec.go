@@ -1,7 +1,16 @@
-// Package bundle turns an OCI image config into an OCI runtime config
-// (config.json), following the image-spec's conversion document, with the
-// defaults `runc spec` (and `runc spec --rootless`) would write. It is pure:
-// the image's files come in as an fs.FS, nothing touches the host.
+// Package bundle makes and removes OCI runtime bundles for `ocimount
+// bundle`, everything but the command line and the background server.
+//
+// The config half (spec.go, user.go, passwd.go) turns an OCI image config
+// into an OCI runtime config (config.json), following the image-spec's
+// conversion document, with the defaults `runc spec` (and `runc spec
+// --rootless`) would write. It is pure: the image's files come in as an
+// fs.FS, nothing touches the host, so it is tested without mounts.
+//
+// The directory half (dir.go) is the bundle directory's lifecycle on the
+// host: Prepare claims DIR and records in a state file everything that
+// may be made there before anything is, so that Remove, Unmount and Undo
+// take down exactly that, also after the server or the runtime died.
 package bundle
 
 import (
@@ -277,4 +286,56 @@ func MissingMountpoints(s *rspec.Spec, root fs.FS) []string {
 		}
 	}
 	return missing
+}
+
+// CheckMountpoints is MissingMountpoints as the error a read-only bundle
+// is refused with (nil if none is missing), naming for each path what is
+// in the way: the missing directories were added to the served tree, so
+// what is left is something else where the container needs a directory,
+// which only the runtime could deal with, and only in a writable rootfs
+// (a symlink it follows and creates the target of; a file is an error
+// there too).
+func CheckMountpoints(s *rspec.Spec, root fs.FS) error {
+	paths := MissingMountpoints(s, root)
+	if len(paths) == 0 {
+		return nil
+	}
+	var what []string
+	for _, p := range paths {
+		what = append(what, p+" ("+obstacle(root, strings.TrimPrefix(path.Clean(p), "/"))+")")
+	}
+	return fmt.Errorf("the container needs directories at %s; a read-only rootfs cannot replace what the image has there (with --writable the runtime gets to try)",
+		strings.Join(what, ", "))
+}
+
+// obstacle describes the first component of rel that is not a directory.
+func obstacle(fsys fs.FS, rel string) string {
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		p := strings.Join(parts[:i+1], "/")
+		fi, err := fs.Lstat(fsys, p)
+		if err != nil {
+			return "/" + p + " is missing"
+		}
+		switch {
+		case fi.Mode()&fs.ModeSymlink != 0:
+			target, _ := fs.ReadLink(fsys, p)
+			return fmt.Sprintf("/%s is a symlink to %q, not followed to add directories", p, target)
+		case !fi.IsDir():
+			return fmt.Sprintf("/%s is a %s in the image", p, kindName(fi.Mode()))
+		}
+	}
+	return "not a directory"
+}
+
+func kindName(m fs.FileMode) string {
+	switch {
+	case m.IsRegular():
+		return "regular file"
+	case m&fs.ModeDevice != 0:
+		return "device"
+	case m&fs.ModeNamedPipe != 0:
+		return "FIFO"
+	}
+	return "non-directory"
 }

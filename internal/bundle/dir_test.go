@@ -1,12 +1,16 @@
-package main
+package bundle
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
+
+	rspec "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestBundleStateConfined: an edited state file cannot make --remove
@@ -21,19 +25,19 @@ func TestBundleStateConfined(t *testing.T) {
 		`not json`,
 	} {
 		dir := t.TempDir()
-		if err := os.WriteFile(filepath.Join(dir, bundleStateName), []byte(bad), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, StateName), []byte(bad), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := readBundleState(dir); err == nil {
+		if _, err := ReadState(dir); err == nil {
 			t.Errorf("state %s accepted", bad)
 		}
-		if err := removeBundle(dir, false, true); err == nil {
-			t.Errorf("removeBundle with state %s succeeded", bad)
+		if err := Remove(dir, false); err == nil {
+			t.Errorf("Remove with state %s succeeded", bad)
 		}
 	}
 	dir := t.TempDir()
-	if err := removeBundle(dir, false, true); err == nil || !strings.Contains(err.Error(), "not an ocimount bundle") {
-		t.Errorf("removeBundle without a state file: %v", err)
+	if err := Remove(dir, false); err == nil || !strings.Contains(err.Error(), "not an ocimount bundle") {
+		t.Errorf("Remove without a state file: %v", err)
 	}
 }
 
@@ -41,28 +45,28 @@ func TestBundleStateConfined(t *testing.T) {
 // and nothing else put in DIR meanwhile.
 func TestPrepareAndDeleteBundleDir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "b")
-	st := bundleState{Version: 1, Writable: true}
-	unlock, err := prepareBundleDir(dir, &st)
+	st := State{Writable: true}
+	unlock, err := Prepare(dir, &st)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := removeBundle(dir, false, true); err == nil || !strings.Contains(err.Error(), "right now") {
-		t.Errorf("removeBundle while the bundle is being made: %v", err)
+	if err := Remove(dir, false); err == nil || !strings.Contains(err.Error(), "right now") {
+		t.Errorf("Remove while the bundle is being made: %v", err)
 	}
 	unlock()
-	for _, d := range []string{"rootfs", "rootfs-ro", "upper", "work", bundleStateName} {
+	for _, d := range []string{"rootfs", "rootfs-ro", "upper", "work", StateName} {
 		if _, err := os.Stat(filepath.Join(dir, d)); err != nil {
 			t.Errorf("%s: %v", d, err)
 		}
 	}
-	if _, err := prepareBundleDir(dir, &bundleState{Version: 1}); err == nil || !strings.Contains(err.Error(), "not empty") {
+	if _, err := Prepare(dir, &State{}); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("second prepare: %v", err)
 	}
 	os.WriteFile(filepath.Join(dir, "upper", "written-by-container"), []byte("x"), 0o644)
 	os.WriteFile(filepath.Join(dir, "someone-elses"), []byte("x"), 0o644)
-	err = removeBundle(dir, false, true)
+	err = Remove(dir, false)
 	if err == nil || !strings.Contains(err.Error(), "something else") {
-		t.Errorf("removeBundle with a foreign file: %v", err)
+		t.Errorf("Remove with a foreign file: %v", err)
 	}
 	ents, _ := os.ReadDir(dir)
 	if len(ents) != 1 || ents[0].Name() != "someone-elses" {
@@ -91,7 +95,7 @@ func TestPrepareBundleDirRace(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				<-start
-				unlocks[i], errs[i] = prepareBundleDir(dir, &bundleState{Version: 1})
+				unlocks[i], errs[i] = Prepare(dir, &State{})
 			}()
 		}
 		close(start)
@@ -104,10 +108,37 @@ func TestPrepareBundleDirRace(t *testing.T) {
 				u()
 			}
 		}
-		for _, f := range []string{"rootfs", bundleStateName} {
+		for _, f := range []string{"rootfs", StateName} {
 			if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
 				t.Fatalf("round %d: the winner's %s: %v (loser: %v)", round, f, err, errors.Join(errs...))
 			}
 		}
+	}
+}
+
+// TestWriteConfig: config.json is the spec as JSON, and no temp file is
+// left beside it.
+func TestWriteConfig(t *testing.T) {
+	dir := t.TempDir()
+	spec, err := Generate(testImage(), imageFS(testPasswd, testGroup), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteConfig(dir, spec); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got rspec.Spec
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(&got, spec) {
+		t.Errorf("config.json does not read back as the spec written")
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Errorf("left in DIR: %v", ents)
 	}
 }
