@@ -259,7 +259,10 @@ func WriteAtomic(path string, b []byte) error {
 	if _, err := t.Write(b); err != nil {
 		return err
 	}
-	return t.Publish(path)
+	if err := t.Publish(path); err != nil {
+		return err
+	}
+	return t.Close() // Discard leaves a published file open (for DecodedCopy)
 }
 
 // Temp is a file being written into the cache. Where the filesystem
