@@ -21,7 +21,7 @@ var errLocked = errors.New("locked by another ocimount")
 // with the last descriptor), and the descriptor is close-on-exec, so a
 // background server started meanwhile never inherits it.
 func lockDir(dir string) (unlock func(), err error) {
-	f, err := os.Open(dir)
+	f, err := openDir(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -34,6 +34,13 @@ func lockDir(dir string) (unlock func(), err error) {
 	}
 	var once sync.Once
 	return func() { once.Do(func() { f.Close() }) }, nil
+}
+
+// openDir opens dir, which must be a directory: O_DIRECTORY fails on
+// anything else at once (ENOTDIR), where a plain open of a FIFO would wait
+// for a writer.
+func openDir(dir string) (*os.File, error) {
+	return os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
 }
 
 // checkMountpoint refuses to mount at mp when something is mounted there
@@ -57,16 +64,14 @@ func checkMountpoint(mp string, force bool) error {
 		return fmt.Errorf("%s is already a mount point (a %s filesystem, source %q is mounted there): refusing to mount on top of it; %s, or pass --force to stack this mount on it",
 			mp, top.FSType, top.Source, hint)
 	}
-	f, err := os.Open(mp)
+	f, err := openDir(mp)
+	if errors.Is(err, unix.ENOTDIR) {
+		return fmt.Errorf("mountpoint %s is not a directory", mp)
+	}
 	if err != nil {
 		return fmt.Errorf("mountpoint: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	} else if !fi.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", mp)
-	}
 	if force {
 		return nil
 	}
