@@ -369,11 +369,20 @@ func tempInUse(p string, fi fs.FileInfo) bool {
 	if time.Since(fi.ModTime()) < tempGrace {
 		return true
 	}
-	f, err := os.Open(p)
+	// Not followed, not waited on: a symlink or FIFO planted under a
+	// temp file's name is no one's temp file (and opening a FIFO would
+	// wait for a writer).
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return false
+	}
 	if err != nil {
 		return !errors.Is(err, fs.ErrNotExist) // gone: nobody's
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		return false
+	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return true
 	}

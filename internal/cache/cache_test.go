@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ocimount/ocimount/internal/tartest"
 	"github.com/ocimount/ocimount/layerindex"
 )
@@ -128,5 +130,40 @@ func TestWriteAtomicClosesFile(t *testing.T) {
 	}
 	if after := openFDs(t); after != before {
 		t.Errorf("%d descriptors open after 20 WriteAtomic calls, %d before", after, before)
+	}
+}
+
+// A ".tmp-" name in the cache that is not a regular file (a FIFO, a
+// symlink to one) is nobody's temp file: the sweep of a cold mount, `cache
+// ls` and `cache prune` must not open it and wait for a writer forever.
+func TestSweepTempsSkipsFIFO(t *testing.T) {
+	d := Dir{Root: t.TempDir()}
+	dec := filepath.Join(d.Root, "decoded")
+	if err := os.MkdirAll(dec, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dec, ".tmp-fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dec, ".tmp-link")
+	if err := os.Symlink(fifo, link); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(fifo, old, old)
+	unix.Lutimes(link, []unix.Timeval{unix.NsecToTimeval(old.UnixNano()), unix.NsecToTimeval(old.UnixNano())})
+	done := make(chan []Entry, 1)
+	go func() { done <- d.SweepTemps() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("SweepTemps hangs on a FIFO named like a temp file")
+	}
+	go func() { l, _ := d.List(); done <- l }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("List hangs on a FIFO named like a temp file")
 	}
 }
