@@ -97,10 +97,16 @@ func (d Dir) IndexPath(dg digest.Digest) (string, error) { return d.indexPath(dg
 // ChunkDir is the registry range cache (see blobs.RemoteOptions.ChunkDir).
 func (d Dir) ChunkDir() string { return filepath.Join(d.Root, "chunks", "v1") }
 
-// DecodedPath is where the decoded stream of the zstd layer dg lives.
+// DecodedPath is where the decoded stream of the zstd layer dg lives
+// (dg must be a valid digest: go-digest panics on others).
 func (d Dir) DecodedPath(dg digest.Digest) string {
-	return filepath.Join(d.Root, "decoded", dg.Encoded()+".tar")
+	return filepath.Join(d.DecodedDir(), dg.Encoded()+".tar")
 }
+
+// DecodedDir holds the decoded copies, and the temp files they are
+// written to before the layer's digest is known (a docker-archive layer
+// has none until it is hashed).
+func (d Dir) DecodedDir() string { return filepath.Join(d.Root, "decoded") }
 
 // LoadIndex returns the cached index of layer dg. A missing entry is
 // fs.ErrNotExist; a damaged one wraps layerindex.ErrBadIndex (the caller
