@@ -203,3 +203,41 @@ func TestUmountHiddenMount(t *testing.T) {
 	}
 	requireTmpfsIntact(t, mnt, f)
 }
+
+// TestUmountRefusesMountInside: something mounted on a directory of an
+// ocimount mount would go with it: a lazy unmount detaches the whole
+// subtree. `ocimount umount --lazy` did that to someone's tmpfs (and the
+// plain umount's "busy" error suggested --lazy); both now refuse, naming
+// the mount inside.
+func TestUmountRefusesMountInside(t *testing.T) {
+	requireIntegration(t)
+	mnt := mountImage(t, bundleImage(t))
+	des, err := os.ReadDir(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := ""
+	for _, de := range des {
+		if de.IsDir() {
+			inner = filepath.Join(mnt, de.Name())
+			break
+		}
+	}
+	if inner == "" {
+		t.Fatal("the image has no directory at its root")
+	}
+	f := mountTmpfs(t, inner)
+	for _, args := range [][]string{{"umount", mnt}, {"umount", "--lazy", mnt}} {
+		r := run(t, 30*time.Second, args...)
+		if r.code != 1 || !strings.Contains(r.stderr, inner) || !strings.Contains(r.stderr, "tmpfs") {
+			t.Errorf("want exit 1 and a message naming %s and tmpfs: %s", inner, r)
+		}
+		requireTmpfsIntact(t, inner, f)
+	}
+	if err := unix.Unmount(inner, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, 30*time.Second, "umount", mnt); r.code != 0 {
+		t.Fatalf("umount once the tmpfs is gone: %s", r)
+	}
+}

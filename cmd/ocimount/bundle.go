@@ -500,6 +500,9 @@ func unmountBundle(dir string, st bundleState, lazy bool) error {
 			if !bundleMount(dir, st, m, top, ms) {
 				return notOurs(p, top)
 			}
+			if err := nothingInside(ms, p, top); err != nil {
+				return err
+			}
 			err = unix.Unmount(p, flags)
 			if err == nil {
 				continue

@@ -64,7 +64,23 @@ func unmountOurs(mp string, lazy bool) error {
 	if !isOcimountFUSE(top) {
 		return notOurs(p, top)
 	}
+	if err := nothingInside(ms, p, top); err != nil {
+		return err
+	}
 	return unmount(p, lazy)
+}
+
+// nothingInside refuses to unmount m at p while something is mounted on
+// its files: a plain unmount would fail as "busy", and a lazy one would
+// detach that mount too — someone else's filesystem, taken away with ours.
+func nothingInside(ms []mountinfo.Mount, p string, m mountinfo.Mount) error {
+	in := mountinfo.Inside(ms, m)
+	if len(in) == 0 {
+		return nil
+	}
+	o := in[0]
+	return fmt.Errorf("refusing to unmount %s: a %s filesystem (source %q) is mounted inside it, at %s, and would go with it; unmount that first",
+		p, o.FSType, o.Source, o.MountPoint)
 }
 
 // notOurs is the refusal to unmount m at p: it says what is there.

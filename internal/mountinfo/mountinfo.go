@@ -210,6 +210,24 @@ func climb(ms []Mount, m Mount, a string) Mount {
 	return m
 }
 
+// Inside returns the mounts made on top of m's files: its children,
+// their children, and so on (not m itself). Unmounting m fails (EBUSY)
+// while there are any, and a lazy unmount detaches them all with it.
+func Inside(ms []Mount, m Mount) []Mount {
+	var out []Mount
+	in := map[int]bool{m.ID: true}
+	for changed := true; changed; {
+		changed = false
+		for _, o := range ms {
+			if !in[o.ID] && in[o.Parent] {
+				in[o.ID], changed = true, true
+				out = append(out, o)
+			}
+		}
+	}
+	return out
+}
+
 // At returns every mount at exactly p, bottom first.
 func At(ms []Mount, p string) []Mount {
 	var out []Mount

@@ -190,3 +190,26 @@ func TestTopHidden(t *testing.T) {
 	}
 	Top(cyc, "/x")
 }
+
+// Inside: what was mounted on a mount's files, at any depth, and nothing
+// that merely has a longer path (a mount covered at the same path, one
+// below a sibling).
+func TestInside(t *testing.T) {
+	ms, err := Parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, m := range Inside(ms, ms[1]) { // the tmpfs at /tmp/a b
+		got = append(got, m.ID)
+	}
+	if !reflect.DeepEqual(got, []int{47}) {
+		t.Errorf("Inside(/tmp/a b) = %v, want [47]", got)
+	}
+	if in := Inside(ms, ms[3]); len(in) != 0 { // top of /mnt/img
+		t.Errorf("Inside(top of /mnt/img) = %+v", in)
+	}
+	if in := Inside(ms, ms[2]); len(in) != 1 || in[0].ID != 42 { // the one under it
+		t.Errorf("Inside(41) = %+v, want the mount stacked on it", in)
+	}
+}
