@@ -235,10 +235,28 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		return fmt.Errorf("mount %s: %w", o.mountpoint, err)
 	}
 	releaseMP()
+	// Which mount is ours, for unmounting it later by path only while it
+	// is still what the path reaches.
+	ours, known := servedMount(o.mountpoint)
+	unmountOwn := func() error {
+		return unmountServed(o.mountpoint, ours, known, func() error {
+			if err := srv.Unmount(); err != nil {
+				// Busy: detach so the mountpoint is free now and the
+				// kernel drops the mount when its last user goes.
+				logger.Warn("unmount failed, detaching", "err", err)
+				if err := unix.Unmount(o.mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+					return fmt.Errorf("unmount %s: %w", o.mountpoint, err)
+				}
+			}
+			return nil
+		})
+	}
 	undo := func() {}
 	if o.hooks != nil && o.hooks.mounted != nil {
 		if undo, err = o.hooks.mounted(); err != nil {
-			srv.Unmount()
+			if uerr := unmountOwn(); uerr != nil {
+				logger.Error("unmount", "err", uerr)
+			}
 			return err
 		}
 	}
@@ -254,7 +272,9 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		ready = nil
 		if err != nil {
 			undo()
-			srv.Unmount()
+			if uerr := unmountOwn(); uerr != nil {
+				logger.Error("unmount", "err", uerr)
+			}
 			return fmt.Errorf("the waiting ocimount went away before the mount was ready; unmounted: %w", err)
 		}
 	} else if !o.quiet {
@@ -266,13 +286,9 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	select {
 	case <-done: // unmounted from outside (ocimount umount, umount, fusermount3 -u)
 	case <-ctx.Done():
-		if err := srv.Unmount(); err != nil {
-			// Busy: detach so the mountpoint is free now and the kernel
-			// drops the mount when its last user goes.
-			logger.Warn("unmount failed, detaching", "err", err)
-			if err := unix.Unmount(o.mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-				return fmt.Errorf("unmount %s: %w", o.mountpoint, err)
-			}
+		if err := unmountOwn(); err != nil {
+			logger.Error("unmount", "err", err)
+			return err
 		}
 		<-done
 	}
