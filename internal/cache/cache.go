@@ -595,7 +595,11 @@ func loadHead(f *os.File, p string) (*layerindex.Index, error) {
 	}
 	// The head fixes the file's length: a truncated file would otherwise
 	// be found out only read by read, as windows fail to load.
-	if fi, err := f.Stat(); err != nil || fi.Size() != ix.StoredLen() {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if fi.Size() != ix.StoredLen() {
 		return nil, fmt.Errorf("%s: %w: %d bytes, its head says %d (truncated or damaged)", p, layerindex.ErrBadIndex, fi.Size(), ix.StoredLen())
 	}
 	return ix, nil
