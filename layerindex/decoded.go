@@ -56,6 +56,13 @@ func NewDecodedCopy(f *os.File, ix *Index) (*DecodedCopy, error) {
 	if ix.Decoded.Size <= 0 || ix.Decoded.Count(ix.UncompressedSize) != len(ix.Decoded.Sums) {
 		return nil, fmt.Errorf("%s: the index of %s has no digests of the decoded stream", f.Name(), ix.Digest)
 	}
+	// Bounded as a registry blob's chunk table is: a piece is read whole
+	// into memory to be hashed, and the table may come from a published
+	// index (one "piece" the size of the layer would be a buffer of that
+	// size per read).
+	if ix.Decoded.Size < minPiece || ix.Decoded.Size > maxPiece {
+		return nil, fmt.Errorf("%s: the index of %s has digests of %d-byte pieces of the decoded stream (%d to %d allowed)", f.Name(), ix.Digest, ix.Decoded.Size, minPiece, maxPiece)
+	}
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -76,15 +83,25 @@ func NewDecodedCopy(f *os.File, ix *Index) (*DecodedCopy, error) {
 	return d, nil
 }
 
+// Bounds of the piece size of Index.Decoded (Build uses ChunkSize).
+const (
+	minPiece = 4 << 10
+	maxPiece = 8 << 20
+)
+
 // sinceChecked forgets what was checked if the file changed since
-// (its ctime moved): those bytes may not be what was checked.
-func (d *DecodedCopy) sinceChecked() error {
+// (its ctime moved): those bytes may not be what was checked. It returns
+// the ctime it found, which pieces checked after it are marked under
+// (markOK).
+func (d *DecodedCopy) sinceChecked() (syscall.Timespec, error) {
 	var st syscall.Stat_t
 	if err := syscall.Fstat(int(d.f.Fd()), &st); err != nil {
-		return fmt.Errorf("%s: %w", d.name, err)
+		return st.Ctim, fmt.Errorf("%s: %w", d.name, err)
 	}
 	if st.Size != d.size {
-		return fmt.Errorf("%s: now %d bytes, want %d: %w", d.name, st.Size, d.size, ErrDamagedCopy)
+		err := fmt.Errorf("%s: now %d bytes, want %d: %w", d.name, st.Size, d.size, ErrDamagedCopy)
+		d.tell(err)
+		return st.Ctim, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -94,7 +111,19 @@ func (d *DecodedCopy) sinceChecked() error {
 		}
 		d.changed = st.Ctim
 	}
-	return nil
+	return st.Ctim, nil
+}
+
+// markOK records that piece k matched when hashed after the file was
+// seen with ctime seen. If another reader has seen the ctime move since
+// (and cleared the marks), the hash may be of bytes from before a write:
+// the piece stays unmarked and is hashed again on its next use.
+func (d *DecodedCopy) markOK(k int, seen syscall.Timespec) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.changed == seen {
+		d.ok[k/64].Or(uint64(1) << (k % 64))
+	}
 }
 
 // ReadAt reads the stream, checking the pieces it touches first.
@@ -124,7 +153,8 @@ func (d *DecodedCopy) Verify(off, n int64) error {
 	if n <= 0 || off >= d.size {
 		return nil
 	}
-	if err := d.sinceChecked(); err != nil {
+	seen, err := d.sinceChecked()
+	if err != nil {
 		return err
 	}
 	end := min(off+n, d.size)
@@ -139,7 +169,7 @@ func (d *DecodedCopy) Verify(off, n int64) error {
 		if err := d.check(k); err != nil {
 			return err
 		}
-		d.ok[w].Or(bit)
+		d.markOK(k, seen)
 	}
 	return nil
 }
@@ -167,12 +197,17 @@ func (d *DecodedCopy) check(k int) error {
 func (d *DecodedCopy) damage(k int, cause error) error {
 	d.bad[k/64].Or(uint64(1) << (k % 64))
 	err := d.pieceError(k, cause)
+	d.tell(err)
+	return err
+}
+
+// tell passes the first damage found to OnDamage.
+func (d *DecodedCopy) tell(err error) {
 	d.damaged.Do(func() {
 		if d.OnDamage != nil {
 			d.OnDamage(err)
 		}
 	})
-	return err
 }
 
 func (d *DecodedCopy) pieceError(k int, cause error) error {

@@ -137,3 +137,76 @@ func TestDecodedCopyRefused(t *testing.T) {
 		t.Errorf("short file: %v", err)
 	}
 }
+
+// The piece size comes from the index, which may be a published one: a
+// piece is hashed whole from one buffer, so a table of one "piece" as
+// large as the layer made every first read allocate the layer's size.
+func TestDecodedCopyPieceSizeBounded(t *testing.T) {
+	data, f, ix := decodedFixture(t, 3*ChunkSize)
+	for _, size := range []int64{1, 4<<10 - 1, 8<<20 + 1, 1 << 40} {
+		bad := *ix
+		bad.Decoded = ChunkSums{Size: size, Sums: make([][32]byte, (int64(len(data))+size-1)/size)}
+		if _, err := NewDecodedCopy(f, &bad); err == nil {
+			t.Errorf("pieces of %d bytes accepted", size)
+		}
+	}
+}
+
+// A piece hashed while another reader sees the file's ctime move (a write
+// landed after the hash read) is not marked checked: the marks were just
+// cleared for the new ctime, and a mark set after that, from the old
+// bytes' hash, let the new bytes be served unchecked.
+func TestDecodedCopyCheckRacesWrite(t *testing.T) {
+	data, f, ix := decodedFixture(t, 2*ChunkSize)
+	dc, err := NewDecodedCopy(f, ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Reader A: sees the file, hashes piece 0 (good bytes).
+	seen, err := dc.sinceChecked()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dc.check(0); err != nil {
+		t.Fatal(err)
+	}
+	// A write lands; reader B sees the new ctime before A marks.
+	time.Sleep(10 * time.Millisecond)
+	if _, err := f.WriteAt(bytes.Repeat([]byte{'!'}, 64), 1000); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dc.sinceChecked(); err != nil {
+		t.Fatal(err)
+	}
+	dc.markOK(0, seen)
+	p := make([]byte, 64)
+	n, err := dc.ReadAt(p, 1000)
+	if err == nil && !bytes.Equal(p[:n], data[1000:1000+n]) {
+		t.Fatal("bytes written after the check were served")
+	}
+	if !errors.Is(err, ErrDamagedCopy) {
+		t.Fatalf("read: %v, want ErrDamagedCopy", err)
+	}
+}
+
+// A copy whose size changes under a running mount is damage like any
+// other: OnDamage is told, so the loader drops the file from the cache
+// (the EIO hint says it was dropped).
+func TestDecodedCopyTruncatedTellsOnDamage(t *testing.T) {
+	_, f, ix := decodedFixture(t, 2*ChunkSize)
+	dc, err := NewDecodedCopy(f, ix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	told := 0
+	dc.OnDamage = func(error) { told++ }
+	f.Truncate(ChunkSize)
+	for range 2 {
+		if _, err := dc.ReadAt(make([]byte, 10), 10); !errors.Is(err, ErrDamagedCopy) {
+			t.Fatalf("read after truncation: %v", err)
+		}
+	}
+	if told != 1 {
+		t.Errorf("OnDamage called %d times, want 1", told)
+	}
+}

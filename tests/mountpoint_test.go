@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -185,4 +186,47 @@ func TestBundleConcurrent(t *testing.T) {
 		}
 		requireNothingMounted(t, dir)
 	}
+}
+
+// TestForegroundStopLeavesMountsOnTop: a foreground server told to stop
+// unmounts by path, and umount2 takes off whatever is on top there. With a
+// tmpfs mounted over its mount (or another ocimount stacked with --force),
+// Ctrl-C took that one off instead, then hung waiting for its own mount to
+// go. It now leaves both, says what is in the way, and exits.
+func TestForegroundStopLeavesMountsOnTop(t *testing.T) {
+	requireIntegration(t)
+	src := bundleImage(t)
+	t.Run("tmpfs", func(t *testing.T) {
+		mnt := newMountpoint(t)
+		srv := startForeground(t, src, mnt)
+		f := mountTmpfs(t, mnt)
+		srv.cmd.Process.Signal(syscall.SIGINT)
+		err, ok := srv.wait(20 * time.Second)
+		if !ok {
+			t.Fatalf("server did not exit after SIGINT; output:\n%s", srv.output())
+		}
+		if err == nil || !strings.Contains(srv.output(), "tmpfs") {
+			t.Errorf("exit %v, want an error naming the tmpfs; output:\n%s", err, srv.output())
+		}
+		requireTmpfsIntact(t, mnt, f)
+		if ms := mountsAt(t, mnt); len(ms) != 2 || ms[0].FSType != "fuse.ocimount" {
+			t.Errorf("mounts at %s: %+v, want the FUSE mount under the tmpfs", mnt, ms)
+		}
+	})
+	t.Run("stacked-ocimount", func(t *testing.T) {
+		mnt := newMountpoint(t)
+		srv := startForeground(t, src, mnt)
+		if r := run(t, 2*time.Minute, "mount", "--force", "--cache-dir", t.TempDir(), src, mnt); r.code != 0 {
+			t.Fatalf("mount --force: %s", r)
+		}
+		t.Cleanup(func() { forceUnmount(t, mnt) })
+		top := findMount(t, mnt)
+		srv.cmd.Process.Signal(syscall.SIGINT)
+		if _, ok := srv.wait(20 * time.Second); !ok {
+			t.Fatalf("server did not exit after SIGINT; output:\n%s", srv.output())
+		}
+		if now := findMount(t, mnt); now == nil || now.ID != top.ID {
+			t.Errorf("the stacked mount %+v is gone (top now %+v)", top, now)
+		}
+	})
 }

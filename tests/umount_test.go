@@ -150,3 +150,94 @@ func TestBundleRemoveRefusesForeignMount(t *testing.T) {
 		requireTmpfsIntact(t, rootfs, f)
 	})
 }
+
+// TestUmountHiddenMount: an ocimount mount whose parent was covered since
+// (a tmpfs moved over a directory above it) is still listed in mountinfo
+// at its path, but a lookup of that path — and umount2 — reach whatever
+// is visible there now. `ocimount umount PATH` unmounted that, someone
+// else's tmpfs, because it took the last mount listed at the path for the
+// one on top.
+func TestUmountHiddenMount(t *testing.T) {
+	requireIntegration(t)
+	src := bundleImage(t)
+	// A private tmpfs to play in: mount --move needs unshared parents.
+	sand := t.TempDir()
+	if err := unix.Mount("none", sand, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(sand, unix.MNT_DETACH) })
+	if err := unix.Mount("", sand, "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+		t.Fatal(err)
+	}
+	p, x := filepath.Join(sand, "p"), filepath.Join(sand, "s", "x")
+	mnt := filepath.Join(x, "mnt")
+	for _, d := range []string{p, mnt} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The tmpfs mounts first: mountinfo lists mounts in the order they
+	// were made, so the FUSE mount comes last at mnt.
+	if err := unix.Mount("none", p, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(p, "mnt"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f := mountTmpfs(t, filepath.Join(p, "mnt"))
+	if r := run(t, 2*time.Minute, "mount", "--cache-dir", t.TempDir(), src, mnt); r.code != 0 {
+		t.Fatalf("mount: %s", r)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) }) // the hidden one, once x is gone
+	if err := unix.Mount(p, x, "", unix.MS_MOVE, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(x, unix.MNT_DETACH) })
+	f = filepath.Join(mnt, filepath.Base(f))
+	if ms := mountsAt(t, mnt); len(ms) != 2 {
+		t.Fatalf("mounts at %s: %+v, want the hidden FUSE mount and the tmpfs", mnt, ms)
+	}
+	r := run(t, 30*time.Second, "umount", mnt)
+	if r.code != 1 || !strings.Contains(r.stderr, "tmpfs") {
+		t.Errorf("want exit 1 and a message naming the tmpfs: %s", r)
+	}
+	requireTmpfsIntact(t, mnt, f)
+}
+
+// TestUmountRefusesMountInside: something mounted on a directory of an
+// ocimount mount would go with it: a lazy unmount detaches the whole
+// subtree. `ocimount umount --lazy` did that to someone's tmpfs (and the
+// plain umount's "busy" error suggested --lazy); both now refuse, naming
+// the mount inside.
+func TestUmountRefusesMountInside(t *testing.T) {
+	requireIntegration(t)
+	mnt := mountImage(t, bundleImage(t))
+	des, err := os.ReadDir(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inner := ""
+	for _, de := range des {
+		if de.IsDir() {
+			inner = filepath.Join(mnt, de.Name())
+			break
+		}
+	}
+	if inner == "" {
+		t.Fatal("the image has no directory at its root")
+	}
+	f := mountTmpfs(t, inner)
+	for _, args := range [][]string{{"umount", mnt}, {"umount", "--lazy", mnt}} {
+		r := run(t, 30*time.Second, args...)
+		if r.code != 1 || !strings.Contains(r.stderr, inner) || !strings.Contains(r.stderr, "tmpfs") {
+			t.Errorf("want exit 1 and a message naming %s and tmpfs: %s", inner, r)
+		}
+		requireTmpfsIntact(t, inner, f)
+	}
+	if err := unix.Unmount(inner, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, 30*time.Second, "umount", mnt); r.code != 0 {
+		t.Fatalf("umount once the tmpfs is gone: %s", r)
+	}
+}

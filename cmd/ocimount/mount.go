@@ -191,10 +191,28 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 		return err
 	}
 	releaseMP()
+	// Which mount is ours, for unmounting it later by path only while it
+	// is still what the path reaches.
+	ours, known := servedMount(o.mountpoint)
+	unmountOwn := func() error {
+		return unmountServed(o.mountpoint, ours, known, func() error {
+			if err := srv.Unmount(); err != nil {
+				// Busy: detach so the mountpoint is free now and the
+				// kernel drops the mount when its last user goes.
+				logger.Warn("unmount failed, detaching", "err", err)
+				if err := unix.Unmount(o.mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+					return fmt.Errorf("unmount %s: %w", o.mountpoint, err)
+				}
+			}
+			return nil
+		})
+	}
 	undo := func() {}
 	if o.hooks != nil && o.hooks.mounted != nil {
 		if undo, err = o.hooks.mounted(); err != nil {
-			srv.Unmount()
+			if uerr := unmountOwn(); uerr != nil {
+				logger.Error("unmount", "err", uerr)
+			}
 			return err
 		}
 	}
@@ -208,10 +226,12 @@ func serve(ctx context.Context, o mountOptions) (err error) {
 	ready = nil // announce closed it: the parent has its answer
 	if err != nil {
 		undo()
-		srv.Unmount()
+		if uerr := unmountOwn(); uerr != nil {
+			logger.Error("unmount", "err", uerr)
+		}
 		return fmt.Errorf("the waiting ocimount went away before the mount was ready; unmounted: %w", err)
 	}
-	return waitUnmounted(ctx, o.mountpoint, srv, logger)
+	return waitUnmounted(ctx, srv, unmountOwn, logger)
 }
 
 // serverLogger logs to stderr in the foreground. The background server
@@ -318,17 +338,15 @@ func announce(ready *os.File, o mountOptions, tree *overlay.Tree, im *loader.Ima
 // is done (SIGINT/SIGTERM). A busy mount is then detached, so that the
 // mount point is free now and the kernel drops the mount when its last
 // user goes.
-func waitUnmounted(ctx context.Context, mountpoint string, srv *fuse.Server, logger *slog.Logger) error {
+func waitUnmounted(ctx context.Context, srv *fuse.Server, unmountOwn func() error, logger *slog.Logger) error {
 	done := make(chan struct{})
 	go func() { srv.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		if err := srv.Unmount(); err != nil {
-			logger.Warn("unmount failed, detaching", "err", err)
-			if err := unix.Unmount(mountpoint, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
-				return fmt.Errorf("unmount %s: %w", mountpoint, err)
-			}
+		if err := unmountOwn(); err != nil {
+			logger.Error("unmount", "err", err)
+			return err
 		}
 		<-done
 	}

@@ -5,11 +5,21 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ocimount/ocimount/internal/dirlock"
 	"github.com/ocimount/ocimount/internal/mountinfo"
 	"github.com/ocimount/ocimount/internal/mounts"
 )
+
+// openDir opens dir, which must be a directory: O_DIRECTORY fails on
+// anything else at once (ENOTDIR), where a plain open of a FIFO would wait
+// for a writer.
+func openDir(dir string) (*os.File, error) {
+	return os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0)
+}
 
 // checkMountpoint refuses to mount at mp when something is mounted there
 // already (a second mount would stack on it silently) or when mp is a
@@ -32,16 +42,14 @@ func checkMountpoint(mp string, force bool) error {
 		return fmt.Errorf("%s is already a mount point (a %s filesystem, source %q is mounted there): refusing to mount on top of it; %s, or pass --force to stack this mount on it",
 			mp, top.FSType, top.Source, hint)
 	}
-	f, err := os.Open(mp)
+	f, err := openDir(mp)
+	if errors.Is(err, unix.ENOTDIR) {
+		return fmt.Errorf("mountpoint %s is not a directory", mp)
+	}
 	if err != nil {
 		return fmt.Errorf("mountpoint: %w", err)
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil {
-		return fmt.Errorf("mountpoint: %w", err)
-	} else if !fi.IsDir() {
-		return fmt.Errorf("mountpoint %s is not a directory", mp)
-	}
 	if force {
 		return nil
 	}
@@ -79,4 +87,60 @@ func claimMountpoint(mp string, force bool) (release func(), err error) {
 		return nil, err
 	}
 	return unlock, nil
+}
+
+// servedMount finds, right after this server's mount came up, which
+// mountinfo entry it is: the ocimount FUSE mount on top at mp whose device
+// is the one a stat of mp reaches (the server answers that stat itself).
+// ok is false if it cannot tell.
+func servedMount(mp string) (m mountinfo.Mount, ok bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(mp, &st); err != nil {
+		return m, false
+	}
+	ms, err := mountinfo.Read()
+	if err != nil {
+		return m, false
+	}
+	p, err := mountinfo.Resolve(ms, mp)
+	if err != nil {
+		return m, false
+	}
+	top, ok := mountinfo.Top(ms, p)
+	if !ok || !mounts.IsOcimount(top) || top.Dev != fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev)) {
+		return m, false
+	}
+	return top, true
+}
+
+// unmountServed takes the server's own mount (ours, if known) off mp.
+// umount2 goes by path and takes off whatever a lookup of mp reaches, so
+// it is called only if that is this server's mount and nothing is mounted
+// inside it (a lazy detach would take that along): otherwise the error
+// names what is in the way and the mount stays — stale once the server
+// exits, for `ocimount umount` once it is uncovered. A mount already gone
+// is done.
+func unmountServed(mp string, ours mountinfo.Mount, known bool, unmount func() error) error {
+	ms, err := mountinfo.Read()
+	if err != nil {
+		return fmt.Errorf("cannot tell what is mounted at %s: %w", mp, err)
+	}
+	if known && !slices.ContainsFunc(ms, func(m mountinfo.Mount) bool { return m.ID == ours.ID }) {
+		return nil
+	}
+	p, err := mountinfo.Resolve(ms, mp)
+	if err != nil {
+		return err
+	}
+	top, ok := mountinfo.Top(ms, p)
+	if !ok {
+		return fmt.Errorf("not unmounting %s: this server's mount is not what the path reaches now (a mount above it covers it); leaving it", mp)
+	}
+	if (known && top.ID != ours.ID) || !mounts.IsOcimount(top) {
+		return fmt.Errorf("not unmounting %s: a %s filesystem (source %q) is mounted over this server's mount; unmount it, then run `ocimount umount %s`", mp, top.FSType, top.Source, mp)
+	}
+	if err := mounts.NothingInside(ms, mp, top); err != nil {
+		return err
+	}
+	return unmount()
 }

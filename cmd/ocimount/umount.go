@@ -55,5 +55,8 @@ func unmountOurs(mp string, lazy bool) error {
 	if !mounts.IsOcimount(top) {
 		return bundle.NotOurs(p, top)
 	}
+	if err := mounts.NothingInside(ms, p, top); err != nil {
+		return err
+	}
 	return mounts.Unmount(p, lazy)
 }

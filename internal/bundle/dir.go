@@ -269,6 +269,9 @@ func unmountAll(dir string, st State, lazy bool) error {
 			if !ownMount(dir, st, m, top, ms) {
 				return NotOurs(p, top)
 			}
+			if err := mounts.NothingInside(ms, p, top); err != nil {
+				return err
+			}
 			err = unix.Unmount(p, flags)
 			if err == nil {
 				continue

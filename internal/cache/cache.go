@@ -97,10 +97,16 @@ func (d Dir) IndexPath(dg digest.Digest) (string, error) { return d.indexPath(dg
 // ChunkDir is the registry range cache (see blobs.RemoteOptions.ChunkDir).
 func (d Dir) ChunkDir() string { return filepath.Join(d.Root, "chunks", "v1") }
 
-// DecodedPath is where the decoded stream of the zstd layer dg lives.
+// DecodedPath is where the decoded stream of the zstd layer dg lives
+// (dg must be a valid digest: go-digest panics on others).
 func (d Dir) DecodedPath(dg digest.Digest) string {
-	return filepath.Join(d.Root, "decoded", dg.Encoded()+".tar")
+	return filepath.Join(d.DecodedDir(), dg.Encoded()+".tar")
 }
+
+// DecodedDir holds the decoded copies, and the temp files they are
+// written to before the layer's digest is known (a docker-archive layer
+// has none until it is hashed).
+func (d Dir) DecodedDir() string { return filepath.Join(d.Root, "decoded") }
 
 // LoadIndex returns the cached index of layer dg. A missing entry is
 // fs.ErrNotExist; a damaged one wraps layerindex.ErrBadIndex (the caller
@@ -259,7 +265,10 @@ func WriteAtomic(path string, b []byte) error {
 	if _, err := t.Write(b); err != nil {
 		return err
 	}
-	return t.Publish(path)
+	if err := t.Publish(path); err != nil {
+		return err
+	}
+	return t.Close() // Discard leaves a published file open (for DecodedCopy)
 }
 
 // Temp is a file being written into the cache. Where the filesystem
@@ -366,11 +375,20 @@ func tempInUse(p string, fi fs.FileInfo) bool {
 	if time.Since(fi.ModTime()) < tempGrace {
 		return true
 	}
-	f, err := os.Open(p)
+	// Not followed, not waited on: a symlink or FIFO planted under a
+	// temp file's name is no one's temp file (and opening a FIFO would
+	// wait for a writer).
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0)
+	if errors.Is(err, unix.ELOOP) {
+		return false
+	}
 	if err != nil {
 		return !errors.Is(err, fs.ErrNotExist) // gone: nobody's
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err == nil && !fi.Mode().IsRegular() {
+		return false
+	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		return true
 	}
@@ -577,7 +595,11 @@ func loadHead(f *os.File, p string) (*layerindex.Index, error) {
 	}
 	// The head fixes the file's length: a truncated file would otherwise
 	// be found out only read by read, as windows fail to load.
-	if fi, err := f.Stat(); err != nil || fi.Size() != ix.StoredLen() {
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", p, err)
+	}
+	if fi.Size() != ix.StoredLen() {
 		return nil, fmt.Errorf("%s: %w: %d bytes, its head says %d (truncated or damaged)", p, layerindex.ErrBadIndex, fi.Size(), ix.StoredLen())
 	}
 	return ix, nil

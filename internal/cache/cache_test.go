@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ocimount/ocimount/internal/tartest"
 	"github.com/ocimount/ocimount/layerindex"
@@ -99,5 +103,67 @@ func TestPruneStaleFormat(t *testing.T) {
 	}
 	if !d.HasIndex(cur.Digest) {
 		t.Fatal("the current index was pruned")
+	}
+}
+
+func openFDs(t *testing.T) int {
+	t.Helper()
+	des, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd")
+	}
+	return len(des)
+}
+
+// TestWriteAtomicClosesFile: WriteAtomic left every file it published
+// open (Discard does nothing after Publish, and nothing else closed it),
+// one descriptor per index, tree or mark written, until the GC happened to
+// run the file's finalizer — with the temp file's flock held meanwhile.
+func TestWriteAtomicClosesFile(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // no finalizers
+	dir := t.TempDir()
+	before := openFDs(t)
+	for i := 0; i < 20; i++ {
+		if err := WriteAtomic(filepath.Join(dir, "sub", fmt.Sprint(i)), []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if after := openFDs(t); after != before {
+		t.Errorf("%d descriptors open after 20 WriteAtomic calls, %d before", after, before)
+	}
+}
+
+// A ".tmp-" name in the cache that is not a regular file (a FIFO, a
+// symlink to one) is nobody's temp file: the sweep of a cold mount, `cache
+// ls` and `cache prune` must not open it and wait for a writer forever.
+func TestSweepTempsSkipsFIFO(t *testing.T) {
+	d := Dir{Root: t.TempDir()}
+	dec := filepath.Join(d.Root, "decoded")
+	if err := os.MkdirAll(dec, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dec, ".tmp-fifo")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dec, ".tmp-link")
+	if err := os.Symlink(fifo, link); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	os.Chtimes(fifo, old, old)
+	unix.Lutimes(link, []unix.Timeval{unix.NsecToTimeval(old.UnixNano()), unix.NsecToTimeval(old.UnixNano())})
+	done := make(chan []Entry, 1)
+	go func() { done <- d.SweepTemps() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("SweepTemps hangs on a FIFO named like a temp file")
+	}
+	go func() { l, _ := d.List(); done <- l }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("List hangs on a FIFO named like a temp file")
 	}
 }

@@ -24,7 +24,7 @@ var ErrLocked = errors.New("locked by another ocimount")
 // server started meanwhile never inherits it. unlock may be called more
 // than once.
 func Lock(dir string) (unlock func(), err error) {
-	f, err := os.Open(dir)
+	f, err := os.OpenFile(dir, os.O_RDONLY|unix.O_DIRECTORY, 0) // a FIFO fails at once, never waits
 	if err != nil {
 		return nil, err
 	}

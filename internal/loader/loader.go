@@ -11,7 +11,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"sort"
@@ -566,7 +565,7 @@ func buildIndex(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Opt
 		// where the filesystem allows, so a killed mount leaves nothing.
 		tdir := os.TempDir()
 		if dir.Enabled() {
-			tdir = filepath.Dir(dir.DecodedPath(l.Descriptor.Digest))
+			tdir = dir.DecodedDir() // (the digest may be unknown yet: docker-archive)
 		}
 		if err := os.MkdirAll(tdir, 0o700); err != nil {
 			return indexed{}, err

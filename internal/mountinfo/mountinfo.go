@@ -139,29 +139,93 @@ func Read() ([]Mount, error) {
 }
 
 // Top returns the mount at exactly path p that is on top, the one a
-// path lookup of p reaches and umount2(p) takes off: of the mounts at p,
-// the one no other mount at p is stacked on (the last such, if several).
-// p must be absolute, clean and free of symlinks, as mountinfo writes
-// mount points.
+// path lookup of p reaches and umount2(p) takes off. That is not simply
+// the last mount listed at p: a mount at p whose parent mount was covered
+// since (a tmpfs mounted, or a mount moved, over a directory above p) is
+// still listed at p but hidden, and umount2(p) takes off whatever is
+// visible there instead. So Top walks p from the root as a lookup does:
+// at each prefix of p, a mount is reached only if it sits on the mount
+// reached so far, and then whatever is stacked on it. p must be absolute,
+// clean and free of symlinks, as mountinfo writes mount points.
 func Top(ms []Mount, p string) (Mount, bool) {
-	var top Mount
-	found := false
-	for i, m := range ms {
-		if m.MountPoint != p {
-			continue
-		}
-		covered := false
-		for _, o := range ms[i+1:] {
-			if o.MountPoint == p && o.Parent == m.ID {
-				covered = true
-				break
+	cur, ok := rootMount(ms)
+	if !ok {
+		return Mount{}, false
+	}
+	cur = climb(ms, cur, "/")
+	if p != "/" {
+		prefix := ""
+		for _, c := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
+			prefix += "/" + c
+			if m, ok := onTopOf(ms, cur, prefix); ok {
+				cur = climb(ms, m, prefix)
 			}
 		}
-		if !covered {
-			top, found = m, true
+	}
+	if cur.MountPoint != p {
+		return Mount{}, false
+	}
+	return cur, true
+}
+
+// rootMount is the bottom mount at "/": the one whose parent is not
+// itself a mount at "/" (the namespace root's parent is not listed).
+func rootMount(ms []Mount) (Mount, bool) {
+	atRoot := map[int]bool{}
+	for _, m := range ms {
+		if m.MountPoint == "/" {
+			atRoot[m.ID] = true
+		}
+	}
+	for _, m := range ms {
+		if m.MountPoint == "/" && (!atRoot[m.Parent] || m.Parent == m.ID) {
+			return m, true
+		}
+	}
+	return Mount{}, false
+}
+
+// onTopOf finds the mount at path a whose parent is m (the last such).
+func onTopOf(ms []Mount, m Mount, a string) (Mount, bool) {
+	var top Mount
+	found := false
+	for _, o := range ms {
+		if o.MountPoint == a && o.Parent == m.ID && o.ID != m.ID {
+			top, found = o, true
 		}
 	}
 	return top, found
+}
+
+// climb follows the stack of mounts at a on top of m to its top
+// (bounded: a malformed file could make a cycle).
+func climb(ms []Mount, m Mount, a string) Mount {
+	for range ms {
+		o, ok := onTopOf(ms, m, a)
+		if !ok {
+			break
+		}
+		m = o
+	}
+	return m
+}
+
+// Inside returns the mounts made on top of m's files: its children,
+// their children, and so on (not m itself). Unmounting m fails (EBUSY)
+// while there are any, and a lazy unmount detaches them all with it.
+func Inside(ms []Mount, m Mount) []Mount {
+	var out []Mount
+	in := map[int]bool{m.ID: true}
+	for changed := true; changed; {
+		changed = false
+		for _, o := range ms {
+			if !in[o.ID] && in[o.Parent] {
+				in[o.ID], changed = true, true
+				out = append(out, o)
+			}
+		}
+	}
+	return out
 }
 
 // At returns every mount at exactly p, bottom first.

@@ -154,3 +154,62 @@ func TestResolve(t *testing.T) {
 		t.Error("Resolve with a missing parent succeeded")
 	}
 }
+
+// TestTopHidden: a mount still listed at p whose parent was covered since
+// (here: tmpfs A moved over /s/x, bringing B, mounted on A's mnt, along)
+// is not what a lookup of p reaches, nor what umount2(p) takes off: B is.
+// Top picked the hidden FUSE mount (listed last), and `ocimount umount`
+// then unmounted B, someone's tmpfs.
+func TestTopHidden(t *testing.T) {
+	const moved = `47 1 8:1 / / rw - ext4 /dev/vda rw
+67 47 0:41 / /s/x rw,relatime - tmpfs A rw
+68 67 0:42 / /s/x/mnt rw,relatime - tmpfs B rw
+69 47 0:43 / /s/x/mnt ro,nosuid,nodev,relatime - fuse.ocimount oci:/img ro,user_id=0,group_id=0
+70 68 0:44 / /s/x/mnt/deep rw - tmpfs C rw
+71 69 0:45 / /s/x/mnt/gone rw - tmpfs D rw
+`
+	ms, err := Parse(strings.NewReader(moved))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]int{"/": 47, "/s/x": 67, "/s/x/mnt": 68, "/s/x/mnt/deep": 70, "/s/x/mnt/gone": 0, "/s": 0} {
+		top, ok := Top(ms, p)
+		if (want == 0) == ok || top.ID != want {
+			t.Errorf("Top(%s) = %d, %v; want %d", p, top.ID, ok, want)
+		}
+	}
+	// Without B, nothing is reached at /s/x/mnt: the lookup ends in A.
+	ms = append(ms[:2:2], ms[3:]...)
+	if top, ok := Top(ms, "/s/x/mnt"); ok {
+		t.Errorf("Top(/s/x/mnt) = %+v with only a hidden mount there", top)
+	}
+	// A cycle in a malformed file does not hang.
+	cyc, err := Parse(strings.NewReader("1 2 0:1 / / rw - ext4 a rw\n2 1 0:2 / / rw - ext4 b rw\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	Top(cyc, "/x")
+}
+
+// Inside: what was mounted on a mount's files, at any depth, and nothing
+// that merely has a longer path (a mount covered at the same path, one
+// below a sibling).
+func TestInside(t *testing.T) {
+	ms, err := Parse(strings.NewReader(sample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, m := range Inside(ms, ms[1]) { // the tmpfs at /tmp/a b
+		got = append(got, m.ID)
+	}
+	if !reflect.DeepEqual(got, []int{47}) {
+		t.Errorf("Inside(/tmp/a b) = %v, want [47]", got)
+	}
+	if in := Inside(ms, ms[3]); len(in) != 0 { // top of /mnt/img
+		t.Errorf("Inside(top of /mnt/img) = %+v", in)
+	}
+	if in := Inside(ms, ms[2]); len(in) != 1 || in[0].ID != 42 { // the one under it
+		t.Errorf("Inside(41) = %+v, want the mount stacked on it", in)
+	}
+}

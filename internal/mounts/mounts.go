@@ -37,6 +37,19 @@ func NotOurs(p string, m mountinfo.Mount, hint string) error {
 		p, m.FSType, m.Source, hint)
 }
 
+// NothingInside refuses to unmount m at p while something is mounted on
+// its files: a plain unmount would fail as "busy", and a lazy one would
+// detach that mount too — someone else's filesystem, taken away with ours.
+func NothingInside(ms []mountinfo.Mount, p string, m mountinfo.Mount) error {
+	in := mountinfo.Inside(ms, m)
+	if len(in) == 0 {
+		return nil
+	}
+	o := in[0]
+	return fmt.Errorf("refusing to unmount %s: a %s filesystem (source %q) is mounted inside it, at %s, and would go with it; unmount that first",
+		p, o.FSType, o.Source, o.MountPoint)
+}
+
 // Unmount works on a healthy mount and on a stale one whose server was
 // killed ("transport endpoint is not connected"): umount2 does not need
 // the server. Without root it falls back to fusermount3. Callers check
