@@ -658,6 +658,16 @@ const PublishedSpan = 2 * DefaultSpan
 // are all kept, since they cost a few bytes each. The result decodes to
 // the same bytes through fewer, longer spans. It shares entries and
 // windows with ix.
+// Published is the index as `index --push` publishes it: thinned to
+// PublishedSpan, and without the digests of a decoded copy, which
+// describe a cache file on the publisher's machine (a mount checks its
+// own copy against the digests of its own pass, never a registry's).
+func (ix *Index) Published() *Index {
+	out := ix.Thinned(PublishedSpan)
+	out.Decoded = ChunkSums{}
+	return out
+}
+
 func (ix *Index) Thinned(minSpan int64) *Index {
 	out := *ix
 	if ix.Checkpoints == nil || len(ix.Checkpoints.Points) == 0 {

@@ -210,3 +210,16 @@ func TestDecodedCopyTruncatedTellsOnDamage(t *testing.T) {
 		t.Errorf("OnDamage called %d times, want 1", told)
 	}
 }
+
+// A published index carries no decoded-copy digests: they describe the
+// publisher's cache file, not anything a mount elsewhere may check.
+func TestPublishedDropsDecodedDigests(t *testing.T) {
+	_, _, ix := decodedFixture(t, 3*ChunkSize)
+	ix.Compression = Zstd
+	if got := ix.Published(); len(got.Decoded.Sums) != 0 || got.Decoded.Size != 0 {
+		t.Fatalf("published index keeps %d decoded digests", len(got.Decoded.Sums))
+	}
+	if len(ix.Decoded.Sums) == 0 {
+		t.Fatal("Published changed the index it was called on")
+	}
+}

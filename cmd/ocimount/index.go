@@ -95,8 +95,8 @@ func indexAction(c *cli.Context) error {
 		order := make([]digest.Digest, len(im.Indexes))
 		data := map[digest.Digest][]byte{}
 		for i, ix := range im.Indexes {
-			// Coarser than the local index: see layerindex.PublishedSpan.
-			b, err := ix.Thinned(layerindex.PublishedSpan).MarshalBinary()
+			// Coarser than the local index: see layerindex.Published.
+			b, err := ix.Published().MarshalBinary()
 			if err != nil {
 				return err
 			}

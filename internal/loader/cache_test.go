@@ -406,3 +406,51 @@ func TestCacheAttackMatrix(t *testing.T) {
 		}
 	}
 }
+
+// A published index of a layer served from a decoded copy is not used:
+// its decoded-copy digests are the publisher's. The layer is indexed here
+// and its copy checked against this pass's own digests.
+func TestPublishedDecodedDigestsIgnored(t *testing.T) {
+	src, big := zstdImage(t)
+	cacheDir := t.TempDir()
+	o := Options{CacheDir: cacheDir}
+	im := load(t, src, o)
+	l := &im.Image.Layers[0]
+	f, err := layerindex.Detect(l.Descriptor.MediaType, l.Blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A "published" index with forged decoded digests but otherwise right.
+	pub, err := cache.Dir{Root: cacheDir}.LoadIndex(l.Descriptor.Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range pub.Decoded.Sums {
+		pub.Decoded.Sums[i][0] ^= 1
+	}
+	b, err := pub.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := indexLayer(context.Background(), l, f, Options{CacheDir: cacheDir, Rebuild: true}, b) // the decoded copy is there
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.cached || r.published {
+		t.Fatal("a published index was used for a decoded-copy layer")
+	}
+	defer r.closer.Close()
+	e := &layerindex.Entry{}
+	for _, en := range r.ix.Entries { // this pass's own index
+		if en.Name == "d/big" {
+			*e = en
+		}
+	}
+	if e.Name == "" {
+		t.Fatal("d/big not in the layer's index")
+	}
+	got := make([]byte, len(big))
+	if _, err := layerindex.Content(r.content, e).ReadAt(got, 0); err != nil && err != io.EOF || !bytes.Equal(got, big) {
+		t.Fatalf("read: %v", err)
+	}
+}

@@ -522,6 +522,9 @@ func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Opt
 		case !matches(ix):
 			logf(o, "published index of %s describes another layer (%s); indexing the layer", key, ix.Digest)
 		default:
+			// A publisher's decoded-copy digests describe its own cache
+			// file: a layer served from a decoded copy is indexed here.
+			ix.Decoded = layerindex.ChunkSums{}
 			if r, ok := servedFrom(ix, l, f, dir, o); ok {
 				if dir.Enabled() {
 					if err := dir.StorePublishedIndex(key, published); err != nil {
