@@ -102,28 +102,9 @@ func TestMountRefusesOccupiedMountpoint(t *testing.T) {
 	t.Run("concurrent", func(t *testing.T) {
 		for round := 0; round < 4; round++ {
 			mnt := newMountpoint(t)
-			var wg sync.WaitGroup
-			res := make([]result, 2)
-			for i := range res {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					res[i] = run(t, 2*time.Minute, "mount", "--cache-dir", t.TempDir(), src, mnt)
-				}()
-			}
-			wg.Wait()
-			codes := []int{res[0].code, res[1].code}
-			slices.Sort(codes)
-			if !slices.Equal(codes, []int{0, 1}) {
-				t.Fatalf("round %d: exit codes %v, want one 0 and one 1:\n%s\n%s", round, codes, res[0], res[1])
-			}
-			loser := res[0]
-			if loser.code == 0 {
-				loser = res[1]
-			}
-			if !strings.Contains(loser.stderr, mnt) {
-				t.Errorf("round %d: the loser's message does not name %s: %s", round, mnt, loser)
-			}
+			raceTwo(t, round, mnt, func() result {
+				return run(t, 2*time.Minute, "mount", "--cache-dir", t.TempDir(), src, mnt)
+			})
 			if ms := mountsAt(t, mnt); len(ms) != 1 || ms[0].FSType != "fuse.ocimount" {
 				t.Fatalf("round %d: mounts at %s: %+v, want exactly one", round, mnt, ms)
 			}
@@ -150,28 +131,9 @@ func TestBundleConcurrent(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		var wg sync.WaitGroup
-		res := make([]result, 2)
-		for i := range res {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				res[i] = run(t, 2*time.Minute, "bundle", "-q", "--cache-dir", t.TempDir(), src, dir)
-			}()
-		}
-		wg.Wait()
-		codes := []int{res[0].code, res[1].code}
-		slices.Sort(codes)
-		if !slices.Equal(codes, []int{0, 1}) {
-			t.Fatalf("round %d: exit codes %v, want one 0 and one 1:\n%s\n%s", round, codes, res[0], res[1])
-		}
-		loser := res[0]
-		if loser.code == 0 {
-			loser = res[1]
-		}
-		if !strings.Contains(loser.stderr, dir) {
-			t.Errorf("round %d: the loser's message does not name %s: %s", round, dir, loser)
-		}
+		raceTwo(t, round, dir, func() result {
+			return run(t, 2*time.Minute, "bundle", "-q", "--cache-dir", t.TempDir(), src, dir)
+		})
 		rootfs := filepath.Join(dir, "rootfs")
 		if ms := mountsAt(t, rootfs); len(ms) != 1 || ms[0].FSType != "fuse.ocimount" {
 			t.Fatalf("round %d: mounts at %s: %+v, want exactly one", round, rootfs, ms)
@@ -229,4 +191,32 @@ func TestForegroundStopLeavesMountsOnTop(t *testing.T) {
 			t.Errorf("the stacked mount %+v is gone (top now %+v)", top, now)
 		}
 	})
+}
+
+// raceTwo runs do twice at the same time: exactly one must succeed, and
+// the other must fail with a message naming path.
+func raceTwo(t *testing.T, round int, path string, do func() result) {
+	t.Helper()
+	var wg sync.WaitGroup
+	res := make([]result, 2)
+	for i := range res {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res[i] = do()
+		}()
+	}
+	wg.Wait()
+	codes := []int{res[0].code, res[1].code}
+	slices.Sort(codes)
+	if !slices.Equal(codes, []int{0, 1}) {
+		t.Fatalf("round %d: exit codes %v, want one 0 and one 1:\n%s\n%s", round, codes, res[0], res[1])
+	}
+	loser := res[0]
+	if loser.code == 0 {
+		loser = res[1]
+	}
+	if !strings.Contains(loser.stderr, path) {
+		t.Errorf("round %d: the loser's message does not name %s: %s", round, path, loser)
+	}
 }
