@@ -236,6 +236,7 @@ func TestRegistryFaults(t *testing.T) {
 			t.Parallel()
 			f := newRegFixture(t, false, "")
 			rb := f.remote(t)
+			rb.reg.opts.FailureMemory = 5 * time.Millisecond
 			if err := rb.SetChunkSums(testChunk, f.sums); err != nil {
 				t.Fatal(err)
 			}
@@ -257,8 +258,10 @@ func TestRegistryFaults(t *testing.T) {
 			if !strings.Contains(err.Error(), string(rb.Digest())) {
 				t.Errorf("error does not name the blob: %v", err)
 			}
-			// The fault clears: the same read now works.
+			// The fault clears: once the failure is forgotten, the same
+			// read works.
 			f.rt.set(nil, 0)
+			time.Sleep(rb.reg.opts.FailureMemory * 17)
 			n, err = rb.ReadAt(p, 2*testChunk+100)
 			if err != nil || !bytes.Equal(p[:n], f.blob[2*testChunk+100:][:1000]) {
 				t.Fatalf("after the fault cleared: n=%d err=%v", n, err)
