@@ -417,6 +417,15 @@ func (r *registry) getBlob(ctx context.Context, what string, d ocispec.Descripto
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if d.Size > 0 {
+		// Never read more than the descriptor promises (and one byte to
+		// tell that a blob is longer), nor anything of a body that
+		// announces another length.
+		if resp.ContentLength >= 0 && resp.ContentLength != d.Size {
+			return nil, fmt.Errorf("%s %s: the registry sends %d bytes, descriptor says %d: %w", what, d.Digest, resp.ContentLength, d.Size, ErrDigestMismatch)
+		}
+		limit = min(limit, d.Size)
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", what, d.Digest, err)

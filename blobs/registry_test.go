@@ -455,7 +455,7 @@ func TestIndexArtifact(t *testing.T) {
 			f := newRegFixture(t, referrers, "")
 			ctx := context.Background()
 			ld := f.image.Layers[0].Descriptor.Digest
-			if got, _, err := f.image.Remote.FetchIndexes(ctx, []digest.Digest{ld}); err != nil || len(got) != 0 {
+			if got, _, err := f.image.Remote.FetchIndexes(ctx, map[digest.Digest]int64{ld: int64(len(f.blob))}); err != nil || len(got) != 0 {
 				t.Fatalf("before push: %v, %d", err, len(got))
 			}
 			payload := []byte("OCIMIDX\x00 pretend index")
@@ -463,7 +463,7 @@ func TestIndexArtifact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, from, err := f.image.Remote.FetchIndexes(ctx, []digest.Digest{ld})
+			got, from, err := f.image.Remote.FetchIndexes(ctx, map[digest.Digest]int64{ld: int64(len(f.blob))})
 			if err != nil || from != art || !bytes.Equal(got[ld], payload) {
 				t.Fatalf("fetch: err=%v from=%s want %s, got %q", err, from, art, got[ld])
 			}
@@ -474,7 +474,7 @@ func TestIndexArtifact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, from, err = f.image.Remote.FetchIndexes(ctx, []digest.Digest{ld})
+			got, from, err = f.image.Remote.FetchIndexes(ctx, map[digest.Digest]int64{ld: int64(len(f.blob))})
 			if err != nil || from != art2 || !bytes.Equal(got[ld], payload2) {
 				t.Fatalf("second fetch: err=%v from=%s want %s", err, from, art2)
 			}

@@ -121,7 +121,7 @@ func TestRemoteImage(t *testing.T) {
 	rt = &countingRT{layers: layers}
 	var used digest.Digest
 	fresh := t.TempDir()
-	lazy := loadRemote(rt, Options{CacheDir: fresh, RemoteIndex: func(a digest.Digest, n int) { used = a }})
+	lazy := loadRemote(rt, Options{CacheDir: fresh, RemoteIndex: func(a digest.Digest, n, offered int) { used = a }})
 	if used == "" {
 		t.Fatal("published indexes were not used")
 	}
