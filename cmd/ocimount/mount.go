@@ -274,7 +274,7 @@ func loadImage(ctx context.Context, cancelLoad context.CancelFunc, o mountOption
 		},
 		View: o.view,
 	}
-	o.platform.Remote = remoteOptions(o.cli, o.cacheDir, lo.Logf)
+	o.platform.Remote.Logf = lo.Logf
 	var pg *progress
 	switch {
 	case ready != nil:
