@@ -667,8 +667,9 @@ func TestRegistryRangeCache(t *testing.T) {
 // chunkFiles counts the files and bytes under CACHE/chunks.
 func chunkFiles(cache string) (n int, bytes int64) {
 	filepath.WalkDir(filepath.Join(cache, "chunks"), func(p string, d os.DirEntry, err error) error {
-		// .tmp-* files are chunks being written, not yet in the cache.
-		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".tmp-") {
+		// .tmp-* files are chunks being written, not yet in the cache;
+		// .state is the cache's lock and byte count.
+		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
 			if fi, err := d.Info(); err == nil {
 				n++
 				bytes += fi.Size()
