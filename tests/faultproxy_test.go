@@ -57,6 +57,7 @@ type faultProxy struct {
 	wtarget string         // if set, only whole GETs of this blob get faults
 	swap    []byte         // swapBody's bytes
 	slow    int            // trickle and headersOnly answers started
+	slowBy  []string       // the client address of each, to tell connections apart
 	release chan struct{}  // closed to free stalled handlers
 	faults  int            // faulty answers given
 	ranged  map[string]int // ranged blob GETs seen, by digest
@@ -96,7 +97,7 @@ func (p *faultProxy) set(m faultMode, n int) {
 // setFor is set for the ranged GETs of one blob only (dg "": all).
 func (p *faultProxy) setFor(m faultMode, n int, dg string) {
 	p.mu.Lock()
-	p.mode, p.left, p.faults, p.target, p.slow = m, n, 0, dg, 0
+	p.mode, p.left, p.faults, p.target, p.slow, p.slowBy = m, n, 0, dg, 0, nil
 	if p.release != nil {
 		close(p.release)
 	}
@@ -126,6 +127,13 @@ func (p *faultProxy) slowStarted() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.slow
+}
+
+// slowConns lists the client address (connection) of each slow answer.
+func (p *faultProxy) slowConns() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.slowBy...)
 }
 
 func (p *faultProxy) takeWhole(dg string) faultMode {
@@ -272,6 +280,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		release := p.release
 		p.slow++
+		p.slowBy = append(p.slowBy, r.RemoteAddr)
 		p.mu.Unlock()
 		w.WriteHeader(resp.StatusCode)
 		w.(http.Flusher).Flush()

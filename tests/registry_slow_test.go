@@ -97,6 +97,14 @@ func TestRegistrySlowResponses(t *testing.T) {
 			if !found {
 				t.Errorf("no log line says the read of blob %s failed (%s), naming the range; log:\n%s", layer, c.says, log)
 			}
+			// Retried once, on another connection than the slow one.
+			conns := proxy.slowConns()
+			t.Logf("slow answers went to %v", conns)
+			if len(conns) < 2 {
+				t.Errorf("%d attempts, want a retry", len(conns))
+			} else if conns[0] == conns[1] {
+				t.Errorf("the retry went out on the connection that was too slow (%s)", conns[0])
+			}
 			if findMount(t, mnt) == nil {
 				t.Fatal("mount went away")
 			}
