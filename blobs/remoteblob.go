@@ -451,13 +451,12 @@ func (b *RemoteBlob) fetch(from, to int) ([][]byte, []error) {
 			break
 		}
 	}
-	now := time.Now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	if lastErr == nil {
+		b.mu.Lock()
 		for i := from; i <= to; i++ {
 			delete(b.failed, i)
 		}
+		b.mu.Unlock()
 		return out, errs
 	}
 	mlo, mhi := to, from // the chunks that failed
@@ -468,6 +467,9 @@ func (b *RemoteBlob) fetch(from, to int) ([][]byte, []error) {
 	}
 	err := fmt.Errorf("%s: %w", b.what(mlo, mhi), lastErr)
 	b.reg.logf("%s: read failed: %v", b.what(mlo, mhi), lastErr)
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	for i := from; i <= to; i++ {
 		if out[i-from] != nil {
 			delete(b.failed, i)
