@@ -35,19 +35,31 @@ const (
 	AnnotationLayerDigest = "io.ocimount.layer.digest"
 	mediaTypeEmpty        = "application/vnd.oci.empty.v1+json"
 	// maxIndexBlob bounds one published layer index read into memory
-	// (a 200,000-file layer's index is ~10 MiB).
+	// (a 200,000-file layer's index is ~10 MiB); indexBlobCap bounds it
+	// by the layer's size first.
 	maxIndexBlob = 512 << 20
 )
+
+// indexBlobCap is the most a published index of a layer of layerSize
+// bytes may weigh: 16 MiB plus twice the layer. An index holds ~30-100
+// bytes per entry, 32 bytes per 512 KiB chunk and windows of under 1% of
+// the uncompressed data; only a layer of empty files with long names comes
+// near its own size. Anything bigger is refused before it is fetched.
+func indexBlobCap(layerSize int64) int64 {
+	return min(maxIndexBlob, 16<<20+2*max(layerSize, 0))
+}
 
 // ManifestDescriptor is the image manifest the image was resolved to.
 func (r *Remote) ManifestDescriptor() ocispec.Descriptor { return r.manifest }
 
 // FetchIndexes looks for a published index artifact of the image and
-// returns the serialized layer indexes it has for the wanted layer
-// digests (verified against their descriptors; the caller checks that
-// each parses and describes its layer). None found is not an error: the
-// result is just empty.
-func (r *Remote) FetchIndexes(ctx context.Context, want []digest.Digest) (map[digest.Digest][]byte, digest.Digest, error) {
+// returns the serialized layer indexes it has for the wanted layers
+// (layer digest → layer blob size, which bounds the index's size), each
+// verified against its descriptor (the caller checks that each parses and
+// describes its layer), and the artifact they came from. None found is not
+// an error: the result is just empty. Every artifact and layer index
+// passed over is logged with the reason.
+func (r *Remote) FetchIndexes(ctx context.Context, want map[digest.Digest]int64) (map[digest.Digest][]byte, digest.Digest, error) {
 	refs, err := r.reg.referrers(ctx, r.manifest.Digest)
 	if err != nil || len(refs) == 0 {
 		return nil, "", err
@@ -59,15 +71,18 @@ func (r *Remote) FetchIndexes(ctx context.Context, want []digest.Digest) (map[di
 			return got, d.Digest, nil
 		}
 		if err == nil {
-			continue // names none of the layers we want: try an older one
+			continue // its reasons are logged: try an older one
+		}
+		if ctx.Err() != nil {
+			return nil, "", err
 		}
 		lastErr = err
-		r.reg.logf("index artifact %s: %v", d.Digest, err)
+		r.reg.logf("index artifact %s: skipped: %v", d.Digest, err)
 	}
 	return nil, "", lastErr
 }
 
-func (r *Remote) fetchArtifact(ctx context.Context, d ocispec.Descriptor, want []digest.Digest) (map[digest.Digest][]byte, error) {
+func (r *Remote) fetchArtifact(ctx context.Context, d ocispec.Descriptor, want map[digest.Digest]int64) (map[digest.Digest][]byte, error) {
 	data, _, err := r.reg.getManifest(ctx, string(d.Digest), maxMetaBlob)
 	if err != nil {
 		return nil, err
@@ -77,23 +92,39 @@ func (r *Remote) fetchArtifact(ctx context.Context, d ocispec.Descriptor, want [
 		return nil, fmt.Errorf("%w JSON: %w", ErrInvalid, err)
 	}
 	if m.ArtifactType != ArtifactTypeIndex || m.Subject == nil || m.Subject.Digest != r.manifest.Digest {
-		return nil, fmt.Errorf("not an ocimount index of manifest %s: %w", r.manifest.Digest, ErrInvalid)
-	}
-	wanted := map[digest.Digest]bool{}
-	for _, w := range want {
-		wanted[w] = true
+		return nil, fmt.Errorf("not an ocimount index of manifest %s (artifact type %q): %w", r.manifest.Digest, m.ArtifactType, ErrInvalid)
 	}
 	out := map[digest.Digest][]byte{}
+	var others []string
 	for _, l := range m.Layers {
 		ld := digest.Digest(l.Annotations[AnnotationLayerDigest])
-		if l.MediaType != MediaTypeLayerIndex || !wanted[ld] {
+		size, wanted := want[ld]
+		switch {
+		case !wanted:
+			others = append(others, string(ld))
+			continue
+		case l.MediaType != MediaTypeLayerIndex:
+			r.reg.logf("index artifact %s: layer index of %s skipped: media type %q, this ocimount reads %q", d.Digest, ld, l.MediaType, MediaTypeLayerIndex)
+			continue
+		case l.Size <= 0 || l.Size > indexBlobCap(size):
+			r.reg.logf("index artifact %s: layer index of %s not fetched: its descriptor says %d bytes; an index of a %d-byte layer may have 1 to %d", d.Digest, ld, l.Size, size, indexBlobCap(size))
 			continue
 		}
-		b, err := r.reg.getBlob(ctx, "layer index of "+string(ld), l, maxIndexBlob)
+		b, err := r.reg.getBlob(ctx, "layer index of "+string(ld), l, indexBlobCap(size))
 		if err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			r.reg.logf("index artifact %s: skipped the layer index of %s: %v", d.Digest, ld, err)
+			continue
 		}
 		out[ld] = b
+	}
+	if len(out) == 0 && len(others) > 0 && len(others) == len(m.Layers) {
+		if len(others) > 3 {
+			others = append(others[:3], "...")
+		}
+		r.reg.logf("index artifact %s: skipped: it has indexes of other layers (%s), none of this image's", d.Digest, strings.Join(others, ", "))
 	}
 	return out, nil
 }

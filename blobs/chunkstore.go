@@ -2,16 +2,19 @@ package blobs
 
 import (
 	"crypto/sha256"
+	"encoding/binary"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultChunkCacheMax bounds the on-disk range cache when the user does
@@ -21,32 +24,44 @@ const DefaultChunkCacheMax = 8 << 30
 // chunkStore is the on-disk range cache of registry blobs:
 //
 //	DIR/<alg>/<hex>/<chunksize>/<n>   chunk n of blob alg:hex, as fetched
+//	DIR/.state                        the bytes of all chunk files (8 bytes,
+//	                                  little endian); its flock is the store's lock
 //
 // A chunk file is written only after it matched its digest, with a temp
 // file and rename, so concurrent mounts (processes) can share the
 // directory: the worst case is two of them writing the same bytes. It is
 // verified again on every load: a damaged file is deleted and refetched,
 // never served. Chunk files are not fsynced: a torn one fails that check.
-// The total is bounded by deleting the least recently used files.
+//
+// The bound holds across every process sharing DIR: each chunk is written
+// under an exclusive flock of DIR/.state, which says how many bytes the
+// chunk files hold; a store that would pass the bound first deletes the
+// least recently used files (a walk of DIR, which also sets the count
+// right) down to 90% of it. The count only errs high between walks (a
+// damaged file removed, someone's rm), which prunes early, never late;
+// files written without the lock (an older ocimount) are counted by the
+// walk each store does when it opens.
 type chunkStore struct {
-	dir   string
-	max   int64
-	logf  func(string, ...any)
-	added atomic.Int64 // bytes stored since the last size check
-	mu    sync.Mutex   // one prune at a time
+	dir  string
+	max  int64
+	logf func(string, ...any)
+	mu   sync.Mutex // this process's side of the lock: flock is per open file
 	// bg counts background prunes; close waits for them, so a store's
 	// owner (the registry of one image) ends with no goroutine left.
 	bg     sync.WaitGroup
 	bgMu   sync.Mutex
 	closed bool
+	warned atomic.Bool // the lock could not be taken: said once
 }
+
+const stateFile = ".state"
 
 func openChunkStore(dir string, max int64, logf func(string, ...any)) *chunkStore {
 	if max <= 0 {
 		max = DefaultChunkCacheMax
 	}
 	s := &chunkStore{dir: dir, max: max, logf: logf}
-	s.goPrune() // a cache left over the limit by an earlier run
+	s.goPrune() // a cache left over the limit by an earlier run, or an older binary
 	return s
 }
 
@@ -60,7 +75,7 @@ func (s *chunkStore) goPrune() {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		s.prune()
+		s.withLock(func(total int64) int64 { return s.prune(s.max) })
 	}()
 }
 
@@ -70,6 +85,50 @@ func (s *chunkStore) close() {
 	s.closed = true
 	s.bgMu.Unlock()
 	s.bg.Wait()
+}
+
+// withLock runs f holding the store's lock, in this process and across
+// processes, with the chunk bytes as DIR/.state counts them (-1: unknown),
+// and records the total f returns (-1: leave it unknown). false: the lock
+// could not be had (f did not run).
+func (s *chunkStore) withLock(f func(total int64) int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		s.warnLock(err)
+		return false
+	}
+	fh, err := os.OpenFile(filepath.Join(s.dir, stateFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		s.warnLock(err)
+		return false
+	}
+	defer fh.Close() // also drops the flock
+	if err := unix.Flock(int(fh.Fd()), unix.LOCK_EX); err != nil {
+		s.warnLock(err)
+		return false
+	}
+	total := int64(-1)
+	var b [8]byte
+	if n, _ := fh.ReadAt(b[:], 0); n == 8 {
+		total = int64(binary.LittleEndian.Uint64(b[:]))
+	}
+	after := f(total)
+	if after < 0 {
+		fh.Truncate(0)
+		return true
+	}
+	binary.LittleEndian.PutUint64(b[:], uint64(after))
+	if _, err := fh.WriteAt(b[:], 0); err != nil {
+		fh.Truncate(0) // unknown: the next store counts again
+	}
+	return true
+}
+
+func (s *chunkStore) warnLock(err error) {
+	if !s.warned.Swap(true) {
+		s.logf("range cache: %v; not storing fetched chunks", err)
+	}
 }
 
 func (s *chunkStore) path(dg digest.Digest, size int64, idx int) string {
@@ -107,43 +166,57 @@ func (s *chunkStore) load(dg digest.Digest, size int64, idx int, sum [32]byte) (
 	return data, true
 }
 
+// store writes one verified chunk, within the bound (see chunkStore).
 func (s *chunkStore) store(dg digest.Digest, size int64, idx int, data []byte) bool {
+	need := int64(len(data))
+	if need > s.max {
+		return false // a bound smaller than a chunk keeps nothing
+	}
 	p := s.path(dg, size, idx)
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		s.logf("range cache: %v", err)
-		return false
-	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
-	if err != nil {
-		s.logf("range cache: %v", err)
-		return false
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		s.logf("range cache: %v", err)
-		return false
-	}
-	if s.added.Add(int64(len(data))) > s.max/16 {
-		s.added.Store(0)
-		s.goPrune()
-	}
-	return true
+	stored := false
+	s.withLock(func(total int64) int64 {
+		if fi, err := os.Lstat(p); err == nil {
+			// Another mount stored it meanwhile (or it is being replaced
+			// after damage): same bytes, same place.
+			if total >= 0 {
+				total -= fi.Size()
+			}
+		}
+		if total < 0 || total+need > s.max {
+			total = s.prune(s.max - need)
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			s.logf("range cache: %v", err)
+			return total
+		}
+		f, err := os.CreateTemp(filepath.Dir(p), ".tmp-*")
+		if err != nil {
+			s.logf("range cache: %v", err)
+			return total
+		}
+		_, err = f.Write(data)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(f.Name(), p)
+		}
+		if err != nil {
+			os.Remove(f.Name())
+			s.logf("range cache: %v", err)
+			return -1 // a file may or may not have been replaced: count again
+		}
+		stored = true
+		return total + need
+	})
+	return stored
 }
 
-// prune deletes least recently used chunk files until the store is under
-// 90% of its bound. Readers tolerate a chunk vanishing (they refetch).
-func (s *chunkStore) prune() {
-	if !s.mu.TryLock() {
-		return
-	}
-	defer s.mu.Unlock()
+// prune (under the lock) deletes least recently used chunk files until
+// they hold at most goal bytes, and at most 90% of the bound if it has to
+// delete anything (so that not every store prunes); it returns what they
+// hold then. Readers tolerate a chunk vanishing (they refetch).
+func (s *chunkStore) prune(goal int64) int64 {
 	type file struct {
 		p    string
 		size int64
@@ -155,22 +228,33 @@ func (s *chunkStore) prune() {
 		if err != nil || d.IsDir() {
 			return nil
 		}
+		if strings.HasPrefix(d.Name(), ".") {
+			// The state file; or a temp file, which our writers (holding
+			// the lock) have none of: one over a minute old was left by a
+			// killed process (younger ones may be an older binary's).
+			if fi, err := d.Info(); err == nil && strings.HasPrefix(d.Name(), ".tmp-") && time.Since(fi.ModTime()) > time.Minute {
+				os.Remove(p)
+			}
+			return nil
+		}
 		if fi, err := d.Info(); err == nil {
 			files = append(files, file{p, fi.Size(), fi.ModTime()})
 			total += fi.Size()
 		}
 		return nil
 	})
-	if total <= s.max {
-		return
+	if total <= goal {
+		return total
 	}
+	goal = min(goal, s.max/10*9)
 	sort.Slice(files, func(i, j int) bool { return files[i].t.Before(files[j].t) })
 	for _, f := range files {
-		if total <= s.max/10*9 {
+		if total <= goal {
 			break
 		}
 		if os.Remove(f.p) == nil {
 			total -= f.size
 		}
 	}
+	return total
 }

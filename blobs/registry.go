@@ -51,18 +51,32 @@ type RemoteOptions struct {
 	IdleTimeout time.Duration
 	// RangeIdle and RangeBudget bound the range reads a FUSE read waits
 	// for: an attempt with no progress for RangeIdle is abandoned, and
-	// no new attempt starts after RangeBudget (0: DefaultRangeIdle,
-	// DefaultRangeBudget). Slow but progressing transfers are not cut.
+	// no new attempt starts after RangeBudget, except the first retry
+	// (0: DefaultRangeIdle, DefaultRangeBudget).
 	RangeIdle, RangeBudget time.Duration
+	// RangeMinRate is the floor rate, in bytes per second, of a range
+	// read: the k-th chunk of a response must have arrived RangeIdle +
+	// k×chunk/RangeMinRate after the request was sent, or the attempt is
+	// abandoned as too slow (a trickling server). 0: DefaultRangeMinRate.
+	RangeMinRate int64
+	// FailureMemory is how long a chunk whose fetch failed fails further
+	// reads at once (EIO, no request), doubling with each consecutive
+	// failure up to 16×; a success forgets it. 0: DefaultFailureMemory.
+	FailureMemory time.Duration
 }
 
 // Defaults of the RemoteOptions timeouts. A FUSE read waits for its
-// chunks, so a registry that stalls must cost a failed read (EIO) within
-// seconds, not minutes; a streaming pass over a layer may wait longer.
+// chunks, so a registry that stalls or trickles must cost a failed read
+// (EIO) within seconds, not minutes; a streaming pass over a layer may
+// wait longer. At the floor rate a 512 KiB chunk takes 4 s, so one that
+// has not arrived 7 s after its request is abandoned (twice at most: the
+// read then fails after about 14 s).
 const (
-	DefaultIdleTimeout = 60 * time.Second
-	DefaultRangeIdle   = 3 * time.Second
-	DefaultRangeBudget = 5 * time.Second
+	DefaultIdleTimeout   = 60 * time.Second
+	DefaultRangeIdle     = 3 * time.Second
+	DefaultRangeBudget   = 5 * time.Second
+	DefaultRangeMinRate  = 128 << 10 // 1 Mbit/s
+	DefaultFailureMemory = 2 * time.Second
 )
 
 // withDefaults fills in the zero timeouts.
@@ -75,6 +89,12 @@ func (o RemoteOptions) withDefaults() RemoteOptions {
 	}
 	if o.RangeBudget <= 0 {
 		o.RangeBudget = DefaultRangeBudget
+	}
+	if o.RangeMinRate <= 0 {
+		o.RangeMinRate = DefaultRangeMinRate
+	}
+	if o.FailureMemory <= 0 {
+		o.FailureMemory = DefaultFailureMemory
 	}
 	return o
 }
@@ -397,6 +417,15 @@ func (r *registry) getBlob(ctx context.Context, what string, d ocispec.Descripto
 		return nil, err
 	}
 	defer resp.Body.Close()
+	if d.Size > 0 {
+		// Never read more than the descriptor promises (and one byte to
+		// tell that a blob is longer), nor anything of a body that
+		// announces another length.
+		if resp.ContentLength >= 0 && resp.ContentLength != d.Size {
+			return nil, fmt.Errorf("%s %s: the registry sends %d bytes, descriptor says %d: %w", what, d.Digest, resp.ContentLength, d.Size, ErrDigestMismatch)
+		}
+		limit = min(limit, d.Size)
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", what, d.Digest, err)

@@ -236,6 +236,7 @@ func TestRegistryFaults(t *testing.T) {
 			t.Parallel()
 			f := newRegFixture(t, false, "")
 			rb := f.remote(t)
+			rb.reg.opts.FailureMemory = 5 * time.Millisecond
 			if err := rb.SetChunkSums(testChunk, f.sums); err != nil {
 				t.Fatal(err)
 			}
@@ -257,8 +258,10 @@ func TestRegistryFaults(t *testing.T) {
 			if !strings.Contains(err.Error(), string(rb.Digest())) {
 				t.Errorf("error does not name the blob: %v", err)
 			}
-			// The fault clears: the same read now works.
+			// The fault clears: once the failure is forgotten, the same
+			// read works.
 			f.rt.set(nil, 0)
+			time.Sleep(rb.reg.opts.FailureMemory * 17)
 			n, err = rb.ReadAt(p, 2*testChunk+100)
 			if err != nil || !bytes.Equal(p[:n], f.blob[2*testChunk+100:][:1000]) {
 				t.Fatalf("after the fault cleared: n=%d err=%v", n, err)
@@ -452,7 +455,7 @@ func TestIndexArtifact(t *testing.T) {
 			f := newRegFixture(t, referrers, "")
 			ctx := context.Background()
 			ld := f.image.Layers[0].Descriptor.Digest
-			if got, _, err := f.image.Remote.FetchIndexes(ctx, []digest.Digest{ld}); err != nil || len(got) != 0 {
+			if got, _, err := f.image.Remote.FetchIndexes(ctx, map[digest.Digest]int64{ld: int64(len(f.blob))}); err != nil || len(got) != 0 {
 				t.Fatalf("before push: %v, %d", err, len(got))
 			}
 			payload := []byte("OCIMIDX\x00 pretend index")
@@ -460,7 +463,7 @@ func TestIndexArtifact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, from, err := f.image.Remote.FetchIndexes(ctx, []digest.Digest{ld})
+			got, from, err := f.image.Remote.FetchIndexes(ctx, map[digest.Digest]int64{ld: int64(len(f.blob))})
 			if err != nil || from != art || !bytes.Equal(got[ld], payload) {
 				t.Fatalf("fetch: err=%v from=%s want %s, got %q", err, from, art, got[ld])
 			}
@@ -471,7 +474,7 @@ func TestIndexArtifact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, from, err = f.image.Remote.FetchIndexes(ctx, []digest.Digest{ld})
+			got, from, err = f.image.Remote.FetchIndexes(ctx, map[digest.Digest]int64{ld: int64(len(f.blob))})
 			if err != nil || from != art2 || !bytes.Equal(got[ld], payload2) {
 				t.Fatalf("second fetch: err=%v from=%s want %s", err, from, art2)
 			}

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,14 +51,26 @@ var ErrUnverified = errors.New("no chunk digests to verify fetched bytes against
 
 // BlobStats are a RemoteBlob's counters since it was opened.
 type BlobStats struct {
-	Fetched     int64 `json:"fetched"`      // bytes received from the registry (range reads and streams)
+	// Fetched counts bytes received from the registry and kept: range
+	// reads that matched their chunk digests, and the stream of a first
+	// mount (checked against the blob digest at its end, which fails the
+	// mount if it does not match).
+	Fetched int64 `json:"fetched"`
+	// Rejected counts bytes received and thrown away: chunks that did not
+	// match their digests, bodies cut short, stalled or too slow.
+	Rejected    int64 `json:"rejected"`
 	Served      int64 `json:"served"`       // bytes returned by ReadAt
 	Requests    int64 `json:"requests"`     // HTTP requests for this blob
 	Retries     int64 `json:"retries"`      //
 	ChunkHits   int64 `json:"chunk_hits"`   // chunks found in memory or on disk
 	ChunkMisses int64 `json:"chunk_misses"` // chunks that had to be fetched
-	Chunks      int   `json:"chunks"`       // chunks of the blob (0 until SetChunkSums)
-	Local       int   `json:"local_chunks"` // chunks present in the on-disk range cache
+	// FailedFast counts reads failed at once because their chunk had just
+	// failed (RemoteOptions.FailureMemory); FailingChunks is how many
+	// chunks are in that state now.
+	FailedFast    int64 `json:"failed_fast"`
+	FailingChunks int   `json:"failing_chunks"`
+	Chunks        int   `json:"chunks"`       // chunks of the blob (0 until SetChunkSums)
+	Local         int   `json:"local_chunks"` // chunks present in the on-disk range cache
 }
 
 // RemoteBlob is a layer blob in a registry, read lazily in fixed-size
@@ -78,12 +92,27 @@ type RemoteBlob struct {
 	sums     [][32]byte
 	present  []bool // on disk
 	inflight map[int]*chunkCall
-	// stalledUntil: chunks whose fetch just failed by stalling.
-	stalledUntil map[int]time.Time
-	lastMiss     int // last chunk fetched, for read-ahead
-	seqRun       int // consecutive misses that each followed the previous one
+	// failed: chunks whose last fetch failed, answered from the failure
+	// until it expires (see failure).
+	failed   map[int]*failure
+	lastMiss int // last chunk fetched, for read-ahead
+	seqRun   int // consecutive misses that each followed the previous one
 
-	fetched, served, requests, retries, hits, misses atomic.Int64
+	fetched, rejected, served, requests, retries, hits, misses, failedFast atomic.Int64
+}
+
+// failure is a chunk's recent fetch failure. The kernel retries a failed
+// read at once (read-ahead, then the read itself), and every file in the
+// chunk fails the same way: for a while, those reads get this error
+// without a request, instead of six more attempts each. The while doubles
+// with each consecutive failure (RemoteOptions.FailureMemory, up to 16×),
+// so a registry that stays broken costs a request now and then, and one
+// that recovers is used again within seconds.
+type failure struct {
+	err   error
+	at    time.Time
+	until time.Time
+	n     int // consecutive failures
 }
 
 type chunkCall struct {
@@ -94,7 +123,7 @@ type chunkCall struct {
 
 func (r *registry) blob(dg digest.Digest, size int64) *RemoteBlob {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &RemoteBlob{reg: r, dg: dg, size: size, ctx: ctx, cancel: cancel, inflight: map[int]*chunkCall{}, stalledUntil: map[int]time.Time{}, lastMiss: -2}
+	return &RemoteBlob{reg: r, dg: dg, size: size, ctx: ctx, cancel: cancel, inflight: map[int]*chunkCall{}, failed: map[int]*failure{}, lastMiss: -2}
 }
 
 // Size is the blob size from the manifest descriptor.
@@ -127,12 +156,18 @@ func (b *RemoteBlob) SetChunkSums(size int64, sums [][32]byte) error {
 // Stats returns the blob's counters.
 func (b *RemoteBlob) Stats() BlobStats {
 	s := BlobStats{
-		Fetched: b.fetched.Load(), Served: b.served.Load(), Requests: b.requests.Load(),
-		Retries: b.retries.Load(), ChunkHits: b.hits.Load(), ChunkMisses: b.misses.Load(),
+		Fetched: b.fetched.Load(), Rejected: b.rejected.Load(), Served: b.served.Load(), Requests: b.requests.Load(),
+		Retries: b.retries.Load(), ChunkHits: b.hits.Load(), ChunkMisses: b.misses.Load(), FailedFast: b.failedFast.Load(),
 	}
+	now := time.Now()
 	b.mu.Lock()
 	s.Chunks = len(b.sums)
 	csize := b.csize
+	for _, f := range b.failed {
+		if now.Before(f.until) {
+			s.FailingChunks++
+		}
+	}
 	b.mu.Unlock()
 	if b.reg.chunks != nil && csize > 0 {
 		// Ask the disk, not our flags: the cache may have been pruned
@@ -204,12 +239,12 @@ func (b *RemoteBlob) chunk(ctx context.Context, idx, last int) ([]byte, error) {
 		return data, nil
 	}
 	b.mu.Lock()
-	if t, ok := b.stalledUntil[idx]; ok {
-		if time.Now().Before(t) {
-			b.mu.Unlock()
-			return nil, fmt.Errorf("blob %s chunk %d: %w moments ago; not retrying yet", b.dg, idx, errStalled)
-		}
-		delete(b.stalledUntil, idx)
+	now := time.Now()
+	if f := b.failed[idx]; f != nil && now.Before(f.until) {
+		b.mu.Unlock()
+		b.failedFast.Add(1)
+		return nil, fmt.Errorf("%w (chunk %d failed %v ago; not asked for again for %v)", f.err, idx,
+			now.Sub(f.at).Round(time.Millisecond), f.until.Sub(now).Round(time.Millisecond))
 	}
 	if c, ok := b.inflight[idx]; ok {
 		b.mu.Unlock()
@@ -240,7 +275,7 @@ func (b *RemoteBlob) chunk(ctx context.Context, idx, last int) ([]byte, error) {
 	end = min(end, len(b.sums)-1, idx+maxRun-1)
 	calls := []*chunkCall{}
 	for i := idx; i <= end; i++ {
-		if _, busy := b.inflight[i]; busy || (i > idx && b.reg.mem.has(b, i)) {
+		if _, busy := b.inflight[i]; busy || (i > idx && (b.reg.mem.has(b, i) || b.failing(i, now))) {
 			break
 		}
 		c := &chunkCall{done: make(chan struct{})}
@@ -264,20 +299,10 @@ func (b *RemoteBlob) chunk(ctx context.Context, idx, last int) ([]byte, error) {
 	return calls[0].data, calls[0].err
 }
 
-// progressReader pushes a watchdog back (by idle) on every read that
-// returns bytes.
-type progressReader struct {
-	r    io.Reader
-	wd   *time.Timer
-	idle time.Duration
-}
-
-func (p *progressReader) Read(b []byte) (int, error) {
-	n, err := p.r.Read(b)
-	if n > 0 {
-		p.wd.Reset(p.idle)
-	}
-	return n, err
+// failing reports whether chunk i is in its failure memory (b.mu held).
+func (b *RemoteBlob) failing(i int, now time.Time) bool {
+	f := b.failed[i]
+	return f != nil && now.Before(f.until)
 }
 
 const (
@@ -315,16 +340,14 @@ func (b *RemoteBlob) fill(first int, calls []*chunkCall) {
 	from := first + need
 	to := first + len(calls) - 1
 	b.misses.Add(int64(to - from + 1))
-	data, err := b.fetch(from, to)
+	data, errs := b.fetch(from, to)
 	for i := need; i < len(calls); i++ {
 		idx := first + i
-		if err != nil {
-			calls[i].err = err
+		if errs[idx-from] != nil {
+			calls[i].err = errs[idx-from]
 			continue
 		}
-		lo := int64(idx-from) * b.csize
-		hi := min(lo+b.csize, int64(len(data)))
-		calls[i].data = data[lo:hi:hi]
+		calls[i].data = data[idx-from]
 		b.reg.mem.put(b, idx, calls[i].data)
 		if store != nil {
 			if store.store(b.dg, b.csize, idx, calls[i].data) {
@@ -348,89 +371,249 @@ func (b *RemoteBlob) setPresent(i int, v bool) {
 	b.mu.Unlock()
 }
 
-// errStalled marks an attempt abandoned for lack of progress.
-var errStalled = errors.New("registry stalled")
+// errStalled marks an attempt abandoned for lack of progress, errSlow one
+// abandoned for falling behind the floor rate (RemoteOptions.RangeMinRate).
+var (
+	errStalled = errors.New("registry stalled")
+	errSlow    = errors.New("registry too slow")
+)
 
 // errBadResponse marks a response that broke the Range contract; it is
 // retried like a transient failure.
 var errBadResponse = errors.New("bad range response")
 
-// fetch gets chunks from..to with one Range request and verifies each.
-// Wrong, short or misranged answers are retried with backoff; after
-// maxAttempts the read fails. Nothing unverified is returned.
-func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
-	start := int64(from) * b.csize
-	end := min(int64(to+1)*b.csize, b.size) - 1
-	what := fmt.Sprintf("blob %s bytes %d-%d", b.dg, start, end)
+// fetch gets chunks from..to with one Range request and verifies each,
+// returning each chunk's bytes or its error. Wrong, short, misranged,
+// stalled or too slow answers are retried with backoff, asking only for
+// the chunks still missing; the same wrong bytes twice are not retried
+// again (the registry's blob is not the one the index describes). No new
+// attempt starts after RangeBudget, except the first retry: an attempt cut
+// for being slow may take longer than the budget, and the retry goes out
+// on another connection (the slow one was closed by the cancellation).
+// Chunks that still fail are remembered (failure). Nothing unverified is
+// returned.
+func (b *RemoteBlob) fetch(from, to int) ([][]byte, []error) {
+	out := make([][]byte, to-from+1)
+	errs := make([]error, to-from+1)
+	lo, hi := from, to // the chunks still missing
 	var lastErr error
+	var lastBad map[int][32]byte // chunk → sum of the wrong bytes of the last attempt
 	giveUp := time.Now().Add(b.reg.opts.RangeBudget)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		if attempt > 0 {
-			if time.Now().After(giveUp) {
+			if attempt > 1 && time.Now().After(giveUp) {
 				break // a FUSE read must not hang: fail it, the next read tries again
 			}
 			b.retries.Add(1)
-			b.reg.logf("%s: retry %d after: %v", what, attempt, lastErr)
+			b.reg.logf("%s: retry %d after: %v", b.what(lo, hi), attempt, lastErr)
 			if err := sleepCtx(b.ctx, backoff(attempt)); err != nil {
-				return nil, fmt.Errorf("%s: %w", what, err)
+				lastErr = err
+				break
 			}
 		}
-		data, retry, err := b.fetchOnce(start, end)
+		data, retry, err := b.fetchOnce(lo, hi)
 		if err == nil {
-			bad := -1
-			for i := from; i <= to; i++ {
-				lo := int64(i-from) * b.csize
-				hi := min(lo+b.csize, int64(len(data)))
-				if sha256.Sum256(data[lo:hi]) != b.sums[i] {
-					bad = i
-					break
+			bad := map[int][32]byte{}
+			for i := lo; i <= hi; i++ {
+				off := int64(i-lo) * b.csize
+				piece := data[off:min(off+b.csize, int64(len(data))):min(off+b.csize, int64(len(data)))]
+				sum := sha256.Sum256(piece)
+				if sum != b.sums[i] {
+					bad[i] = sum
+					b.rejected.Add(int64(len(piece)))
+					continue
+				}
+				b.fetched.Add(int64(len(piece)))
+				out[i-from] = piece
+			}
+			if len(bad) == 0 {
+				lastErr = nil
+				break
+			}
+			first, last, same := hi, lo, lastBad != nil
+			for i, sum := range bad {
+				first, last = min(first, i), max(last, i)
+				if prev, ok := lastBad[i]; !ok || prev != sum {
+					same = false
 				}
 			}
-			if bad < 0 {
-				return data, nil
+			lastBad = bad
+			lo, hi = first, last
+			err = fmt.Errorf("%s: does not match the index's chunk digests (wrong bytes from the registry or a proxy): %w", chunkList(bad), ErrDigestMismatch)
+			retry = true
+			if same {
+				err = fmt.Errorf("%w; the same wrong bytes twice: the registry's blob is not the one the layer index describes", err)
+				retry = false
 			}
-			err, retry = fmt.Errorf("chunk %d does not match the index's digest (wrong bytes from the registry or a proxy): %w", bad, ErrDigestMismatch), true
 		}
 		lastErr = err
 		if !retry {
 			break
 		}
 	}
-	b.reg.logf("%s: read failed: %v", what, lastErr)
-	if errors.Is(lastErr, errStalled) {
-		// The kernel retries a failed read at once (read-ahead, then the
-		// read itself); answer those from this failure instead of
-		// stalling again, for a moment.
+	if lastErr == nil {
 		b.mu.Lock()
-		until := time.Now().Add(b.reg.opts.RangeIdle)
 		for i := from; i <= to; i++ {
-			b.stalledUntil[i] = until
+			delete(b.failed, i)
 		}
 		b.mu.Unlock()
+		return out, errs
 	}
-	return nil, fmt.Errorf("%s: %w", what, lastErr)
+	mlo, mhi := to, from // the chunks that failed
+	for i := from; i <= to; i++ {
+		if out[i-from] == nil {
+			mlo, mhi = min(mlo, i), max(mhi, i)
+		}
+	}
+	err := fmt.Errorf("%s: %w", b.what(mlo, mhi), lastErr)
+	b.reg.logf("%s: read failed: %v", b.what(mlo, mhi), lastErr)
+	now := time.Now()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := from; i <= to; i++ {
+		if out[i-from] != nil {
+			delete(b.failed, i)
+			continue
+		}
+		errs[i-from] = err
+		if b.ctx.Err() != nil {
+			continue // closed: nothing to remember
+		}
+		f := b.failed[i]
+		if f == nil {
+			f = &failure{}
+			b.failed[i] = f
+		}
+		f.n++
+		f.err, f.at = err, now
+		f.until = now.Add(b.reg.opts.FailureMemory << min(f.n-1, 4))
+	}
+	return out, errs
 }
 
-// fetchOnce does one Range GET, via the cached redirect target if there
-// is one. It reports whether a failure is worth retrying.
-func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error) {
-	// A response that makes no progress for RangeIdle (no headers, no
-	// body bytes) is stalled: abandon it and retry.
-	rangeIdle := b.reg.opts.RangeIdle
+// what names a range of chunks in messages: the blob and the bytes.
+func (b *RemoteBlob) what(from, to int) string {
+	return fmt.Sprintf("blob %s bytes %d-%d", b.dg, int64(from)*b.csize, min(int64(to+1)*b.csize, b.size)-1)
+}
+
+// chunkList names the chunks of a failed check, in order.
+func chunkList(bad map[int][32]byte) string {
+	idx := make([]int, 0, len(bad))
+	for i := range bad {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	if len(idx) == 1 {
+		return "chunk " + strconv.Itoa(idx[0])
+	}
+	s := make([]string, len(idx))
+	for i, v := range idx {
+		s[i] = strconv.Itoa(v)
+	}
+	return "chunks " + strings.Join(s, ", ")
+}
+
+// attemptWatch abandons one range attempt (cancelling its request) when
+// it makes no progress for idle, or falls behind the floor-rate schedule:
+// the k-th chunk of the response (or all of it) must have arrived
+// idle + k×chunk/rate after the request went out. The schedule is per
+// chunk, so a reader waiting for the first chunk of a long read-ahead run
+// waits for that chunk's deadline, not the run's; and a server that sends
+// headers, then nothing (or a byte a second) is cut as surely as one that
+// sends nothing.
+type attemptWatch struct {
+	cancel      context.CancelFunc
+	idle        time.Duration
+	sent        time.Time
+	csize, size int64 // chunk size, bytes asked for
+	rate        int64
+	idleT       *time.Timer
+	slowT       *time.Timer
+	got         atomic.Int64
+	mu          sync.Mutex
+	why         error // why a timer cancelled the attempt
+}
+
+func newAttemptWatch(cancel context.CancelFunc, o RemoteOptions, csize, size int64) *attemptWatch {
+	w := &attemptWatch{cancel: cancel, idle: o.RangeIdle, sent: time.Now(), csize: csize, size: size, rate: o.RangeMinRate}
+	w.idleT = time.AfterFunc(w.idle, func() {
+		w.fire(fmt.Errorf("%w (no progress for %v)", errStalled, w.idle))
+	})
+	w.slowT = time.AfterFunc(w.due(1), func() {
+		got := w.got.Load()
+		w.fire(fmt.Errorf("%w: %d of %d bytes in %v, below the floor of %d bytes/s", errSlow, got, w.size,
+			time.Since(w.sent).Round(time.Millisecond), w.rate))
+	})
+	return w
+}
+
+// due is when chunk k (1-based) of the response must be complete,
+// relative to the request.
+func (w *attemptWatch) due(k int64) time.Duration {
+	n := min(k*w.csize, w.size)
+	return w.idle + time.Duration(float64(n)/float64(w.rate)*float64(time.Second))
+}
+
+func (w *attemptWatch) fire(why error) {
+	w.mu.Lock()
+	if w.why == nil {
+		w.why = why
+	}
+	w.mu.Unlock()
+	w.cancel()
+}
+
+// progress records n more bytes received.
+func (w *attemptWatch) progress(n int) {
+	if n <= 0 {
+		return
+	}
+	w.idleT.Reset(w.idle)
+	got := w.got.Add(int64(n))
+	if prev := got - int64(n); got/w.csize > prev/w.csize && got < w.size {
+		// A chunk completed: the next one is due on the schedule.
+		w.slowT.Reset(time.Until(w.sent.Add(w.due(got/w.csize + 1))))
+	}
+}
+
+func (w *attemptWatch) stop() {
+	w.idleT.Stop()
+	w.slowT.Stop()
+}
+
+// wrap says why the attempt failed, if a timer cut it.
+func (w *attemptWatch) wrap(err error) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.why != nil {
+		return fmt.Errorf("%w: %v", w.why, err)
+	}
+	return err
+}
+
+// watchedReader reports the bytes it reads to an attemptWatch.
+type watchedReader struct {
+	r io.Reader
+	w *attemptWatch
+}
+
+func (p *watchedReader) Read(b []byte) (int, error) {
+	n, err := p.r.Read(b)
+	p.w.progress(n)
+	return n, err
+}
+
+// fetchOnce does one Range GET of chunks from..to, via the cached
+// redirect target if there is one. It reports whether a failure is worth
+// retrying. Bytes of a failed attempt count as rejected; the caller
+// counts the bytes of a complete body once it has checked them.
+func (b *RemoteBlob) fetchOnce(from, to int) (_ []byte, retry bool, _ error) {
+	start := int64(from) * b.csize
+	end := min(int64(to+1)*b.csize, b.size) - 1
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
-	stalled := false
-	var smu sync.Mutex
-	wd := time.AfterFunc(rangeIdle, func() { smu.Lock(); stalled = true; smu.Unlock(); cancel() })
-	defer wd.Stop()
-	stallErr := func(err error) error {
-		smu.Lock()
-		defer smu.Unlock()
-		if stalled {
-			return fmt.Errorf("%w (no progress for %v): %v", errStalled, rangeIdle, err)
-		}
-		return err
-	}
+	w := newAttemptWatch(cancel, b.reg.opts, b.csize, end-start+1)
+	defer w.stop()
 	now := time.Now()
 	u := b.redir.get(now)
 	viaRedirect := u != ""
@@ -451,24 +634,30 @@ func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error)
 		if viaRedirect {
 			b.redir.drop()
 		}
-		return nil, true, stallErr(err)
+		return nil, true, w.wrap(err)
 	}
 	defer resp.Body.Close()
 	if !viaRedirect && resp.Request != nil && resp.Request.URL.String() != u {
 		b.redir.set(resp.Request.URL, now)
+	}
+	readBody := func(n int64) ([]byte, bool, error) {
+		data := make([]byte, n)
+		got, err := io.ReadFull(&watchedReader{r: resp.Body, w: w}, data)
+		if err != nil {
+			b.rejected.Add(int64(got))
+			if b.ctx.Err() != nil {
+				return nil, false, b.ctx.Err()
+			}
+			return nil, true, w.wrap(fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, n, err))
+		}
+		return data, false, nil
 	}
 	switch {
 	case resp.StatusCode == http.StatusPartialContent:
 	case resp.StatusCode == http.StatusOK && start == 0 && end == b.size-1 && resp.ContentLength == b.size:
 		// A range covering the whole (small) blob: some servers answer
 		// with the whole body and 200, which is the same bytes.
-		data := make([]byte, b.size)
-		got, err := io.ReadFull(&progressReader{r: resp.Body, wd: wd, idle: rangeIdle}, data)
-		b.fetched.Add(int64(got))
-		if err != nil {
-			return nil, true, stallErr(fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, b.size, err))
-		}
-		return data, false, nil
+		return readBody(b.size)
 	case resp.StatusCode == http.StatusOK:
 		// The server ignored Range. Never read a whole layer to serve
 		// a chunk: drop the connection and retry.
@@ -490,14 +679,7 @@ func (b *RemoteBlob) fetchOnce(start, end int64) (_ []byte, retry bool, _ error)
 	if !ok || s != start || e != end || (total >= 0 && total != b.size) {
 		return nil, true, fmt.Errorf("%w: Content-Range %q for bytes %d-%d of %d", errBadResponse, resp.Header.Get("Content-Range"), start, end, b.size)
 	}
-	n := end - start + 1
-	data := make([]byte, n)
-	got, err := io.ReadFull(&progressReader{r: resp.Body, wd: wd, idle: rangeIdle}, data)
-	b.fetched.Add(int64(got))
-	if err != nil {
-		return nil, true, stallErr(fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, n, err))
-	}
-	return data, false, nil
+	return readBody(end - start + 1)
 }
 
 // Stream returns the whole blob as one sequential stream, for the first

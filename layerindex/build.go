@@ -77,9 +77,35 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 	blobHashes := newAsyncWriter(io.MultiWriter(blobHash, chunks))
 	defer blobHashes.Close()
 	cin := &countingReader{r: io.TeeReader(blob, blobHashes), ctx: ctx, progress: o.Progress, recFrom: -1}
+	// notTheLayer turns a failure to decode or parse into the digest
+	// mismatch it may really be: bytes that are not the layer's (a
+	// registry or mirror serving another blob under its digest) fail in
+	// the decompressor first, and "inflate: corrupt stream" would blame
+	// the layer. So the rest of the blob is read and hashed before the
+	// decoding error is believed.
+	notTheLayer := func(err error) error {
+		if o.Digest == "" || errors.Is(err, ErrDigestMismatch) || ctx.Err() != nil || cin.err != nil {
+			return err
+		}
+		limit := int64(math.MaxInt64)
+		if o.Size > 0 {
+			limit = max(o.Size-cin.n, 0) + 1 // one more byte tells a longer blob
+		}
+		if _, derr := io.Copy(io.Discard, io.LimitReader(cin, limit)); derr != nil || cin.err != nil {
+			return err // could not read it all: the decoding error stands
+		}
+		blobHashes.Close()
+		if o.Size > 0 && cin.n != o.Size {
+			return fmt.Errorf("blob is %d bytes, not the %d its descriptor says: these are not the layer's bytes: %w (decoding them failed: %v)", cin.n, o.Size, ErrDigestMismatch, err)
+		}
+		if got := digest.NewDigest(o.Digest.Algorithm(), blobHash); got != o.Digest {
+			return fmt.Errorf("blob hashes to %s, not to its digest %s: these are not the layer's bytes: %w (decoding them failed: %v)", got, o.Digest, ErrDigestMismatch, err)
+		}
+		return err
+	}
 	ir, err := NewIndexingReader(c, cin, o.Span)
 	if err != nil {
-		return nil, err
+		return nil, notTheLayer(err)
 	}
 	diffHash := sha256.New()
 	diffHashing := newAsyncWriter(diffHash)
@@ -98,13 +124,13 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 
 	ix := &Index{Compression: c}
 	if err := readTar(un, ix); err != nil {
-		return nil, err
+		return nil, notTheLayer(err)
 	}
 	// The diffID covers the whole uncompressed stream, including the
 	// end-of-archive blocks and any padding after them, and draining it
 	// lets the codec check the trailer of the last gzip member or frame.
 	if _, err := io.Copy(io.Discard, un); err != nil {
-		return nil, fmt.Errorf("after end of archive: %w", err)
+		return nil, notTheLayer(fmt.Errorf("after end of archive: %w", err))
 	}
 	// Drain any compressed bytes the decoder did not need (none for a
 	// valid stream: the codec refuses anything after the last gzip member

@@ -990,3 +990,36 @@ func TestBuildTrailingJunk(t *testing.T) {
 		}
 	}
 }
+
+// Bytes that are not the layer's (a registry serving another blob under
+// the layer's digest) are reported as a digest mismatch, not as the
+// decoding error they cause first: garbage, another layer cut to this
+// one's size, and a genuine but damaged blob, which keeps its decoding
+// error when no digest is given to tell.
+func TestBuildWrongBytesAreADigestMismatch(t *testing.T) {
+	tarball := truncTestTar(t)
+	for _, enc := range encodings {
+		if enc.c == layerindex.None {
+			continue
+		}
+		t.Run(enc.String(), func(t *testing.T) {
+			blob := tartest.Compress(t, enc.tc, tarball)
+			other := tartest.Compress(t, enc.tc, append(bytes.Repeat([]byte("x"), 512), tarball...))
+			o := layerindex.Options{Span: enc.span, Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+			for name, served := range map[string][]byte{
+				"garbage":       bytes.Repeat([]byte{0x5a}, len(blob)),
+				"another-layer": other[:min(len(other), len(blob))],
+				"cut-in-half":   blob[:len(blob)/2],
+			} {
+				_, err := layerindex.Build(context.Background(), bytes.NewReader(served), enc.c, o)
+				if !errors.Is(err, layerindex.ErrDigestMismatch) || !strings.Contains(err.Error(), "not the layer's bytes") {
+					t.Errorf("%s: %v, want a digest mismatch", name, err)
+				}
+			}
+			o.Digest, o.Size = "", 0
+			if _, err := layerindex.Build(context.Background(), bytes.NewReader(blob[:len(blob)/2]), enc.c, o); err == nil || errors.Is(err, layerindex.ErrDigestMismatch) {
+				t.Errorf("without a digest, a cut blob fails with %v, want its decoding error", err)
+			}
+		})
+	}
+}

@@ -30,10 +30,13 @@ const (
 	redirectStore           // 307 to the "object store" with a presigned-looking URL
 	stallBody               // send half the body, then hold the connection open
 	stallHeaders            // send nothing, hold the connection open
+	trickle                 // send the headers, then the body at 1 KB/s
+	headersOnly             // send the headers, then nothing, holding the connection open
+	swapBody                // whole-blob GETs only: another blob's bytes (faultProxy.swap), cut to this one's length
 )
 
 func (m faultMode) String() string {
-	return [...]string{"pass", "corrupt", "ignore-range", "bad-content-range", "short-body", "503", "416", "redirect", "stall-body", "stall-headers"}[m]
+	return [...]string{"pass", "corrupt", "ignore-range", "bad-content-range", "short-body", "503", "416", "redirect", "stall-body", "stall-headers", "trickle", "headers-then-nothing", "swap"}[m]
 }
 
 // faultProxy is a reverse proxy in front of a registry that breaks ranged
@@ -48,8 +51,13 @@ type faultProxy struct {
 	mu      sync.Mutex
 	mode    faultMode
 	left    int       // faulty answers left before passing (<0: forever)
+	target  string    // if set, only ranged GETs of this blob get faults
 	wmode   faultMode // for whole-blob GETs (no Range) of blobs over 1 MiB
 	wleft   int
+	wtarget string         // if set, only whole GETs of this blob get faults
+	swap    []byte         // swapBody's bytes
+	slow    int            // trickle and headersOnly answers started
+	slowBy  []string       // the client address of each, to tell connections apart
 	release chan struct{}  // closed to free stalled handlers
 	faults  int            // faulty answers given
 	ranged  map[string]int // ranged blob GETs seen, by digest
@@ -83,8 +91,13 @@ func startFaultProxy(t *testing.T, upstreamHost string, store *blobStore) *fault
 // set switches the mode for the next n ranged blob reads (n<0: until the
 // next set); after them the proxy passes through.
 func (p *faultProxy) set(m faultMode, n int) {
+	p.setFor(m, n, "")
+}
+
+// setFor is set for the ranged GETs of one blob only (dg "": all).
+func (p *faultProxy) setFor(m faultMode, n int, dg string) {
 	p.mu.Lock()
-	p.mode, p.left, p.faults = m, n, 0
+	p.mode, p.left, p.faults, p.target, p.slow, p.slowBy = m, n, 0, dg, 0, nil
 	if p.release != nil {
 		close(p.release)
 	}
@@ -100,10 +113,33 @@ func (p *faultProxy) setWhole(m faultMode, n int) {
 	p.mu.Unlock()
 }
 
-func (p *faultProxy) takeWhole() faultMode {
+// swapWhole makes the whole-blob GETs of blob dg answer with the bytes
+// of other instead (cut to dg's length): a registry serving another blob
+// under a layer's digest.
+func (p *faultProxy) swapWhole(dg string, other []byte) {
+	p.mu.Lock()
+	p.wmode, p.wleft, p.wtarget, p.swap = swapBody, -1, dg, other
+	p.mu.Unlock()
+}
+
+// slowStarted counts trickle and headersOnly answers begun since set.
+func (p *faultProxy) slowStarted() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.wmode == passThrough || p.wleft == 0 {
+	return p.slow
+}
+
+// slowConns lists the client address (connection) of each slow answer.
+func (p *faultProxy) slowConns() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.slowBy...)
+}
+
+func (p *faultProxy) takeWhole(dg string) faultMode {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.wmode == passThrough || p.wleft == 0 || (p.wtarget != "" && p.wtarget != dg) {
 		return passThrough
 	}
 	if p.wleft > 0 {
@@ -131,7 +167,7 @@ func (p *faultProxy) take(dg string) faultMode {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ranged[dg]++
-	if p.mode == passThrough || p.left == 0 {
+	if p.mode == passThrough || p.left == 0 || (p.target != "" && p.target != dg) {
 		return passThrough
 	}
 	if p.left > 0 {
@@ -195,7 +231,7 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header()[k] = v
 	}
 	if dg != "" && rng == "" && r.Method == http.MethodGet && resp.StatusCode == http.StatusOK && resp.ContentLength > 1<<20 {
-		mode = p.takeWhole()
+		mode = p.takeWhole(dg)
 	}
 	switch mode {
 	case passThrough:
@@ -240,6 +276,42 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-time.After(3 * time.Minute):
 		}
 		panic(http.ErrAbortHandler)
+	case trickle, headersOnly:
+		p.mu.Lock()
+		release := p.release
+		p.slow++
+		p.slowBy = append(p.slowBy, r.RemoteAddr)
+		p.mu.Unlock()
+		w.WriteHeader(resp.StatusCode)
+		w.(http.Flusher).Flush()
+		tick := time.NewTicker(64 * time.Millisecond)
+		defer tick.Stop()
+		give := time.After(3 * time.Minute)
+		for {
+			select {
+			case <-release:
+				panic(http.ErrAbortHandler)
+			case <-r.Context().Done():
+				panic(http.ErrAbortHandler)
+			case <-give:
+				panic(http.ErrAbortHandler)
+			case <-tick.C:
+			}
+			if mode == trickle {
+				// 64 bytes every 64 ms: 1 KB/s, a 512 KiB chunk in 8.5 min.
+				if _, err := io.CopyN(w, resp.Body, 64); err != nil {
+					return
+				}
+				w.(http.Flusher).Flush()
+			}
+		}
+	case swapBody:
+		body := make([]byte, resp.ContentLength)
+		p.mu.Lock()
+		copy(body, p.swap)
+		p.mu.Unlock()
+		w.WriteHeader(resp.StatusCode)
+		w.Write(body)
 	case bogus416:
 		// distribution 2.8 style: 416, a Content-Length of the whole
 		// blob, and the connection closes early.

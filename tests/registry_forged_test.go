@@ -112,23 +112,42 @@ func TestRegistryBadPublishedIndex(t *testing.T) {
 	reg := sharedRegistry(t)
 	f := images(t)
 	ref := refTree(t)
+	// The log must say what was used, after checking, and why the rest
+	// was not: the lines it must have, and a line it must not.
+	const used = "using published layer indexes"
 	cases := []struct {
-		name  string
-		alter func(order []digest.Digest, data map[digest.Digest][]byte)
+		name      string
+		alter     func(order []digest.Digest, data map[digest.Digest][]byte, sizes []int64)
+		says, not []string
 	}{
-		{"garbage", func(order []digest.Digest, data map[digest.Digest][]byte) {
+		{"garbage", func(order []digest.Digest, data map[digest.Digest][]byte, _ []int64) {
 			for _, d := range order {
 				data[d] = []byte("OCIMIDX\x00 this is not an index " + string(d))
 			}
-		}},
-		{"swapped-layers", func(order []digest.Digest, data map[digest.Digest][]byte) {
+		}, []string{"unusable", "published layer indexes not used"}, []string{used}},
+		{"swapped-layers", func(order []digest.Digest, data map[digest.Digest][]byte, _ []int64) {
 			data[order[0]], data[order[1]] = data[order[1]], data[order[0]]
-		}},
-		{"truncated", func(order []digest.Digest, data map[digest.Digest][]byte) {
+		}, []string{"describes another layer", used, "layers=4 unusable=2"}, nil},
+		{"truncated", func(order []digest.Digest, data map[digest.Digest][]byte, _ []int64) {
 			for _, d := range order {
 				data[d] = data[d][:len(data[d])/2]
 			}
-		}},
+		}, []string{"unusable", "published layer indexes not used"}, []string{used}},
+		{"other-layers", func(order []digest.Digest, data map[digest.Digest][]byte, _ []int64) {
+			// An artifact of this manifest whose annotations name
+			// another image's layers.
+			for i, d := range order {
+				o := digest.FromString("another image's layer " + string(d))
+				data[o] = data[d]
+				delete(data, d)
+				order[i] = o
+			}
+		}, []string{"it has indexes of other layers"}, []string{used}},
+		{"oversized", func(order []digest.Digest, data map[digest.Digest][]byte, sizes []int64) {
+			// Bigger than any index of its layer can be (16 MiB + twice
+			// the layer): refused before it is fetched.
+			data[order[0]] = make([]byte, 16<<20+2*sizes[0]+1)
+		}, []string{"not fetched: its descriptor says"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -151,9 +170,11 @@ func TestRegistryBadPublishedIndex(t *testing.T) {
 			}
 			defer im.Close()
 			order := make([]digest.Digest, len(im.Layers))
+			sizes := make([]int64, len(im.Layers))
 			data := map[digest.Digest][]byte{}
 			for i, l := range im.Layers {
 				order[i] = l.Descriptor.Digest
+				sizes[i] = l.Descriptor.Size
 				p, err := cache.Dir{Root: dir}.IndexPath(l.Descriptor.Digest)
 				if err != nil {
 					t.Fatal(err)
@@ -162,7 +183,7 @@ func TestRegistryBadPublishedIndex(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			c.alter(order, data)
+			c.alter(order, data, sizes)
 			if _, err := im.Remote.PushIndexes(ctx, order, data); err != nil {
 				t.Fatalf("publishing: %v", err)
 			}
@@ -172,8 +193,19 @@ func TestRegistryBadPublishedIndex(t *testing.T) {
 				t.Fatal(err)
 			}
 			requireSameTree(t, ref, got)
+			log := readLog(cacheDir)
+			for _, s := range c.says {
+				if !strings.Contains(log, s) {
+					t.Errorf("the log does not say %q", s)
+				}
+			}
+			for _, s := range c.not {
+				if strings.Contains(log, s) {
+					t.Errorf("the log says %q", s)
+				}
+			}
 			if t.Failed() {
-				t.Logf("log:\n%s", readLog(cacheDir))
+				t.Logf("log:\n%s", log)
 			}
 		})
 	}

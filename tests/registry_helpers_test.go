@@ -451,8 +451,12 @@ type layerStatus struct {
 	Retries     int64  `json:"retries"`
 	ChunkHits   int64  `json:"chunk_hits"`
 	ChunkMisses int64  `json:"chunk_misses"`
-	Chunks      int    `json:"chunks"`
-	Local       int    `json:"local_chunks"`
+	Rejected    int64  `json:"rejected"`
+	FailedFast  int64  `json:"failed_fast"`
+	// FailingChunks: chunks that just failed and fail reads at once.
+	FailingChunks int `json:"failing_chunks"`
+	Chunks        int `json:"chunks"`
+	Local         int `json:"local_chunks"`
 }
 
 type mountStatus struct {

@@ -334,7 +334,9 @@ func TestRegistryFaults(t *testing.T) {
 		t.Helper()
 		proxy.set(passThrough, 0)
 		proxy.reset()
-		mnt, cache := remoteMount(t, nil, proxy.Host+"/"+repo)
+		// Failed chunks are remembered for a moment only, so that the
+		// read after the fault clears may ask again soon.
+		mnt, cache := remoteMount(t, timing("memory=200ms"), proxy.Host+"/"+repo)
 		if !strings.Contains(readLog(cache), "using published layer indexes") {
 			t.Fatalf("published indexes not used; log:\n%s", readLog(cache))
 		}
@@ -397,6 +399,9 @@ func TestRegistryFaults(t *testing.T) {
 					t.Fatal("mount went away after a failed read")
 				}
 				proxy.set(passThrough, 0)
+				if !waitFor(10*time.Second, func() bool { return statusOf(t, mnt).Layers[2].FailingChunks == 0 }) {
+					t.Fatalf("chunks still failing 10 s after the fault cleared: %+v", statusOf(t, mnt).Layers[2])
+				}
 				got, err = hashFile(filepath.Join(mnt, file))
 				if err != nil || got != want {
 					t.Fatalf("after the fault cleared: sha256 %s, %v; want %s", got, err, want)
@@ -662,8 +667,9 @@ func TestRegistryRangeCache(t *testing.T) {
 // chunkFiles counts the files and bytes under CACHE/chunks.
 func chunkFiles(cache string) (n int, bytes int64) {
 	filepath.WalkDir(filepath.Join(cache, "chunks"), func(p string, d os.DirEntry, err error) error {
-		// .tmp-* files are chunks being written, not yet in the cache.
-		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".tmp-") {
+		// .tmp-* files are chunks being written, not yet in the cache;
+		// .state is the cache's lock and byte count.
+		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
 			if fi, err := d.Info(); err == nil {
 				n++
 				bytes += fi.Size()

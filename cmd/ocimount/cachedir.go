@@ -25,7 +25,8 @@ func defaultCacheDir() string {
 }
 
 // imageOptions reads what every command that opens an image shares: the
-// platform to pick and the cache directory (defaulted).
+// platform to pick, the cache directory (defaulted) and the registry
+// options (Logf left to the caller).
 func imageOptions(c *cli.Context) (bo blobs.Options, cacheDir string, err error) {
 	if p := c.String("platform"); p != "" {
 		pl, err := blobs.ParsePlatform(p)
@@ -37,6 +38,9 @@ func imageOptions(c *cli.Context) (bo blobs.Options, cacheDir string, err error)
 	cacheDir = c.String("cache-dir")
 	if cacheDir == "" {
 		cacheDir = defaultCacheDir()
+	}
+	if bo.Remote, err = remoteOptions(c, cacheDir); err != nil {
+		return bo, "", err
 	}
 	return bo, cacheDir, nil
 }

@@ -387,13 +387,14 @@ func loadSource(c *cli.Context, arg string, entries bool, view loader.View) (*lo
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		dir = "" // unwritable cache: still answer, just slower next time
+		bo.Remote.ChunkDir = ""
 	}
 	ctx := c.Context
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...) }
-	bo.Remote = remoteOptions(c, dir, logf)
+	bo.Remote.Logf = logf
 	return loader.Load(ctx, src, bo, loader.Options{CacheDir: dir, KeepEntries: entries, View: view, NoRemoteIndex: c.Bool("no-remote-index"), Logf: logf})
 }
 

@@ -54,7 +54,7 @@ func indexAction(c *cli.Context) error {
 	if push && src.Transport != blobs.TransportDocker {
 		return fmt.Errorf("%s: --push needs a registry image", src)
 	}
-	bo.Remote = remoteOptions(c, dir, func(f string, a ...any) { fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...) })
+	bo.Remote.Logf = func(f string, a ...any) { fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...) }
 
 	// With --verify, remember what the cache held, to compare with what a
 	// fresh pass over the layer produces.

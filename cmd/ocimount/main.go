@@ -70,5 +70,25 @@ func newApp() *cli.App {
 		ExitErrHandler: func(c *cli.Context, err error) {},
 	}
 	completeAll(app.Commands)
+	app.OnUsageError = oneLineUsageError
+	usageErrorsOnOneLine(app.Commands)
 	return app
+}
+
+// oneLineUsageError reports a bad flag or value in one line, not followed
+// by the whole help text (eight mounts started at once with a typo made
+// eight interleaved help dumps).
+func oneLineUsageError(c *cli.Context, err error, _ bool) error {
+	name := "ocimount"
+	if c.Command != nil && c.Command.Name != "" {
+		name = "ocimount " + c.Command.FullName()
+	}
+	return fmt.Errorf("%v (see %s --help)", err, name)
+}
+
+func usageErrorsOnOneLine(cmds []*cli.Command) {
+	for _, c := range cmds {
+		c.OnUsageError = oneLineUsageError
+		usageErrorsOnOneLine(c.Subcommands)
+	}
 }

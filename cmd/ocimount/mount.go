@@ -260,12 +260,21 @@ func loadImage(ctx context.Context, cancelLoad context.CancelFunc, o mountOption
 		Logf:          func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
 		Prefetch:      o.flag("prefetch"),
 		NoRemoteIndex: o.flag("no-remote-index"),
-		RemoteIndex: func(art digest.Digest, n int) {
-			logger.Info("using published layer indexes", "artifact", art, "layers", n)
+		RemoteIndex: func(art digest.Digest, used, offered int) {
+			// After the layers are indexed: says what was used, not what
+			// was found (the reasons for the others are logged above).
+			switch {
+			case used == 0:
+				logger.Warn("published layer indexes not used: none was usable; the layers were indexed here", "artifact", art, "offered", offered)
+			case used < offered:
+				logger.Info("using published layer indexes", "artifact", art, "layers", used, "unusable", offered-used)
+			default:
+				logger.Info("using published layer indexes", "artifact", art, "layers", used)
+			}
 		},
 		View: o.view,
 	}
-	o.platform.Remote = remoteOptions(o.cli, o.cacheDir, lo.Logf)
+	o.platform.Remote.Logf = lo.Logf
 	var pg *progress
 	switch {
 	case ready != nil:

@@ -1,6 +1,11 @@
 package main
 
 import (
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/ocimount/ocimount/blobs"
@@ -14,24 +19,79 @@ func remoteFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "tls-verify", Value: true, Usage: "verify registry TLS certificates (--tls-verify=false also allows plain HTTP)"},
 		&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries may anyway)"},
 		&cli.BoolFlag{Name: "no-remote-index", Usage: "do not use indexes published in the registry (ocimount index --push); stream every uncached layer"},
-		// 0 stands for blobs.DefaultChunkCacheMax; the help shows what that is.
-		&cli.Int64Flag{Name: "range-cache-max", Usage: "bound of the on-disk cache of fetched registry ranges, in `BYTES`", DefaultText: humanSize(blobs.DefaultChunkCacheMax)},
+		// Unset stands for blobs.DefaultChunkCacheMax; the help shows what that is.
+		&cli.StringFlag{Name: "range-cache-max", Usage: "bound of the on-disk cache of fetched registry ranges, a `SIZE` such as 500M or 20G", DefaultText: humanSize(blobs.DefaultChunkCacheMax)},
 	}
 }
 
-func remoteOptions(c *cli.Context, cacheDir string, logf func(string, ...any)) blobs.RemoteOptions {
+// timingEnv tunes the registry timeouts (docs/DESIGN.md, "Registry
+// reads"): for tests, which need them short, and for unusual networks.
+const timingEnv = "OCIMOUNT_REGISTRY_TIMING"
+
+// remoteOptions reads the registry flags (and $OCIMOUNT_REGISTRY_TIMING);
+// a bad value is an error of one line, before anything starts.
+func remoteOptions(c *cli.Context, cacheDir string) (blobs.RemoteOptions, error) {
 	if c == nil {
-		return blobs.RemoteOptions{Logf: logf}
+		return blobs.RemoteOptions{}, nil
 	}
 	ro := blobs.RemoteOptions{
-		Creds:         c.String("creds"),
-		Insecure:      !c.Bool("tls-verify"),
-		PlainHTTP:     c.Bool("plain-http"),
-		ChunkCacheMax: c.Int64("range-cache-max"),
-		Logf:          logf,
+		Creds:     c.String("creds"),
+		Insecure:  !c.Bool("tls-verify"),
+		PlainHTTP: c.Bool("plain-http"),
+	}
+	if v := c.String("range-cache-max"); v != "" {
+		n, err := parseSize(v)
+		if err != nil {
+			return ro, fmt.Errorf("--range-cache-max: %w", err)
+		}
+		ro.ChunkCacheMax = n
+	}
+	if err := parseTiming(os.Getenv(timingEnv), &ro); err != nil {
+		return ro, fmt.Errorf("$%s: %w", timingEnv, err)
 	}
 	if cacheDir != "" {
 		ro.ChunkDir = cache.Dir{Root: cacheDir}.ChunkDir()
 	}
-	return ro
+	return ro, nil
+}
+
+// parseTiming reads "idle=300ms,budget=1s,rate=1M,memory=2s" (any subset):
+// RemoteOptions.RangeIdle, RangeBudget, RangeMinRate (a size per second)
+// and FailureMemory.
+func parseTiming(s string, ro *blobs.RemoteOptions) error {
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("%q: want KEY=VALUE (idle, budget, rate, memory)", kv)
+		}
+		switch k {
+		case "idle", "budget", "memory", "rate":
+		default:
+			return fmt.Errorf("unknown key %q (idle, budget, rate, memory)", k)
+		}
+		if k == "rate" {
+			n, err := parseSize(v)
+			if err != nil || n <= 0 {
+				return fmt.Errorf("rate %q: want bytes per second, such as 128K", v)
+			}
+			ro.RangeMinRate = n
+			continue
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%s %q: want a duration, such as 300ms or 2s", k, v)
+		}
+		switch k {
+		case "idle":
+			ro.RangeIdle = d
+		case "budget":
+			ro.RangeBudget = d
+		case "memory":
+			ro.FailureMemory = d
+		}
+	}
+	return nil
 }

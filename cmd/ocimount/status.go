@@ -37,7 +37,7 @@ func statusSocket(mountpoint string) string {
 	return filepath.Join(statusDir(), hex.EncodeToString(h[:8])+".sock")
 }
 
-// Status is what `ocimount status --json` prints (docs/DESIGN.md).
+// Status is what `ocimount status --json` prints (docs/json-schema.md).
 type Status struct {
 	Mountpoint string        `json:"mountpoint"`
 	Source     string        `json:"source"`
@@ -137,10 +137,13 @@ func statusCommand() *cli.Command {
 			fmt.Printf("%s: %s (manifest %s), server pid %d, up %v, %d entries\n", st.Mountpoint, st.Source, short(st.Manifest),
 				st.PID, time.Since(st.Since).Round(time.Second), st.Entries)
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "LAYER\tDIGEST\tFORMAT\tSIZE\tFETCHED\tSERVED\tREQUESTS\tRETRIES\tHITS\tMISSES\tLOCAL")
+			// FETCHED: bytes received and verified; REJECTED: received and
+			// thrown away (wrong digest, cut short, too slow); FAILING:
+			// chunks that just failed and fail reads at once for a while.
+			fmt.Fprintln(tw, "LAYER\tDIGEST\tFORMAT\tSIZE\tFETCHED\tREJECTED\tSERVED\tREQUESTS\tRETRIES\tHITS\tMISSES\tFAILING\tLOCAL")
 			for _, l := range st.Layers {
 				if !l.Remote {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t-\t-\t-\t-\t-\t-\tyes (local source)\n", l.Index, short(l.Digest), l.Format, l.Size)
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t-\t-\t-\t-\t-\t-\t-\t-\tyes (local source)\n", l.Index, short(l.Digest), l.Format, l.Size)
 					continue
 				}
 				s := l.BlobStats
@@ -148,8 +151,8 @@ func statusCommand() *cli.Command {
 				if l.FullyLocal {
 					local = "yes"
 				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", l.Index, short(l.Digest), l.Format, l.Size,
-					s.Fetched, s.Served, s.Requests, s.Retries, s.ChunkHits, s.ChunkMisses, local)
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", l.Index, short(l.Digest), l.Format, l.Size,
+					s.Fetched, s.Rejected, s.Served, s.Requests, s.Retries, s.ChunkHits, s.ChunkMisses, s.FailingChunks, local)
 			}
 			return tw.Flush()
 		},

@@ -15,6 +15,7 @@ import (
 	"runtime/debug"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
@@ -58,8 +59,11 @@ type Options struct {
 	// NoRemoteIndex skips looking for an index artifact published in the
 	// registry (every uncached layer is then streamed once).
 	NoRemoteIndex bool
-	// RemoteIndex, if set, is told which index artifact was used.
-	RemoteIndex func(artifact digest.Digest, layers int)
+	// RemoteIndex, if set, is told, once the layers are indexed, which
+	// index artifact was found and how many of the layer indexes it
+	// offered were used (the others were unusable, each logged with the
+	// reason through Logf).
+	RemoteIndex func(artifact digest.Digest, used, offered int)
 	// View selects a forensic view instead of the whole image; only the
 	// layers it needs are indexed.
 	View View
@@ -257,7 +261,8 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 // the image, and stops the other passes early.
 func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, lo, hi int, dir cache.Dir, o Options, im *Image) ([]overlay.Layer, error) {
 	n := len(bi.Layers)
-	published := fetchPublished(ctx, bi, fmts, lo, hi, dir, o)
+	published, artifact := fetchPublished(ctx, bi, fmts, lo, hi, dir, o)
+	var used atomic.Int64
 	im.Indexes = make([]*layerindex.Index, n)
 	im.FromCache = make([]bool, n)
 	layers := make([]overlay.Layer, n)
@@ -297,6 +302,9 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 			}
 			im.Indexes[i] = r.ix
 			im.FromCache[i] = r.cached
+			if r.published {
+				used.Add(1)
+			}
 			closers[i] = r.closer
 			// An index that came from the registry, now or on an earlier
 			// mount, is checked against the layer's tar headers as files
@@ -311,6 +319,9 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
+	}
+	if artifact != "" && o.RemoteIndex != nil {
+		o.RemoteIndex(artifact, int(used.Load()), len(published))
 	}
 	return layers, nil
 }
@@ -535,6 +546,11 @@ func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Opt
 				progressDone(o, l)
 				return r, nil
 			}
+			if f.Serving(ix, o.Span) == layerindex.ServeDecodedCopy {
+				logf(o, "published index of %s not used: this layer is served from a decoded copy, which takes one pass over it; indexing the layer", key)
+			} else {
+				logf(o, "published index of %s not used: its chunk table cannot check this layer's bytes; indexing the layer", key)
+			}
 		}
 	}
 	return buildIndex(ctx, l, f, o)
@@ -715,31 +731,26 @@ func attachSums(ix *layerindex.Index, l *blobs.Layer) error {
 // fetchPublished gets, for the registry layers whose index is not cached,
 // the indexes published next to the image (ocimount index --push). Any
 // failure just means indexing those layers here.
-func fetchPublished(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, lo, hi int, dir cache.Dir, o Options) map[digest.Digest][]byte {
+func fetchPublished(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, lo, hi int, dir cache.Dir, o Options) (map[digest.Digest][]byte, digest.Digest) {
 	if bi.Remote == nil || o.Rebuild || o.NoRemoteIndex {
-		return nil
+		return nil, ""
 	}
-	var want []digest.Digest
+	want := map[digest.Digest]int64{}
 	for i := lo; i < hi; i++ {
 		key := cacheKey(&bi.Layers[i], fmts[i])
-		if !dir.Enabled() {
-			want = append(want, key)
-		} else if !dir.HasIndex(key) {
-			want = append(want, key)
+		if !dir.Enabled() || !dir.HasIndex(key) {
+			want[key] = bi.Layers[i].Blob.Size()
 		}
 	}
 	if len(want) == 0 {
-		return nil
+		return nil, ""
 	}
 	got, art, err := bi.Remote.FetchIndexes(ctx, want)
 	if err != nil {
 		logf(o, "looking for published indexes of %s: %v", bi.ManifestDigest, err)
-		return nil
+		return nil, ""
 	}
-	if art != "" && o.RemoteIndex != nil {
-		o.RemoteIndex(art, len(got))
-	}
-	return got
+	return got, art
 }
 
 func logf(o Options, format string, args ...any) {

@@ -120,10 +120,14 @@ func TestRemoteImage(t *testing.T) {
 	// Another machine: empty cache, published indexes.
 	rt = &countingRT{layers: layers}
 	var used digest.Digest
+	var nUsed, nOffered int
 	fresh := t.TempDir()
-	lazy := loadRemote(rt, Options{CacheDir: fresh, RemoteIndex: func(a digest.Digest, n int) { used = a }})
+	lazy := loadRemote(rt, Options{CacheDir: fresh, RemoteIndex: func(a digest.Digest, n, offered int) { used, nUsed, nOffered = a, n, offered }})
 	if used == "" {
 		t.Fatal("published indexes were not used")
+	}
+	if nUsed != len(order) || nOffered != len(order) {
+		t.Errorf("RemoteIndex told %d of %d layer indexes used, want %d of %d", nUsed, nOffered, len(order), len(order))
 	}
 	if n := rt.streams.Load(); n != 0 {
 		t.Fatalf("with published indexes, %d layers were streamed whole", n)

@@ -1,0 +1,98 @@
+package blobs
+
+import (
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	digest "github.com/opencontainers/go-digest"
+)
+
+// chunkBytes adds up the chunk files under dir while holding the store's
+// lock, as a store would: a consistent count.
+func chunkBytes(t *testing.T, s *chunkStore) (n int, total int64) {
+	t.Helper()
+	ok := s.withLock(func(counted int64) int64 {
+		filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+				fi, _ := d.Info()
+				n++
+				total += fi.Size()
+			}
+			return nil
+		})
+		return counted
+	})
+	if !ok {
+		t.Fatal("could not take the store's lock")
+	}
+	return n, total
+}
+
+// Several stores on one directory (each its own open file, as separate
+// processes have) writing at once never hold more than the bound between
+// them, at any moment a store could look.
+func TestChunkStoreBoundAcrossStores(t *testing.T) {
+	dir := t.TempDir()
+	const max = 300 << 10
+	const piece = 64 << 10
+	stores := []*chunkStore{openChunkStore(dir, max, t.Logf), openChunkStore(dir, max, t.Logf), openChunkStore(dir, max, t.Logf)}
+	defer func() {
+		for _, s := range stores {
+			s.close()
+		}
+	}()
+	data := make([]byte, piece)
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	var over []string
+	var mu sync.Mutex
+	watcher := openChunkStore(dir, max, t.Logf)
+	defer watcher.close()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if n, total := chunkBytes(t, watcher); total > max {
+				mu.Lock()
+				over = append(over, fmt.Sprintf("%d files, %d bytes", n, total))
+				mu.Unlock()
+			}
+		}
+	}()
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := stores[w%len(stores)]
+			for i := 0; i < 20; i++ {
+				dg := digest.FromString(fmt.Sprintf("blob %d", w))
+				if !s.store(dg, piece, i, data) {
+					t.Errorf("store %d/%d failed", w, i)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-watchDone
+	n, total := chunkBytes(t, watcher)
+	t.Logf("after 160 stores of %d bytes: %d files, %d bytes (bound %d)", piece, n, total, max)
+	if total > max {
+		t.Errorf("the chunk files hold %d bytes, bound %d", total, max)
+	}
+	if len(over) > 0 {
+		t.Errorf("the bound was passed %d times while storing, e.g. %s", len(over), over[0])
+	}
+	if n == 0 {
+		t.Error("nothing kept")
+	}
+}
