@@ -48,29 +48,50 @@ type DiffOptions struct {
 // from the same layer blob at the same offset, and are otherwise hashed
 // (only those files' bytes are read).
 func DiffTrees(w io.Writer, a, b *overlay.Tree, o DiffOptions) (DiffSummary, error) {
-	d := &differ{a: a, b: b, o: o, bw: newBuf(w)}
-	d.enc = json.NewEncoder(d.bw)
-	d.enc.SetEscapeHTML(false)
-	err := d.node(overlay.RootID, overlay.RootID)
+	bw := newBuf(w)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	sum, err := DiffTreesFunc(a, b, o, func(e DiffEntry) error {
+		if o.JSON {
+			return enc.Encode(e)
+		}
+		return writeDiffLine(bw, e)
+	})
 	if err == nil && !o.JSON {
-		_, err = fmt.Fprintf(d.bw, "# %d added, %d removed, %d modified, %d metadata only\n",
-			d.sum.Added, d.sum.Removed, d.sum.Modified, d.sum.Metadata)
+		_, err = fmt.Fprintf(bw, "# %d added, %d removed, %d modified, %d metadata only\n",
+			sum.Added, sum.Removed, sum.Modified, sum.Metadata)
 	}
 	if err == nil {
-		err = d.bw.Flush()
+		err = bw.Flush()
 	}
+	return sum, err
+}
+
+// DiffTreesFunc is DiffTrees handing each line to emit instead of
+// writing it (in the same order, with the same classes): `ocimount
+// explore` marks its tree with exactly the answer `diff --layer` prints.
+// With o.NoMetadata, metadata-only changes are counted but not emitted.
+func DiffTreesFunc(a, b *overlay.Tree, o DiffOptions, emit func(DiffEntry) error) (DiffSummary, error) {
+	d := &differ{a: a, b: b, o: o, out: emit}
+	err := d.node(overlay.RootID, overlay.RootID)
 	return d.sum, err
+}
+
+func writeDiffLine(w io.Writer, e DiffEntry) error {
+	letter := map[string]string{Added: "A", Removed: "D", Modified: "M", Metadata: "m"}[e.Change]
+	line := letter + " " + displayPath(e.Path)
+	if len(e.Fields) > 0 {
+		line += "  (" + describe(e) + ")"
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
 }
 
 type differ struct {
 	a, b *overlay.Tree
 	o    DiffOptions
-	bw   interface {
-		io.Writer
-		Flush() error
-	}
-	enc *json.Encoder
-	sum DiffSummary
+	out  func(DiffEntry) error
+	sum  DiffSummary
 }
 
 func (d *differ) emit(e DiffEntry) error {
@@ -87,16 +108,7 @@ func (d *differ) emit(e DiffEntry) error {
 			return nil
 		}
 	}
-	if d.o.JSON {
-		return d.enc.Encode(e)
-	}
-	letter := map[string]string{Added: "A", Removed: "D", Modified: "M", Metadata: "m"}[e.Change]
-	line := letter + " " + displayPath(e.Path)
-	if len(e.Fields) > 0 {
-		line += "  (" + describe(e) + ")"
-	}
-	_, err := fmt.Fprintln(d.bw, line)
-	return err
+	return d.out(e)
 }
 
 // describe says what changed, old → new.
