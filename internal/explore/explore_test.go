@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
@@ -303,3 +304,65 @@ func TestGoldenScreens(t *testing.T) {
 	}
 }
 
+// Hostile names, link targets, xattrs and contents never reach the
+// terminal raw: every screen is valid UTF-8 with no control byte but the
+// line breaks, and the names show up escaped.
+func TestHostileNames(t *testing.T) {
+	long := strings.Repeat(strings.Repeat("d", 250)+"/", 16) + strings.Repeat("f", 4096-16*251) // a 4,096-byte path
+	hostile := []string{"nl\nname", "esc\x1b[31mred\x1b[0m", "bad\xff\xfeutf8", "bidi\u202eexe.txt", "bell\a", "cr\rhide"}
+	var l0 []tt.Entry
+	for _, h := range hostile {
+		l0 = append(l0, tt.File("h/"+h, "content of "+h+"\x1b]0;title\a\n", 0o644, tt.Xattr("user.x", "\x1b[2J")))
+	}
+	l0 = append(l0, tt.Symlink("h/link", "\x1b[1;1Htarget\n"), tt.File(long, "deep", 0o644))
+	dir := writeImage(t, [][]tt.Entry{l0, {tt.Whiteout("h/" + hostile[0])}}, nil)
+	for _, sz := range [][2]int{{80, 24}, {120, 40}} {
+		m := newModel(t, dir, sz[0], sz[1])
+		clean := func(what string) string {
+			t.Helper()
+			v := m.View()
+			if !utf8.ValidString(v) {
+				t.Errorf("%s: invalid UTF-8 on screen: %q", what, v)
+			}
+			for _, r := range v {
+				if r < 0x20 && r != '\n' || r == 0x7f || r >= 0x80 && r < 0xa0 || r == '\u202e' {
+					t.Fatalf("%s: raw control %U on screen:\n%q", what, r, v)
+				}
+			}
+			return v
+		}
+		press(t, m, "tab", "x")
+		var all strings.Builder
+		for range len(m.Rows()) {
+			all.WriteString(clean("tree"))
+			press(t, m, "down")
+		}
+		for _, want := range []string{`nl\nname`, `esc\x1b[31mred\x1b[0m`, `bad\xff\xfeutf8`, `bidi\u202eexe.txt`, `bell\x07`, `cr\rhide`, `link -> \x1b[1;1Htarget\n`} {
+			if !strings.Contains(all.String(), want) {
+				t.Errorf("%dx%d: %s not shown escaped", sz[0], sz[1], want)
+			}
+		}
+		// Details (name, xattr, content, history) of each entry, and the
+		// status line, the filter input and the layers with a hostile filter.
+		press(t, m, "home")
+		for i := range len(m.Rows()) {
+			if !m.Rows()[i].Dir {
+				press(t, m, "d")
+				v := clean("details")
+				press(t, m, "pgdown", "pgdown")
+				clean("details")
+				if !strings.Contains(v, `\x1b`) && !strings.Contains(v, "deep") {
+					t.Errorf("details of %q show nothing escaped:\n%s", m.Rows()[i].Path, v)
+				}
+				press(t, m, "esc")
+			}
+			press(t, m, "down")
+		}
+		press(t, m, "/")
+		_, cmd := m.Update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("\x1b[31m\n")})
+		drive(t, m, cmd)
+		clean("filter input")
+		press(t, m, "enter", "w")
+		clean("waste")
+	}
+}

@@ -26,7 +26,7 @@ type Row struct {
 type treeState struct {
 	v           *LayerView
 	changesOnly bool
-	filter      string       // path substring; "" matches all
+	filter      string          // path substring; "" matches all
 	kinds       map[Change]bool // nil: every kind
 	rows        []Row
 	keep        map[string]bool // with a filter: the paths shown (matches and their parents)
