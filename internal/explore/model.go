@@ -307,6 +307,24 @@ var kindCycle = []struct {
 }
 
 func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
+	if k.Alt && (k.Type == tea.KeyRunes || k.Type == tea.KeySpace) {
+		// No binding uses alt: this is esc and a key typed right after
+		// it, which terminals send exactly like alt+key.
+		_, c1 := m.key(tea.KeyMsg{Type: tea.KeyEsc})
+		k.Alt = false
+		_, c2 := m.key(k)
+		return m, tea.Batch(c1, c2)
+	}
+	if k.Type == tea.KeyRunes && len(k.Runes) > 1 && !k.Paste {
+		// Keys typed faster than they are read arrive as one message
+		// ("/abc"): each is a key of its own.
+		var cmds []tea.Cmd
+		for _, r := range k.Runes {
+			_, c := m.key(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}, Alt: k.Alt})
+			cmds = append(cmds, c)
+		}
+		return m, tea.Batch(cmds...)
+	}
 	s := k.String()
 	if s == "ctrl+c" {
 		m.quitting = true
@@ -588,7 +606,8 @@ func Peek(t *overlay.Tree, id overlay.NodeID, size int64) ([]string, error) {
 	if isText(buf) {
 		out = textLines(string(buf))
 	} else {
-		out = textLines(hex.Dump(buf))
+		// hex.Dump prints only printable ASCII: nothing to escape.
+		out = strings.Split(strings.TrimSuffix(hex.Dump(buf), "\n"), "\n")
 	}
 	if size > n {
 		out = append(out, fmt.Sprintf("... (first %d of %d bytes shown)", n, size))

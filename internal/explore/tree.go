@@ -73,11 +73,9 @@ func (s *treeState) children(dir Row) []Row {
 			i, j = i+1, j+1
 		}
 		r.Path = joinPath(dir.Path, r.Name)
-		if r.A != 0 {
-			r.Dir = s.v.After.Kind(r.A) == layerindex.KindDir
-		} else {
-			r.Dir = s.v.Before.Kind(r.B) == layerindex.KindDir
-		}
+		// A row opens when it is a directory on either side: a directory
+		// replaced by a file still lists what was removed below it.
+		r.Dir = r.A != 0 && s.v.After.Kind(r.A) == layerindex.KindDir || r.B != 0 && s.v.Before.Kind(r.B) == layerindex.KindDir
 		r.Change = s.v.Changes[r.Path]
 		if s.changesOnly && r.Change == Unchanged && !s.v.Dirty[r.Path] {
 			continue
