@@ -102,7 +102,9 @@ func (s *tmuxSession) run(args ...string) string {
 	return string(out)
 }
 
-func (s *tmuxSession) keys(keys ...string) { s.run(append([]string{"send-keys", "-t", "x"}, keys...)...) }
+func (s *tmuxSession) keys(keys ...string) {
+	s.run(append([]string{"send-keys", "-t", "x"}, keys...)...)
+}
 
 func (s *tmuxSession) capture() string { return s.run("capture-pane", "-p", "-t", "x") }
 

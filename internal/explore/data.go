@@ -72,6 +72,10 @@ type LayerView struct {
 	// Opaque holds the directories layer N marks opaque.
 	Opaque  map[string]bool
 	Summary forensics.DiffSummary
+	// Pending: the marks are still being computed (Before is the empty
+	// tree and Changes empty): the first screen shows the image's tree
+	// at once, the marks follow.
+	Pending bool
 }
 
 // PrefixTree is the image as it was after layer n (the `..n` view the

@@ -366,3 +366,38 @@ func TestHostileNames(t *testing.T) {
 		clean("waste")
 	}
 }
+
+// The first screen shows the image's tree before the last layer's marks
+// are computed (no merge or diff stands between the indexes and it), and
+// the marks replace the blanks when they come; a resize redraws at the
+// new size.
+func TestFirstScreenBeforeMarks(t *testing.T) {
+	dir, _ := fixture(t)
+	im := load(t, dir, loader.View{})
+	m, err := New(&Image{Image: &forensics.Image{Meta: im.Image, Layers: im.Tree.Layers(), Tree: im.Tree}, Source: "img"},
+		Options{NoColor: true, Output: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := m.Init()
+	m.Update(tea.WindowSizeMsg{Width: 80, Height: 24})
+	scr := screen(m)
+	if !strings.Contains(scr, "marking what the layer changed") || !strings.Contains(scr, "srv/") || strings.Contains(scr, " U d") {
+		t.Fatalf("first screen:\n%s", scr)
+	}
+	drive(t, m, cmd)
+	if scr = screen(m); !strings.Contains(scr, "m drwxr-x---") || strings.Contains(scr, "marking") {
+		t.Fatalf("after the marks:\n%s", scr)
+	}
+	for _, sz := range [][2]int{{120, 40}, {81, 30}, {80, 24}} {
+		m.Update(tea.WindowSizeMsg{Width: sz[0], Height: sz[1]})
+		lines := strings.Split(screen(m), "\n")
+		if len(lines) != sz[1] || ansi.StringWidth(lines[0]) != sz[0] {
+			t.Errorf("%dx%d: %d lines, %d wide", sz[0], sz[1], len(lines), ansi.StringWidth(lines[0]))
+		}
+	}
+	m.Update(tea.WindowSizeMsg{Width: 60, Height: 20})
+	if scr = screen(m); !strings.Contains(scr, "needs at least 80x24") {
+		t.Errorf("too small:\n%s", scr)
+	}
+}

@@ -212,6 +212,12 @@ func (m *Model) request() tea.Cmd {
 	}
 	m.pending = n
 	layers, full := m.im.Layers, m.im.Tree
+	if m.shown < 0 && n == len(layers)-1 && full != nil {
+		if empty, err := PrefixTree(nil, -1); err == nil {
+			m.show(&LayerView{Layer: n, After: full, Before: empty, Changes: map[string]Change{}, Dirty: map[string]bool{},
+				Opaque: map[string]bool{}, Pending: true})
+		}
+	}
 	return func() tea.Msg {
 		v, err := ComputeLayer(layers, full, n)
 		return layerMsg{n: n, v: v, err: err}
@@ -558,6 +564,9 @@ func (m *Model) openDetails(r Row) tea.Cmd {
 	}
 	m.det = detail{key: fmt.Sprintf("%d\x00%s", v.Layer, r.Path), row: r, tree: t, id: id}
 	m.det.meta = metaLines(t, id, r, v)
+	if v.Pending {
+		m.det.meta[1] = fmt.Sprintf("change   (layer %d's changes are still being computed)", v.Layer)
+	}
 	m.det.history = []string{"computing (reads each version of the file once)..."}
 	m.mode = modeDetails
 	key, layers, p := m.det.key, m.im.Layers, r.Path

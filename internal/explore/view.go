@@ -165,6 +165,9 @@ func (m *Model) treePane() []string {
 		if m.kindIdx != 0 {
 			title += "  kind " + kindCycle[m.kindIdx].name
 		}
+		if v.Pending {
+			title = fmt.Sprintf(" TREE after layer %d (%s)  marking what the layer changed...", v.Layer, what)
+		}
 		out = append(out, m.paneTitle(title, m.focus == paneTree))
 	}
 	rows := m.tree.rows
@@ -214,7 +217,11 @@ func (m *Model) treeRow(v *LayerView, r Row, cur bool) string {
 	if cur {
 		mark = ">"
 	}
-	prefix := fmt.Sprintf("%s%s %s %9s %9s ", mark, r.Change.Letter(), forensics.ModeString(in.Kind, in.Mode), fmt.Sprintf("%d:%d", in.UID, in.GID), size)
+	letter := r.Change.Letter()
+	if v.Pending {
+		letter = " "
+	}
+	prefix := fmt.Sprintf("%s%s %s %9s %9s ", mark, letter, forensics.ModeString(in.Kind, in.Mode), fmt.Sprintf("%d:%d", in.UID, in.GID), size)
 	line := fit(prefix+strings.Repeat("  ", r.Depth-1)+fold+name, m.w)
 	switch {
 	case cur && m.focus == paneTree:
