@@ -5,12 +5,21 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/ocimount/ocimount/blobs"
 	"github.com/ocimount/ocimount/internal/explore"
@@ -185,4 +194,110 @@ func TestExploreNotATerminal(t *testing.T) {
 	if r.code == 0 || !strings.Contains(r.stderr, "needs a terminal") || !strings.Contains(r.stderr, "diff --layer N") || !strings.Contains(r.stderr, "--json") {
 		t.Fatalf("%s", r)
 	}
+}
+
+// layerDigests lists the layer blobs of an OCI layout's first manifest.
+func layerDigests(t *testing.T, layout string) (map[string]int64, int64) {
+	var idx ocispec.Index
+	var man ocispec.Manifest
+	read := func(p string, v any) {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read(filepath.Join(layout, "index.json"), &idx)
+	read(filepath.Join(layout, "blobs", "sha256", idx.Manifests[0].Digest.Encoded()), &man)
+	out := map[string]int64{}
+	var total int64
+	for _, l := range man.Layers {
+		out[l.Digest.String()] = l.Size
+		total += l.Size
+	}
+	return out, total
+}
+
+// countingProxy forwards to a registry and counts the bytes of the given
+// blobs it serves.
+type countingProxy struct {
+	Host  string
+	mu    sync.Mutex
+	bytes int64
+}
+
+type countingBody struct {
+	io.ReadCloser
+	p *countingProxy
+}
+
+func (b countingBody) Read(x []byte) (int, error) {
+	n, err := b.ReadCloser.Read(x)
+	b.p.mu.Lock()
+	b.p.bytes += int64(n)
+	b.p.mu.Unlock()
+	return n, err
+}
+
+func (p *countingProxy) fetched() int64 { p.mu.Lock(); defer p.mu.Unlock(); return p.bytes }
+
+func startCountingProxy(t *testing.T, upstream string, blobs map[string]int64) *countingProxy {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &countingProxy{Host: l.Addr().String()}
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: upstream})
+	rp.ModifyResponse = func(r *http.Response) error {
+		i := strings.Index(r.Request.URL.Path, "/blobs/")
+		if i >= 0 && r.Request.Method == http.MethodGet {
+			if _, ok := blobs[r.Request.URL.Path[i+len("/blobs/"):]]; ok {
+				r.Body = countingBody{r.Body, p}
+			}
+		}
+		return nil
+	}
+	srv := &http.Server{Handler: rp}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return p
+}
+
+// A registry image with its indexes published, empty cache: the first
+// full screen (tree and the last layer's marks) comes with under 3 % of
+// the image's layer bytes fetched.
+func TestExploreRegistryFirstScreen(t *testing.T) {
+	requireIntegration(t, "tmux", "docker-registry", "skopeo")
+	f := images(t)
+	reg, repo := indexedRepo(t)
+	digests, total := layerDigests(t, f.Dir+"/gzip")
+	p := startCountingProxy(t, reg.Host, digests)
+	cache := t.TempDir()
+	home := t.TempDir()
+	cmd := fmt.Sprintf("HOME=%s DOCKER_CONFIG=%s/docker %s explore --cache-dir %s %s/%s; echo \"explore exited $?\"; sleep 600",
+		home, home, ocimountBin(t), cache, p.Host, repo)
+	s := newTmux(t, 120, 40, cmd)
+	s.waitScreen("the first full screen", func(scr string) bool {
+		return strings.Contains(scr, "TREE after layer 5 (whole image)") && !strings.Contains(scr, "marking")
+	})
+	got := p.fetched()
+	t.Logf("first screen after %d of %d layer bytes (%.2f%%)", got, total, 100*float64(got)/float64(total))
+	if got*100 >= 3*total {
+		t.Errorf("fetched %d of %d layer bytes before the first screen (>= 3%%)", got, total)
+	}
+	// The counter sees layer reads: a quick look fetches the span (range
+	// chunk) the file lies in.
+	s.keys("/", "etc/hostname", "Enter")
+	s.waitScreen("the filtered tree", has(`filter "etc/hostname"`, "hostname"))
+	s.keys("End", "Enter")
+	s.waitScreen("the quick look", has("CONTENT", "ocimount-test"))
+	after := p.fetched()
+	t.Logf("the quick look of etc/hostname fetched %d bytes", after-got)
+	if after <= got {
+		t.Errorf("a quick look fetched nothing: the proxy is not in the path")
+	}
+	s.keys("q")
+	s.waitScreen("the shell again", has("explore exited 0"))
 }
