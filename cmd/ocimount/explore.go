@@ -44,14 +44,21 @@ func exploreAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer im.Close()
 	m, err := explore.New(&explore.Image{Image: forensicsImage(im), Source: c.Args().Get(0)}, explore.Options{NoColor: c.Bool("no-color")})
 	if err != nil {
+		im.Close()
 		return err
 	}
 	// The alternate screen restores what the terminal showed on exit,
 	// also after a panic or a signal (bubbletea restores the terminal
 	// state it saved).
 	_, err = tea.NewProgram(m, tea.WithAltScreen()).Run()
-	return err
+	// Close first: the background work still reading fails fast, then
+	// nothing is left running.
+	cerr := im.Close()
+	m.Wait()
+	if err != nil {
+		return err
+	}
+	return cerr
 }

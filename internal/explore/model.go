@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	tea "github.com/charmbracelet/bubbletea"
@@ -103,6 +104,7 @@ type Model struct {
 	wasteTop   int
 	helpTop    int
 	quitting   bool
+	running    sync.WaitGroup
 	lastLayers int // layers pane rows on screen, for paging
 }
 
@@ -138,6 +140,21 @@ func newStyles(r *lipgloss.Renderer) styles {
 	s.change[Removed] = r.NewStyle().Foreground(lipgloss.Color("1"))
 	return s
 }
+
+// bg counts a command's goroutine (bubbletea runs each command in one of
+// its own and does not wait for it) so that Wait can.
+func (m *Model) bg(cmd tea.Cmd) tea.Cmd {
+	return func() tea.Msg {
+		m.running.Add(1)
+		defer m.running.Done()
+		return cmd()
+	}
+}
+
+// Wait returns when the background work started so far has ended. The
+// caller closes the image first: reads then fail at once, and a merge or
+// diff left running takes at most about a second on 200,000 entries.
+func (m *Model) Wait() { m.running.Wait() }
 
 // Options tune New.
 type Options struct {
@@ -218,10 +235,10 @@ func (m *Model) request() tea.Cmd {
 				Opaque: map[string]bool{}, Pending: true})
 		}
 	}
-	return func() tea.Msg {
+	return m.bg(func() tea.Msg {
 		v, err := ComputeLayer(layers, full, n)
 		return layerMsg{n: n, v: v, err: err}
-	}
+	})
 }
 
 // show switches the tree pane to v, keeping the cursor on the same path
@@ -548,10 +565,10 @@ func (m *Model) startWaste() tea.Cmd {
 	}
 	m.wasteBusy = true
 	layers, t := m.im.Layers, m.im.Tree
-	return func() tea.Msg {
+	return m.bg(func() tea.Msg {
 		r, err := forensics.Waste(layers, t)
 		return wasteMsg{r: r, err: err}
-	}
+	})
 }
 
 // openDetails shows a row's metadata at once and starts its history and
@@ -581,6 +598,7 @@ func (m *Model) openDetails(r Row) tea.Cmd {
 		}
 		return historyMsg{key: key, lines: textLines(b.String())}
 	}
+	hist = m.bg(hist)
 	if t.Kind(id) != layerindex.KindReg {
 		return hist
 	}
@@ -590,7 +608,7 @@ func (m *Model) openDetails(r Row) tea.Cmd {
 		lines, err := Peek(t, id, size)
 		return peekMsg{key: key, lines: lines, err: err}
 	}
-	return tea.Batch(hist, peek)
+	return tea.Batch(hist, m.bg(peek))
 }
 
 // Peek reads at most PeekBytes of a regular file, lazily like a mount

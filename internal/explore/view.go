@@ -2,6 +2,7 @@ package explore
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -66,7 +67,8 @@ func efficiency(waste, total int64) float64 {
 	if total <= 0 {
 		return 100
 	}
-	return 100 * (1 - float64(waste)/float64(total))
+	// Rounded down, so that an image with waste never shows 100.0%.
+	return math.Floor(1000*(1-float64(waste)/float64(total))) / 10
 }
 
 func (m *Model) layersPane() []string {
