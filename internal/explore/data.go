@@ -104,7 +104,7 @@ func ComputeLayer(layers []overlay.Layer, full *overlay.Tree, n int) (*LayerView
 	if v.Before, err = PrefixTree(layers, n-1); err != nil {
 		return nil, fmt.Errorf("merging layers ..%d: %w", n-1, err)
 	}
-	v.Summary, err = forensics.DiffTreesFunc(v.Before, v.After, forensics.DiffOptions{}, func(e forensics.DiffEntry) error {
+	v.Summary, err = forensics.DiffTreesFunc(v.Before, v.After, forensics.DiffOptions{PathsOnly: true}, func(e forensics.DiffEntry) error {
 		v.Changes[e.Path] = changeOf(e.Change)
 		for p := e.Path; p != "." && p != ""; {
 			p = parentPath(p)
