@@ -280,7 +280,8 @@ func TestExploreRegistryFirstScreen(t *testing.T) {
 		home, home, ocimountBin(t), cache, p.Host, repo)
 	s := newTmux(t, 120, 40, cmd)
 	s.waitScreen("the first full screen", func(scr string) bool {
-		return strings.Contains(scr, "TREE after layer 5 (whole image)") && !strings.Contains(scr, "marking")
+		return strings.Contains(scr, "TREE after layer 5 (whole image)") && !strings.Contains(scr, "marking") &&
+			!strings.Contains(scr, "entry tables loading")
 	})
 	got := p.fetched()
 	t.Logf("first screen after %d of %d layer bytes (%.2f%%)", got, total, 100*float64(got)/float64(total))

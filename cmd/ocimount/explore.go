@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/urfave/cli/v2"
 
 	"github.com/ocimount/ocimount/internal/explore"
+	"github.com/ocimount/ocimount/internal/forensics"
 	"github.com/ocimount/ocimount/internal/loader"
 )
 
@@ -40,11 +42,31 @@ func exploreAction(c *cli.Context) error {
 	if !isTerminal(os.Stdout) || !isTerminal(os.Stdin) {
 		return errNotTerminal
 	}
-	im, err := loadSourceWith(c, c.Args().Get(0), true, loader.View{}, true)
+	// The first screen needs what `ls` needs (the cached tree, mapped);
+	// the entry tables (layer changes, history, waste) load behind it.
+	arg := c.Args().Get(0)
+	im, err := loadSourceWith(c, arg, false, loader.View{}, true)
 	if err != nil {
 		return err
 	}
-	m, err := explore.New(&explore.Image{Image: forensicsImage(im), Source: c.Args().Get(0)}, explore.Options{NoColor: c.Bool("no-color")})
+	var mu sync.Mutex
+	var tables *loader.Image
+	closed := false
+	entries := func() (*forensics.Image, error) {
+		t, err := loadSource(c, arg, true, loader.View{})
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if closed {
+			t.Close()
+			return nil, errors.New("explore has ended")
+		}
+		tables = t
+		return forensicsImage(t), nil
+	}
+	m, err := explore.New(&explore.Image{Image: forensicsImage(im), Source: arg}, explore.Options{NoColor: c.Bool("no-color"), Entries: entries})
 	if err != nil {
 		im.Close()
 		return err
@@ -56,6 +78,12 @@ func exploreAction(c *cli.Context) error {
 	// Close first: the background work still reading fails fast, then
 	// nothing is left running.
 	cerr := im.Close()
+	mu.Lock()
+	closed = true
+	if tables != nil {
+		cerr = errors.Join(cerr, tables.Close())
+	}
+	mu.Unlock()
 	m.Wait()
 	if err != nil {
 		return err

@@ -401,3 +401,54 @@ func TestFirstScreenBeforeMarks(t *testing.T) {
 		t.Errorf("too small:\n%s", scr)
 	}
 }
+
+// With Options.Entries the model starts from the image `ls` loads (no
+// entry tables: the cached tree) and fills in the rest when the tables
+// come; the screen then is the one of a model that had them at once.
+func TestOpensBeforeEntryTables(t *testing.T) {
+	dir, _ := fixture(t)
+	cache := t.TempDir()
+	src := blobs.Source{Transport: blobs.TransportOCI, Path: dir, Ref: "v1"}
+	var light *loader.Image
+	for range 2 { // the second load maps the tree the first one cached
+		var err error
+		if light, err = loader.Load(context.Background(), src, blobs.Options{}, loader.Options{CacheDir: cache}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { light.Close() })
+	}
+	if !light.Tree.Mapped() {
+		t.Fatal("the light load did not map the cached tree")
+	}
+	loaded := false
+	m, err := New(&Image{Image: &forensics.Image{Meta: light.Image, Layers: light.Tree.Layers(), Tree: light.Tree}, Source: "oci:img:v1"},
+		Options{NoColor: true, Output: &bytes.Buffer{}, Entries: func() (*forensics.Image, error) {
+			loaded = true
+			im := load(t, dir, loader.View{})
+			return &forensics.Image{Meta: im.Image, Layers: im.Tree.Layers(), Tree: im.Tree}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := m.Init()
+	m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
+	scr := screen(m)
+	if loaded || !strings.Contains(scr, "(entry tables loading...)") || !strings.Contains(scr, "srv/") ||
+		!strings.Contains(scr, "...  /bin/sh -c rotate-secret") {
+		t.Fatalf("before the tables (loaded %v):\n%s", loaded, scr)
+	}
+	// Details and waste asked for before the tables wait for them.
+	press(t, m, "tab", "end", "d")
+	if scr = screen(m); !strings.Contains(scr, "waiting for the layers' entry tables") {
+		t.Fatalf("details before the tables:\n%s", scr)
+	}
+	drive(t, m, cmd)
+	if scr = screen(m); !strings.Contains(scr, "history of /usr") || !strings.Contains(scr, "added") {
+		t.Fatalf("details after the tables:\n%s", scr)
+	}
+	press(t, m, "esc", "home", "tab")
+	want := newModel(t, dir, 120, 40)
+	if got, w := screen(m), screen(want); got != w {
+		t.Errorf("screen after the tables:\n%s\nwant:\n%s", got, w)
+	}
+}

@@ -68,6 +68,10 @@ type (
 		r   *forensics.WasteResult
 		err error
 	}
+	tablesMsg struct {
+		im  *forensics.Image
+		err error
+	}
 )
 
 // Model is the explorer's state; it implements tea.Model.
@@ -97,15 +101,21 @@ type Model struct {
 	input       string
 	kindIdx     int
 
-	det        detail
-	waste      *forensics.WasteResult
-	wasteErr   string
-	wasteBusy  bool
-	wasteTop   int
-	helpTop    int
-	quitting   bool
-	running    sync.WaitGroup
-	lastLayers int // layers pane rows on screen, for paging
+	det       detail
+	waste     *forensics.WasteResult
+	wasteErr  string
+	wasteBusy bool
+	wasteTop  int
+	helpTop   int
+	quitting  bool
+	running   sync.WaitGroup
+
+	// tables is the image with entry tables (nil until loaded): layer
+	// views, history and waste are computed from it.
+	tables      *forensics.Image
+	loadEntries func() (*forensics.Image, error)
+	tablesErr   string
+	lastLayers  int // layers pane rows on screen, for paging
 }
 
 type detail struct {
@@ -162,6 +172,13 @@ type Options struct {
 	// NoColor forces plain text, as NO_COLOR in the environment does.
 	Output  io.Writer
 	NoColor bool
+	// Entries, if set, loads the image again with its layers' entry
+	// tables (loader.Options.KeepEntries), in the background: the image
+	// New gets is then the one `ls` loads (the cached tree, mapped), so
+	// the first screen comes as fast as `ls` answers, and entry counts,
+	// layer changes, history and waste follow when the tables are in.
+	// nil: New's image has the tables already.
+	Entries func() (*forensics.Image, error)
 }
 
 // New builds the model. im's layers must have their entry tables (the
@@ -179,7 +196,11 @@ func New(im *Image, o Options) (*Model, error) {
 	if o.NoColor || os.Getenv("NO_COLOR") != "" {
 		rend.SetColorProfile(termenv.Ascii)
 	}
-	m := &Model{im: im, rows: r.Layers, entries: r.Entries, st: newStyles(rend), pending: -1, shown: -1, focus: paneLayers}
+	m := &Model{im: im, rows: r.Layers, entries: r.Entries, st: newStyles(rend), pending: -1, shown: -1, focus: paneLayers,
+		loadEntries: o.Entries}
+	if o.Entries == nil {
+		m.tables = im.Image
+	}
 	m.steps = forensics.HistorySteps(im.Meta.Config.History, len(im.Layers))
 	m.sel = -1
 	for i := len(m.steps) - 1; i >= 0; i-- {
@@ -210,14 +231,24 @@ func (m *Model) LayerView() *LayerView {
 	return m.tree.v
 }
 
-func (m *Model) Init() tea.Cmd { return m.request() }
+func (m *Model) Init() tea.Cmd {
+	first := m.request()
+	if m.loadEntries == nil {
+		return first
+	}
+	load := m.loadEntries
+	return tea.Batch(first, m.bg(func() tea.Msg {
+		im, err := load()
+		return tablesMsg{im: im, err: err}
+	}))
+}
 
 // request starts computing the selected layer's view unless it is known
 // or another computation runs (then the selection is looked at again
 // when that one ends, so scrolling through layers queues nothing).
 func (m *Model) request() tea.Cmd {
 	n := m.SelectedLayer()
-	if n < 0 || n == m.shown {
+	if n < 0 || n == m.shown && !m.tree.v.Pending {
 		return nil
 	}
 	if v := m.cache.get(n); v != nil {
@@ -227,7 +258,6 @@ func (m *Model) request() tea.Cmd {
 	if m.pending >= 0 {
 		return nil
 	}
-	m.pending = n
 	layers, full := m.im.Layers, m.im.Tree
 	if m.shown < 0 && n == len(layers)-1 && full != nil {
 		if empty, err := PrefixTree(nil, -1); err == nil {
@@ -235,6 +265,11 @@ func (m *Model) request() tea.Cmd {
 				Opaque: map[string]bool{}, Pending: true})
 		}
 	}
+	if m.tables == nil {
+		return nil // asked again when the tables are in
+	}
+	m.pending = n
+	layers = m.tables.Layers
 	return m.bg(func() tea.Msg {
 		v, err := ComputeLayer(layers, full, n)
 		return layerMsg{n: n, v: v, err: err}
@@ -311,6 +346,24 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.wasteErr = msg.err.Error()
 		}
 		return m, nil
+	case tablesMsg:
+		if msg.err != nil {
+			m.tablesErr = msg.err.Error()
+			m.err = "loading the layers' entry tables: " + m.tablesErr
+			return m, nil
+		}
+		m.tables = msg.im
+		if r, err := forensics.Inspect(msg.im); err == nil {
+			m.rows = r.Layers
+		}
+		cmds := []tea.Cmd{m.request()}
+		switch m.mode {
+		case modeDetails:
+			cmds = append(cmds, m.openDetails(m.det.row))
+		case modeWaste:
+			cmds = append(cmds, m.startWaste())
+		}
+		return m, tea.Batch(cmds...)
 	case tea.KeyMsg:
 		return m.key(msg)
 	}
@@ -560,11 +613,11 @@ func scroll(top int, key string, lines, h int) int {
 }
 
 func (m *Model) startWaste() tea.Cmd {
-	if m.waste != nil || m.wasteBusy || m.wasteErr != "" {
+	if m.waste != nil || m.wasteBusy || m.wasteErr != "" || m.tables == nil {
 		return nil
 	}
 	m.wasteBusy = true
-	layers, t := m.im.Layers, m.im.Tree
+	layers, t := m.tables.Layers, m.im.Tree
 	return m.bg(func() tea.Msg {
 		r, err := forensics.Waste(layers, t)
 		return wasteMsg{r: r, err: err}
@@ -586,19 +639,25 @@ func (m *Model) openDetails(r Row) tea.Cmd {
 	}
 	m.det.history = []string{"computing (reads each version of the file once)..."}
 	m.mode = modeDetails
-	key, layers, p := m.det.key, m.im.Layers, r.Path
-	hist := func() tea.Msg {
-		res, err := forensics.History(layers, p)
-		if err != nil {
-			return historyMsg{key: key, err: err}
-		}
-		var b bytes.Buffer
-		if err := forensics.WriteHistory(&b, res, false); err != nil {
-			return historyMsg{key: key, err: err}
-		}
-		return historyMsg{key: key, lines: textLines(b.String())}
+	if m.tables == nil {
+		m.det.history = []string{"waiting for the layers' entry tables..."}
 	}
-	hist = m.bg(hist)
+	key, p := m.det.key, r.Path
+	var hist tea.Cmd
+	if m.tables != nil {
+		layers := m.tables.Layers
+		hist = m.bg(func() tea.Msg {
+			res, err := forensics.History(layers, p)
+			if err != nil {
+				return historyMsg{key: key, err: err}
+			}
+			var b bytes.Buffer
+			if err := forensics.WriteHistory(&b, res, false); err != nil {
+				return historyMsg{key: key, err: err}
+			}
+			return historyMsg{key: key, lines: textLines(b.String())}
+		})
+	}
 	if t.Kind(id) != layerindex.KindReg {
 		return hist
 	}

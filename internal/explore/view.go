@@ -111,7 +111,11 @@ func (m *Model) layersPane() []string {
 		if cb == "" {
 			cb = "(no history)"
 		}
-		line = fit(fmt.Sprintf("%s %5d  %10s  %12s  %7d  %s", mark, st.Layer, human(r.CompressedSize), human(r.UncompressedSize), r.Entries, cb), m.w)
+		entries := "..." // until the entry tables are in
+		if m.tables != nil {
+			entries = fmt.Sprint(r.Entries)
+		}
+		line = fit(fmt.Sprintf("%s %5d  %10s  %12s  %7s  %s", mark, st.Layer, human(r.CompressedSize), human(r.UncompressedSize), entries, cb), m.w)
 		switch {
 		case i == m.sel && m.focus == paneLayers:
 			line = m.st.sel.Render(line)
@@ -124,6 +128,9 @@ func (m *Model) layersPane() []string {
 	if l := m.SelectedLayer(); l >= 0 {
 		r := m.rows[l]
 		info = fmt.Sprintf(" %s  %s  %d whiteouts, %d opaque", r.Digest, r.MediaType, r.Whiteouts, r.OpaqueDirs)
+		if m.tables == nil {
+			info = fmt.Sprintf(" (entry tables loading...)  %s  %s", r.Digest, r.MediaType)
+		}
 	}
 	out = append(out, m.st.dim.Render(fit(info, m.w)))
 	return out
@@ -345,7 +352,11 @@ func (m *Model) statusLine() string {
 			return " 0/0"
 		}
 		r := m.tree.rows[m.cur]
-		return fmt.Sprintf(" %d/%d  %s: /%s", m.cur+1, n, r.Change, strings.TrimPrefix(Escape(r.Path), "."))
+		change := r.Change.String()
+		if m.tree.v.Pending {
+			change = "(marks pending)"
+		}
+		return fmt.Sprintf(" %d/%d  %s: /%s", m.cur+1, n, change, strings.TrimPrefix(Escape(r.Path), "."))
 	}
 	return ""
 }
