@@ -448,19 +448,19 @@ func (m *Model) key(k tea.KeyMsg) (tea.Model, tea.Cmd) {
 		if s == "esc" {
 			m.mode = m.prev
 		}
-		m.helpTop = scroll(m.helpTop, s, len(m.helpLines()), m.bodyHeight())
+		m.helpTop = scroll(m.helpTop, s, len(m.helpLines()), m.textRows())
 		return m, nil
 	case modeWaste:
 		if s == "esc" {
 			m.mode = modeTree
 		}
-		m.wasteTop = scroll(m.wasteTop, s, len(m.wasteLines()), m.bodyHeight())
+		m.wasteTop = scroll(m.wasteTop, s, len(m.wasteLines()), m.textRows())
 		return m, nil
 	case modeDetails:
 		if s == "esc" || s == "left" || s == "h" {
 			m.mode = modeTree
 		}
-		m.det.top = scroll(m.det.top, s, len(m.detailLines()), m.bodyHeight())
+		m.det.top = scroll(m.det.top, s, len(wrapLines(m.detailLines(), m.w)), m.textRows())
 		return m, nil
 	}
 	switch s {

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/charmbracelet/x/ansi"
+
 	"github.com/ocimount/ocimount/internal/forensics"
 	"github.com/ocimount/ocimount/layerindex"
 	"github.com/ocimount/ocimount/overlay"
@@ -26,6 +28,24 @@ func (m *Model) treeHeight() int { return max(1, m.h-6-m.layerRows()) }
 
 func (m *Model) bodyHeight() int { return max(1, m.h-3) }
 
+// textRows is how many lines of text a details, waste or help pane shows
+// (its title takes one).
+func (m *Model) textRows() int { return max(1, m.bodyHeight()-1) }
+
+// wrapLines breaks lines wider than w (details: a long path, a history
+// row with its detail column) instead of cutting them.
+func wrapLines(lines []string, w int) []string {
+	var out []string
+	for _, l := range lines {
+		if ansi.StringWidth(l) <= w {
+			out = append(out, l)
+			continue
+		}
+		out = append(out, strings.Split(ansi.Hardwrap(l, w, true), "\n")...)
+	}
+	return out
+}
+
 // View renders the screen: only the rows that fit are formatted, so its
 // cost does not grow with the tree.
 func (m *Model) View() string {
@@ -45,7 +65,7 @@ func (m *Model) View() string {
 		lines = append(lines, m.layersPane()...)
 		lines = append(lines, m.treePane()...)
 	case modeDetails:
-		lines = append(lines, m.textPane("details", m.detailLines(), m.det.top)...)
+		lines = append(lines, m.textPane("details", wrapLines(m.detailLines(), m.w), m.det.top)...)
 	case modeWaste:
 		lines = append(lines, m.textPane("waste", m.wasteLines(), m.wasteTop)...)
 	case modeHelp:
@@ -260,9 +280,8 @@ func suffix(t *overlay.Tree, id overlay.NodeID, in overlay.Inode, r Row, v *Laye
 }
 
 func (m *Model) textPane(name string, lines []string, top int) []string {
-	h := m.bodyHeight()
 	out := []string{m.st.title.Render(fit(fmt.Sprintf(" %s  (%d lines, esc returns)", strings.ToUpper(name), len(lines)), m.w))}
-	for i := top; i < top+h-1; i++ {
+	for i := top; i < top+m.textRows(); i++ {
 		if i < len(lines) {
 			out = append(out, fit(lines[i], m.w))
 		} else {
