@@ -301,6 +301,10 @@ func TestGoldenScreens(t *testing.T) {
 		check("waste")
 		press(t, m, "?")
 		check("help")
+		press(t, m, "end")
+		if last := m.helpLines()[len(m.helpLines())-1]; !strings.Contains(screen(m), last) {
+			t.Errorf("%dx%d: help scrolled to the end does not show its last line:\n%s", sz[0], sz[1], screen(m))
+		}
 	}
 }
 
