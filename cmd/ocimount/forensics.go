@@ -45,7 +45,7 @@ func forensicsCommand(name string) *cli.Command {
 func forensicsCommands() []*cli.Command {
 	return []*cli.Command{
 		inspectCommand(), lsCommand(), catCommand(), historyCommand(),
-		diffCommand(), wasteCommand(), exportCommand(),
+		diffCommand(), wasteCommand(), exportCommand(), exploreCommand(),
 	}
 }
 
@@ -377,6 +377,12 @@ func loadForensics(c *cli.Context, nargs int, entries bool, view loader.View) (*
 // on the same image reads no layer bytes. entries keeps the layers' entry
 // tables (inspect, history, waste need them; the cached tree has none).
 func loadSource(c *cli.Context, arg string, entries bool, view loader.View) (*loader.Image, error) {
+	return loadSourceWith(c, arg, entries, view, false)
+}
+
+// loadSourceWith is loadSource, drawing indexing progress on stderr when
+// asked and stderr is a terminal (explore: a first open indexes layers).
+func loadSourceWith(c *cli.Context, arg string, entries bool, view loader.View, showProgress bool) (*loader.Image, error) {
 	src, err := blobs.ParseSource(arg)
 	if err != nil {
 		return nil, err
@@ -395,7 +401,13 @@ func loadSource(c *cli.Context, arg string, entries bool, view loader.View) (*lo
 	}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...) }
 	bo.Remote.Logf = logf
-	return loader.Load(ctx, src, bo, loader.Options{CacheDir: dir, KeepEntries: entries, View: view, NoRemoteIndex: c.Bool("no-remote-index"), Logf: logf})
+	lo := loader.Options{CacheDir: dir, KeepEntries: entries, View: view, NoRemoteIndex: c.Bool("no-remote-index"), Logf: logf}
+	if showProgress && isTerminal(os.Stderr) {
+		pg := newProgress(os.Stderr, 0)
+		lo.Progress = pg.update
+		defer pg.finish()
+	}
+	return loader.Load(ctx, src, bo, lo)
 }
 
 func forensicsImage(im *loader.Image) *forensics.Image {

@@ -55,7 +55,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			// Forensics, without FUSE (forensics.go).
 			forensicsCommand("inspect"), forensicsCommand("ls"), forensicsCommand("cat"), forensicsCommand("history"),
-			forensicsCommand("diff"), forensicsCommand("waste"), forensicsCommand("export"),
+			forensicsCommand("diff"), forensicsCommand("waste"), forensicsCommand("export"), forensicsCommand("explore"),
 			bundleCommand(),
 			versionCommand(),
 			completionCommand(),

@@ -39,6 +39,10 @@ type DiffOptions struct {
 	// NoMetadata leaves metadata-only changes out of the listing (they
 	// are still counted).
 	NoMetadata bool
+	// PathsOnly leaves Old and New out of added and removed entries
+	// (DiffTreesFunc only; explore needs the paths and classes, and a
+	// layer that adds 200,000 files then formats none of them).
+	PathsOnly bool
 }
 
 // DiffTrees writes how tree b differs from tree a, path by path,
@@ -48,29 +52,50 @@ type DiffOptions struct {
 // from the same layer blob at the same offset, and are otherwise hashed
 // (only those files' bytes are read).
 func DiffTrees(w io.Writer, a, b *overlay.Tree, o DiffOptions) (DiffSummary, error) {
-	d := &differ{a: a, b: b, o: o, bw: newBuf(w)}
-	d.enc = json.NewEncoder(d.bw)
-	d.enc.SetEscapeHTML(false)
-	err := d.node(overlay.RootID, overlay.RootID)
+	bw := newBuf(w)
+	enc := json.NewEncoder(bw)
+	enc.SetEscapeHTML(false)
+	sum, err := DiffTreesFunc(a, b, o, func(e DiffEntry) error {
+		if o.JSON {
+			return enc.Encode(e)
+		}
+		return writeDiffLine(bw, e)
+	})
 	if err == nil && !o.JSON {
-		_, err = fmt.Fprintf(d.bw, "# %d added, %d removed, %d modified, %d metadata only\n",
-			d.sum.Added, d.sum.Removed, d.sum.Modified, d.sum.Metadata)
+		_, err = fmt.Fprintf(bw, "# %d added, %d removed, %d modified, %d metadata only\n",
+			sum.Added, sum.Removed, sum.Modified, sum.Metadata)
 	}
 	if err == nil {
-		err = d.bw.Flush()
+		err = bw.Flush()
 	}
+	return sum, err
+}
+
+// DiffTreesFunc is DiffTrees handing each line to emit instead of
+// writing it (in the same order, with the same classes): `ocimount
+// explore` marks its tree with exactly the answer `diff --layer` prints.
+// With o.NoMetadata, metadata-only changes are counted but not emitted.
+func DiffTreesFunc(a, b *overlay.Tree, o DiffOptions, emit func(DiffEntry) error) (DiffSummary, error) {
+	d := &differ{a: a, b: b, o: o, out: emit}
+	err := d.node(overlay.RootID, overlay.RootID)
 	return d.sum, err
+}
+
+func writeDiffLine(w io.Writer, e DiffEntry) error {
+	letter := map[string]string{Added: "A", Removed: "D", Modified: "M", Metadata: "m"}[e.Change]
+	line := letter + " " + displayPath(e.Path)
+	if len(e.Fields) > 0 {
+		line += "  (" + describe(e) + ")"
+	}
+	_, err := fmt.Fprintln(w, line)
+	return err
 }
 
 type differ struct {
 	a, b *overlay.Tree
 	o    DiffOptions
-	bw   interface {
-		io.Writer
-		Flush() error
-	}
-	enc *json.Encoder
-	sum DiffSummary
+	out  func(DiffEntry) error
+	sum  DiffSummary
 }
 
 func (d *differ) emit(e DiffEntry) error {
@@ -87,16 +112,7 @@ func (d *differ) emit(e DiffEntry) error {
 			return nil
 		}
 	}
-	if d.o.JSON {
-		return d.enc.Encode(e)
-	}
-	letter := map[string]string{Added: "A", Removed: "D", Modified: "M", Metadata: "m"}[e.Change]
-	line := letter + " " + displayPath(e.Path)
-	if len(e.Fields) > 0 {
-		line += "  (" + describe(e) + ")"
-	}
-	_, err := fmt.Fprintln(d.bw, line)
-	return err
+	return d.out(e)
 }
 
 // describe says what changed, old → new.
@@ -133,10 +149,14 @@ func describe(e DiffEntry) string {
 
 // node compares path ia in a with ib in b (same path) and recurses.
 func (d *differ) node(ia, ib overlay.NodeID) error {
-	ea, eb := listEntry(d.a, ia), listEntry(d.b, ib)
-	fields, err := d.compare(ia, ib, &ea, &eb)
-	if err != nil {
-		return err
+	var fields []string
+	var ea, eb ListEntry
+	if !sameVersion(d.a, ia, d.b, ib) {
+		ea, eb = listEntry(d.a, ia), listEntry(d.b, ib)
+		var err error
+		if fields, err = d.compare(ia, ib, &ea, &eb); err != nil {
+			return err
+		}
 	}
 	if len(fields) > 0 {
 		change := Metadata
@@ -159,6 +179,30 @@ func (d *differ) node(ia, ib overlay.NodeID) error {
 		return d.all(d.b, ib, Added)
 	}
 	return nil
+}
+
+// sameVersion is compare's "nothing differs" without formatting either
+// side: every compared attribute is equal and a regular file's content
+// provably is (empty, or the same bytes of the same layer stream, as
+// sameContent's first test). Most paths of two consecutive prefixes
+// are such, so `diff --layer N` formats only what it may print. false
+// means "compare them", not "they differ".
+func sameVersion(a *overlay.Tree, ia overlay.NodeID, b *overlay.Tree, ib overlay.NodeID) bool {
+	x, y := a.Attr(ia), b.Attr(ib)
+	if x.Kind != y.Kind || x.Mode != y.Mode || x.UID != y.UID || x.GID != y.GID || x.ModSec != y.ModSec ||
+		x.ModNsec != y.ModNsec || x.Link != y.Link || x.DevMajor != y.DevMajor || x.DevMinor != y.DevMinor ||
+		!slices.Equal(x.Xattrs, y.Xattrs) {
+		return false
+	}
+	if x.Kind != layerindex.KindReg || x.Size == 0 && y.Size == 0 {
+		return true
+	}
+	if x.Size != y.Size || x.Layer < 0 || y.Layer < 0 {
+		return false
+	}
+	la, lb := a.Layers()[x.Layer].Index, b.Layers()[y.Layer].Index
+	return x.Offset == y.Offset && la.DiffID != "" && la.DiffID == lb.DiffID && x.Sparse == y.Sparse &&
+		slices.Equal(x.SparseMap, y.SparseMap)
 }
 
 // children merges two sorted child lists.
@@ -198,14 +242,7 @@ func (d *differ) children(ia, ib overlay.NodeID) error {
 
 // one emits a path that exists on one side only, and everything below it.
 func (d *differ) one(t *overlay.Tree, id overlay.NodeID, change string) error {
-	e := listEntry(t, id)
-	de := DiffEntry{Path: e.Path, Change: change}
-	if change == Added {
-		de.New = &e
-	} else {
-		de.Old = &e
-	}
-	if err := d.emit(de); err != nil {
+	if err := d.emit(d.sided(t, id, change)); err != nil {
 		return err
 	}
 	if t.Kind(id) == layerindex.KindDir {
@@ -216,15 +253,27 @@ func (d *differ) one(t *overlay.Tree, id overlay.NodeID, change string) error {
 
 func (d *differ) all(t *overlay.Tree, dir overlay.NodeID, change string) error {
 	return walkTree(t, dir, func(id overlay.NodeID) error {
-		e := listEntry(t, id)
-		de := DiffEntry{Path: e.Path, Change: change}
-		if change == Added {
-			de.New = &e
-		} else {
-			de.Old = &e
-		}
-		return d.emit(de)
+		return d.emit(d.sided(t, id, change))
 	})
+}
+
+// sided is the entry of a path only one tree has.
+func (d *differ) sided(t *overlay.Tree, id overlay.NodeID, change string) DiffEntry {
+	if d.o.PathsOnly {
+		p := t.Path(id)
+		if p == "" {
+			p = "."
+		}
+		return DiffEntry{Path: p, Change: change}
+	}
+	e := listEntry(t, id)
+	de := DiffEntry{Path: e.Path, Change: change}
+	if change == Added {
+		de.New = &e
+	} else {
+		de.Old = &e
+	}
+	return de
 }
 
 // compare lists the fields that differ between two versions of a path.

@@ -144,8 +144,8 @@ func kindName(k layerindex.Kind) string {
 	return "unknown"
 }
 
-// modeString renders type and permission bits as ls -l does.
-func modeString(k layerindex.Kind, mode uint32) string {
+// ModeString renders type and permission bits as ls -l does.
+func ModeString(k layerindex.Kind, mode uint32) string {
 	b := []byte("?rwxrwxrwx")
 	switch k {
 	case layerindex.KindReg, layerindex.KindHardlink:

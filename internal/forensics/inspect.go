@@ -58,19 +58,48 @@ type InspectLayer struct {
 // reports how many entries were left over.
 func AlignHistory(h []ocispec.History, layers int) (perLayer []*ocispec.History, extra int) {
 	perLayer = make([]*ocispec.History, layers)
-	next := 0
-	for i := range h {
-		if h[i].EmptyLayer {
-			continue
-		}
-		if next >= layers {
+	for _, s := range HistorySteps(h, layers) {
+		switch {
+		case s.Layer >= 0:
+			perLayer[s.Layer] = s.History
+		case s.Unmatched:
 			extra++
-			continue
 		}
-		perLayer[next] = &h[i]
-		next++
 	}
 	return perLayer, extra
+}
+
+// HistoryStep is one build step in image order: a config history entry,
+// the layer it made (-1 for an empty_layer step), or a layer the history
+// does not describe (History nil).
+type HistoryStep struct {
+	History *ocispec.History
+	Layer   int
+	// Unmatched: a non-empty history entry beyond the image's layers.
+	Unmatched bool
+}
+
+// HistorySteps lists the config's history with the layers attributed as
+// AlignHistory pairs them, empty steps kept in place (explore shows them
+// between the layers); layers beyond the history come last.
+func HistorySteps(h []ocispec.History, layers int) []HistoryStep {
+	var steps []HistoryStep
+	next := 0
+	for i := range h {
+		switch {
+		case h[i].EmptyLayer:
+			steps = append(steps, HistoryStep{History: &h[i], Layer: -1})
+		case next >= layers:
+			steps = append(steps, HistoryStep{History: &h[i], Layer: -1, Unmatched: true})
+		default:
+			steps = append(steps, HistoryStep{History: &h[i], Layer: next})
+			next++
+		}
+	}
+	for ; next < layers; next++ {
+		steps = append(steps, HistoryStep{Layer: next})
+	}
+	return steps
 }
 
 // Inspect summarizes the manifest, the config and every layer. It needs

@@ -143,7 +143,7 @@ func writeListLine(w io.Writer, t *overlay.Tree, id overlay.NodeID, long bool) e
 	if in.Kind == layerindex.KindSymlink {
 		link = " -> " + in.Link
 	}
-	_, err := fmt.Fprintf(w, "%s%-1s %3d %5d %5d %10s %s %3s %s%s\n", modeString(in.Kind, in.Mode), x, in.Nlink,
+	_, err := fmt.Fprintf(w, "%s%-1s %3d %5d %5d %10s %s %3s %s%s\n", ModeString(in.Kind, in.Mode), x, in.Nlink,
 		in.UID, in.GID, size, fmtTime(in.ModSec, in.ModNsec), layerCol(in.Layer), p, link)
 	return err
 }

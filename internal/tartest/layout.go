@@ -41,6 +41,9 @@ type Image struct {
 	// RootFSType overrides the config's rootfs.type ("layers" when empty),
 	// to build images that must be refused.
 	RootFSType string
+	// History overrides the config's history (one "tartest" step per
+	// layer when nil), for images with empty steps.
+	History []ocispec.History
 }
 
 // ImageLayer is one layer of an [Image]. Override fields build broken
@@ -224,6 +227,9 @@ func writeImage(t testing.TB, dir string, img Image) ImageInfo {
 	}
 	for range img.Layers {
 		cfg.History = append(cfg.History, ocispec.History{Created: &created, CreatedBy: "tartest"})
+	}
+	if img.History != nil {
+		cfg.History = img.History
 	}
 	cmt, mmt := ocispec.MediaTypeImageConfig, ocispec.MediaTypeImageManifest
 	if img.DockerMediaTypes {
