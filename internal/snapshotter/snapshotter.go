@@ -202,6 +202,9 @@ func (s *Snapshotter) restore(ctx context.Context) {
 		for id := range m {
 			ids = append(ids, id)
 		}
+		if errdefs.IsNotFound(err) {
+			return nil // a new root: no snapshots yet
+		}
 		return err
 	})
 	if err != nil {
@@ -361,6 +364,9 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 	var ids map[string]string
 	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
 		ids, err = storage.IDMap(ctx)
+		if errdefs.IsNotFound(err) {
+			return nil
+		}
 		return err
 	})
 	if err != nil {
