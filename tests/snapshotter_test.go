@@ -63,7 +63,7 @@ func snapshotterBin(t *testing.T) string {
 // opaque by layer 1, a hardlink in layer 1 to a file of layer 0, and a
 // marker file in layer 2 that tells images apart (local: the hardlink is
 // within layer 0, and data/unused is in layer 1). Layer 0 also carries
-// 6 MiB of random data that no container reads, so a lazy pull fetches
+// 10 MiB of random data that no container reads, so a lazy pull fetches
 // visibly less than the blobs.
 func snapImage(t *testing.T, marker string, seed uint64, local bool) tartest.Image {
 	t.Helper()
@@ -71,7 +71,7 @@ func snapImage(t *testing.T, marker string, seed uint64, local bool) tartest.Ima
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := make([]byte, 6<<20)
+	big := make([]byte, 10<<20)
 	r := rand.New(rand.NewPCG(seed, 1))
 	for i := range big {
 		big[i] = byte(r.Uint32())
@@ -91,7 +91,7 @@ func snapImage(t *testing.T, marker string, seed uint64, local bool) tartest.Ima
 		tartest.Dir("data/", 0o755), tartest.FileBytes("data/big", big, 0o644),
 		tartest.Dir("bin/", 0o755), tartest.FileBytes("bin/busybox", bb, 0o755),
 		tartest.Symlink("bin/sh", "busybox"), tartest.Symlink("bin/cat", "busybox"),
-		tartest.Symlink("bin/ls", "busybox"), tartest.Symlink("bin/stat", "busybox"),
+		tartest.Symlink("bin/ls", "busybox"), tartest.Symlink("bin/stat", "busybox"), tartest.Symlink("bin/dd", "busybox"),
 		tartest.File("data/keep", "kept\n", 0o644), link0, tartest.File("data/gone", "deleted\n", 0o644),
 		tartest.Dir("opq/", 0o755), tartest.File("opq/old", "old\n", 0o644),
 		tartest.Dir("etc/", 0o755),
@@ -298,10 +298,13 @@ func (e *ctrEnv) pull(ref string, labels bool) {
 var ctrRuns int
 
 // run runs snapCmd in a new container of ref and returns its output.
-func (e *ctrEnv) run(ref string) string {
+func (e *ctrEnv) run(ref string) string { return e.runCmd(ref, snapCmd) }
+
+// runCmd runs a shell command in a new container of ref.
+func (e *ctrEnv) runCmd(ref, cmd string) string {
 	ctrRuns++
 	r := e.ctr("run", "--rm", "--snapshotter", "ocimount",
-		"--fifo-dir", filepath.Join(e.dir, "fifo"), "--runc-root", filepath.Join(e.dir, "runc"), ref, fmt.Sprintf("ocimount-test-%d", ctrRuns), "/bin/sh", "-c", snapCmd)
+		"--fifo-dir", filepath.Join(e.dir, "fifo"), "--runc-root", filepath.Join(e.dir, "runc"), ref, fmt.Sprintf("ocimount-test-%d", ctrRuns), "/bin/sh", "-c", cmd)
 	if r.code != 0 {
 		e.t.Fatalf("ctr run %s: %s\nsnapshotter log:\n%s\ncontainerd log:\n%s", ref, r, e.snapshotterLog(), e.containerdLog())
 	}
@@ -345,13 +348,13 @@ func TestContainerdSnapshotter(t *testing.T) {
 	reg := startRegistry(t, registryOpts{})
 	work := t.TempDir()
 	infos := map[string]tartest.ImageInfo{}
-	for _, name := range []string{"a", "b", "c"} {
+	for i, name := range []string{"a", "b", "c", "d"} {
 		seed := uint64(1)
-		if name == "c" {
-			seed = 2 // its own layers: no chain shared with a and b
+		if name >= "c" {
+			seed = uint64(i) // their own layers: no chain shared with a and b
 		}
 		layout := filepath.Join(work, name)
-		infos[name] = tartest.WriteOCILayoutInfo(t, layout, snapImage(t, "marker-"+name, seed, name == "c"))[0]
+		infos[name] = tartest.WriteOCILayoutInfo(t, layout, snapImage(t, "marker-"+name, seed, name >= "c"))[0]
 		if err := pushLayout(reg.Host, layout, "snap/"+name+":v1"); err != nil {
 			t.Fatal(err)
 		}
@@ -364,6 +367,7 @@ func TestContainerdSnapshotter(t *testing.T) {
 	env := isolatedEnv(t)
 	pushIndexes(t, env, "docker://"+reg.Host+"/snap/a:v1")
 	pushIndexes(t, env, "docker://"+reg.Host+"/snap/b:v1")
+	pushIndexes(t, env, "docker://"+reg.Host+"/snap/d:v1")
 	proxy := startFaultProxy(t, reg.Host, nil)
 	ref := func(name string) string { return proxy.Host + "/snap/" + name + ":v1" }
 
@@ -377,7 +381,7 @@ func TestContainerdSnapshotter(t *testing.T) {
 		// Images first (their snapshots, through the snapshotter), then
 		// containerd, then the snapshotter, which unmounts what is left.
 		if e.ctrd != nil && e.ctrd.Process != nil {
-			for _, n := range []string{"a", "b", "c"} {
+			for _, n := range []string{"a", "b", "c", "d"} {
 				e.ctr("image", "rm", "--sync", ref(n))
 			}
 			e.ctrd.Process.Signal(syscall.SIGTERM)
@@ -419,8 +423,10 @@ func TestContainerdSnapshotter(t *testing.T) {
 		if n := len(e.remoteMounts()); n != 3 {
 			t.Fatalf("%d remote snapshots mounted after pulling a 3-layer image, want 3\n%s", n, e.snapshotterLog())
 		}
-		if n := dirBytes(t, filepath.Join(e.snapRoot, "cache", "chunks")); n != 0 {
-			t.Errorf("the pull fetched %d bytes of layers; only containers' reads should", n)
+		// The pull reads the first 512 KiB piece of each layer (to fail
+		// it on a blob the registry lacks or garbles), nothing else.
+		if n := dirBytes(t, filepath.Join(e.snapRoot, "cache", "chunks")); n == 0 || n > 3<<19 {
+			t.Errorf("the pull fetched %d bytes of layers; want the first piece of each", n)
 		}
 		checkSnapOutput(t, e.run(ref("a")), "marker-a")
 		content := e.contentDigests()
@@ -467,6 +473,41 @@ func TestContainerdSnapshotter(t *testing.T) {
 			}
 		}
 		checkSnapOutput(t, e.run(ref("c")), "marker-c")
+	})
+	t.Run("wrong-bytes", func(t *testing.T) {
+		// The registry corrupts every ranged read: the snapshotter's
+		// check of each layer's first piece fails, the layers fall back,
+		// and containerd's own (whole, verified) download serves them.
+		e.t = t
+		before := len(e.remoteMounts())
+		proxy.set(corruptByte, -1)
+		defer proxy.set(passThrough, 0)
+		e.pull(ref("d"), true)
+		if n := len(e.remoteMounts()); n != before {
+			t.Fatalf("%d remote snapshots mounted from a registry that serves wrong bytes", n-before)
+		}
+		if log := e.snapshotterLog(); !strings.Contains(log, "serving the layer locally") || !strings.Contains(log, infos["d"].Layers[0].Digest.String()) {
+			t.Errorf("the snapshotter log does not say why layer 0 of d is local:\n%s", log)
+		}
+		content := e.contentDigests()
+		for i, d := range layerDigests("d") {
+			if !strings.Contains(content, d) {
+				t.Errorf("layer %d of d is not in the content store", i)
+			}
+		}
+		checkSnapOutput(t, e.run(ref("d")), "marker-d")
+	})
+	t.Run("registry-gone", func(t *testing.T) {
+		// After the pull the registry fails every read: what the first
+		// container read is served from the range cache, the rest fails
+		// with EIO (never other bytes).
+		e.t = t
+		proxy.set(unavailable, -1)
+		defer proxy.set(passThrough, 0)
+		out := e.runCmd(ref("a"), `cat /data/keep; if dd if=/data/big of=/dev/null bs=4096 skip=2000 count=1 2>/dev/null; then echo big-read; else echo big-failed; fi`)
+		if out != "kept\nbig-failed\n" {
+			t.Fatalf("container output with the registry gone: %q, want kept, big-failed\nsnapshotter log:\n%s", out, e.snapshotterLog())
+		}
 	})
 	t.Run("kill-9", func(t *testing.T) {
 		e.t = t

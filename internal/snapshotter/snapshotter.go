@@ -547,6 +547,17 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 		im.Close()
 		return fmt.Errorf("layer %d of %s is %s, the label says %s", n, src, got, labels[LabelLayerDigest])
 	}
+	// A layer known only from a published index has not been read: read
+	// its first piece (checked against the index), so that a blob the
+	// registry lacks or serves wrong fails here, and containerd's own
+	// download then fails the pull, rather than a container's reads.
+	if b := im.Image.Layers[n].Blob; b.Size() > 0 {
+		var one [1]byte
+		if _, err := b.ReadAt(one[:], 0); err != nil {
+			im.Close()
+			return fmt.Errorf("layer %d (%s): %w", n, spec.Layers[n], err)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var sv *served
