@@ -47,7 +47,13 @@ func snapshotterBin(t *testing.T) string {
 			return
 		}
 		snapBin = filepath.Join(scratch, "ocimount-snapshotter")
-		cmd := exec.Command("go", "build", "-o", snapBin, "./cmd/ocimount-snapshotter")
+		args := []string{"build", "-o", snapBin}
+		if raceEnabled {
+			// The server is where the concurrency is (gRPC calls,
+			// FUSE reads, mounts): a race there fails the test.
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/ocimount-snapshotter")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			snapBuildErr = fmt.Errorf("go build ./cmd/ocimount-snapshotter: %v\n%s", err, out)
@@ -234,6 +240,9 @@ func (e *ctrEnv) stopSnapshotter(sig syscall.Signal) {
 		e.t.Errorf("snapshotter did not stop on %v", sig)
 	}
 	e.snap = nil
+	if log := e.snapshotterLog(); strings.Contains(log, "WARNING: DATA RACE") {
+		e.t.Errorf("the snapshotter raced:\n%s", log)
+	}
 }
 
 type lockedWriter struct {

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,6 +55,7 @@ func run(args []string) error {
 	noRemoteIndex := fl.Bool("no-remote-index", false, "do not use layer indexes published in the registry (ocimount index --push)")
 	rangeMax := fl.Int64("range-cache-max", 0, "bound of the on-disk cache of fetched registry ranges, in bytes (0: the default)")
 	spanCache := fl.Int64("span-cache", 0, "bound of the decoded-span cache shared by all images, in bytes (0: 64 MiB)")
+	config := fl.String("config", "", "JSON file of per-registry settings: {\"registries\": {\"HOST[:PORT]\": {\"creds\": \"USER:PASS\", \"tls_verify\": false, \"plain_http\": true}}}")
 	if err := fl.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -67,6 +70,13 @@ func run(args []string) error {
 		level = slog.LevelDebug
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var regs map[string]snapshotter.Registry
+	if *config != "" {
+		var err error
+		if regs, err = readConfig(*config); err != nil {
+			return err
+		}
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -79,6 +89,7 @@ func run(args []string) error {
 			PlainHTTP:     *plainHTTP,
 			ChunkCacheMax: *rangeMax,
 		},
+		Registries:     regs,
 		NoRemoteIndex:  *noRemoteIndex,
 		SpanCacheBytes: *spanCache,
 		Logger:         logger,
@@ -108,6 +119,50 @@ func run(args []string) error {
 	case err := <-errc:
 		return err
 	}
+}
+
+// fileConfig is the --config file.
+type fileConfig struct {
+	Registries map[string]struct {
+		Creds     string `json:"creds"`
+		TLSVerify *bool  `json:"tls_verify"` // default true
+		PlainHTTP bool   `json:"plain_http"`
+	} `json:"registries"`
+}
+
+// readConfig reads the per-registry settings. Unknown keys are errors (a
+// misspelt "tls_verify" must not silently verify), and a file with
+// credentials that others can read is refused.
+func readConfig(path string) (map[string]snapshotter.Registry, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	var c fileConfig
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%s: data after the JSON object", path)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	regs := map[string]snapshotter.Registry{}
+	for host, r := range c.Registries {
+		if host == "" || strings.ContainsAny(host, "/ ") {
+			return nil, fmt.Errorf("%s: %q is not a registry host (HOST or HOST:PORT)", path, host)
+		}
+		if r.Creds != "" && fi.Mode().Perm()&0o077 != 0 {
+			return nil, fmt.Errorf("%s holds credentials (for %s) and is readable by others (mode %v): chmod 600 it", path, host, fi.Mode().Perm())
+		}
+		regs[host] = snapshotter.Registry{Creds: r.Creds, Insecure: r.TLSVerify != nil && !*r.TLSVerify, PlainHTTP: r.PlainHTTP}
+	}
+	return regs, nil
 }
 
 // listen makes the socket, replacing a stale one (a killed server's)

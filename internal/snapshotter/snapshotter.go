@@ -72,6 +72,9 @@ type Options struct {
 	// Remote is how registries are reached (credentials, TLS). ChunkDir
 	// is set to Root's range cache.
 	Remote blobs.RemoteOptions
+	// Registries override Remote's credentials and TLS settings per
+	// registry host (HOST or HOST:PORT, as in image references).
+	Registries map[string]Registry
 	// NoRemoteIndex skips indexes published in the registry.
 	NoRemoteIndex bool
 	// SpanCacheBytes bounds the decoded spans of all images together
@@ -79,6 +82,27 @@ type Options struct {
 	SpanCacheBytes int64
 	// Logger receives what happens (nil: discarded).
 	Logger *slog.Logger
+}
+
+// Registry is how to reach one registry.
+type Registry struct {
+	Creds     string // "user:password"; "" keeps Remote's (auth files, credential helpers)
+	Insecure  bool   // skip TLS verification, allow plain HTTP
+	PlainHTTP bool
+}
+
+// remoteFor is the registry options for src's host.
+func (s *Snapshotter) remoteFor(src blobs.Source) blobs.RemoteOptions {
+	ro := s.o.Remote
+	host, _, _ := strings.Cut(src.Path, "/")
+	if r, ok := s.o.Registries[host]; ok {
+		if r.Creds != "" {
+			ro.Creds = r.Creds
+		}
+		ro.Insecure = ro.Insecure || r.Insecure
+		ro.PlainHTTP = ro.PlainHTTP || r.PlainHTTP
+	}
+	return ro
 }
 
 // Snapshotter implements containerd's snapshots.Snapshotter.
@@ -615,7 +639,7 @@ func (s *Snapshotter) load(ctx context.Context, spec *remoteSpec) (*loader.Image
 		return nil, err
 	}
 	lg := s.log.With("source", spec.Source)
-	im, err := loader.Load(ctx, src, blobs.Options{Remote: s.o.Remote}, loader.Options{
+	im, err := loader.Load(ctx, src, blobs.Options{Remote: s.remoteFor(src)}, loader.Options{
 		CacheDir:      filepath.Join(s.root, "cache"),
 		Logf:          func(f string, a ...any) { lg.Warn(fmt.Sprintf(f, a...)) },
 		NoRemoteIndex: s.o.NoRemoteIndex,

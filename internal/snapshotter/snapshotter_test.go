@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/ocimount/ocimount/blobs"
 	"golang.org/x/sys/unix"
 )
 
@@ -75,5 +76,23 @@ func TestOneProcessPerRoot(t *testing.T) {
 	if s2, err := New(ctx, Options{Root: root}); err == nil {
 		s2.Close()
 		t.Fatal("a second snapshotter opened a root in use")
+	}
+}
+
+// TestRemoteFor: per-registry settings apply to their host only, and add
+// to (never remove) the global ones.
+func TestRemoteFor(t *testing.T) {
+	s := &Snapshotter{o: Options{
+		Remote:     blobs.RemoteOptions{Creds: "global:pw"},
+		Registries: map[string]Registry{"r.example:5000": {Creds: "u:p", Insecure: true}},
+	}}
+	src := func(path string) blobs.Source { return blobs.Source{Transport: blobs.TransportDocker, Path: path} }
+	if ro := s.remoteFor(src("r.example:5000/team/app")); ro.Creds != "u:p" || !ro.Insecure {
+		t.Errorf("r.example:5000: %+v", ro)
+	}
+	for _, p := range []string{"r.example/team/app", "other.example:5000/r.example:5000"} {
+		if ro := s.remoteFor(src(p)); ro.Creds != "global:pw" || ro.Insecure {
+			t.Errorf("%s got r.example:5000's settings: %+v", p, ro)
+		}
 	}
 }
