@@ -145,6 +145,9 @@ type ctrEnv struct {
 	snapDone chan struct{}
 	logMu    sync.Mutex
 	made     []string // directories outside dir that containerd's shims create, deepest first
+	// snapshotter is what pull and run use: "ocimount", or containerd's
+	// own "overlayfs" for comparisons.
+	snapshotter string
 }
 
 func (e *ctrEnv) startContainerd() {
@@ -295,7 +298,7 @@ func (e *ctrEnv) pull(ref string, labels bool) {
 	ctx, cancel := context.WithTimeout(namespaces.WithNamespace(context.Background(), e.ns), 2*time.Minute)
 	defer cancel()
 	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchAllHosts))})
-	opts := []containerd.RemoteOpt{containerd.WithPullUnpack, containerd.WithPullSnapshotter("ocimount"), containerd.WithResolver(resolver)}
+	opts := []containerd.RemoteOpt{containerd.WithPullUnpack, containerd.WithPullSnapshotter(e.snapshotter), containerd.WithResolver(resolver)}
 	if labels {
 		opts = append(opts, containerd.WithImageHandlerWrapper(snapshotters.AppendInfoHandlerWrapper(ref)))
 	}
@@ -312,7 +315,7 @@ func (e *ctrEnv) run(ref string) string { return e.runCmd(ref, snapCmd) }
 // runCmd runs a shell command in a new container of ref.
 func (e *ctrEnv) runCmd(ref, cmd string) string {
 	ctrRuns++
-	r := e.ctr("run", "--rm", "--snapshotter", "ocimount",
+	r := e.ctr("run", "--rm", "--snapshotter", e.snapshotter,
 		"--fifo-dir", filepath.Join(e.dir, "fifo"), "--runc-root", filepath.Join(e.dir, "runc"), ref, fmt.Sprintf("ocimount-test-%d", ctrRuns), "/bin/sh", "-c", cmd)
 	if r.code != 0 {
 		e.t.Fatalf("ctr run %s: %s\nsnapshotter log:\n%s\ncontainerd log:\n%s", ref, r, e.snapshotterLog(), e.containerdLog())
@@ -380,44 +383,7 @@ func TestContainerdSnapshotter(t *testing.T) {
 	proxy := startFaultProxy(t, reg.Host, nil)
 	ref := func(name string) string { return proxy.Host + "/snap/" + name + ":v1" }
 
-	dir, err := os.MkdirTemp("", "ocimount-ctrd-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &ctrEnv{t: t, dir: dir, sock: filepath.Join(dir, "containerd.sock"), snapSock: filepath.Join(dir, "snap.sock"),
-		snapRoot: filepath.Join(dir, "snapshotter"), ns: "ocimount-test"}
-	t.Cleanup(func() {
-		// Images first (their snapshots, through the snapshotter), then
-		// containerd, then the snapshotter, which unmounts what is left.
-		if e.ctrd != nil && e.ctrd.Process != nil {
-			for _, n := range []string{"a", "b", "c", "d"} {
-				e.ctr("image", "rm", "--sync", ref(n))
-			}
-			e.ctrd.Process.Signal(syscall.SIGTERM)
-			e.ctrd.Wait()
-			e.ctrdLog.Close()
-		}
-		e.stopSnapshotter(syscall.SIGTERM)
-		if ms := e.remoteMounts(); len(ms) != 0 {
-			t.Errorf("mounts left after the snapshotter stopped: %v", ms)
-			for _, m := range ms {
-				syscall.Unmount(m.MountPoint, syscall.MNT_DETACH)
-			}
-		}
-		if ms, err := mountinfo.Read(); err == nil && len(mountinfo.Under(ms, dir)) != 0 {
-			t.Errorf("mounts left under %s: %v", dir, mountinfo.Under(ms, dir))
-			return // never remove through a mount
-		}
-		os.RemoveAll(dir)
-		for _, d := range e.made {
-			os.Remove(d) // only if empty: never anyone else's
-		}
-	})
-	e.startSnapshotter()
-	e.startContainerd()
-	if r := e.ctr("plugins", "ls"); !strings.Contains(r.stdout, "ocimount") {
-		t.Fatalf("containerd does not list the proxy snapshotter: %s", r)
-	}
+	e := newCtrEnv(t)
 
 	layerDigests := func(name string) []string {
 		var ds []string
@@ -554,6 +520,51 @@ func TestContainerdSnapshotter(t *testing.T) {
 		}
 		checkSnapOutput(t, e.run(ref("a")), "marker-a")
 	})
+}
+
+// newCtrEnv starts the snapshotter and a containerd using it, and stops
+// both when t ends: images first (their snapshots go through the
+// snapshotter), then containerd, then the snapshotter, which unmounts what
+// is left. Nothing stays mounted or on disk.
+func newCtrEnv(t *testing.T) *ctrEnv {
+	dir, err := os.MkdirTemp("", "ocimount-ctrd-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &ctrEnv{t: t, dir: dir, sock: filepath.Join(dir, "containerd.sock"), snapSock: filepath.Join(dir, "snap.sock"),
+		snapRoot: filepath.Join(dir, "snapshotter"), ns: "ocimount-test", snapshotter: "ocimount"}
+	t.Cleanup(func() {
+		e.t = t
+		if e.ctrd != nil && e.ctrd.Process != nil {
+			for _, img := range strings.Fields(e.ctr("image", "ls", "-q").stdout) {
+				e.ctr("image", "rm", "--sync", img)
+			}
+			e.ctrd.Process.Signal(syscall.SIGTERM)
+			e.ctrd.Wait()
+			e.ctrdLog.Close()
+		}
+		e.stopSnapshotter(syscall.SIGTERM)
+		if ms := e.remoteMounts(); len(ms) != 0 {
+			t.Errorf("mounts left after the snapshotter stopped: %v", ms)
+			for _, m := range ms {
+				syscall.Unmount(m.MountPoint, syscall.MNT_DETACH)
+			}
+		}
+		if ms, err := mountinfo.Read(); err == nil && len(mountinfo.Under(ms, dir)) != 0 {
+			t.Errorf("mounts left under %s: %v", dir, mountinfo.Under(ms, dir))
+			return // never remove through a mount
+		}
+		os.RemoveAll(dir)
+		for _, d := range e.made {
+			os.Remove(d) // only if empty: never anyone else's
+		}
+	})
+	e.startSnapshotter()
+	e.startContainerd()
+	if r := e.ctr("plugins", "ls"); !strings.Contains(r.stdout, "ocimount") {
+		t.Fatalf("containerd does not list the proxy snapshotter: %s", r)
+	}
+	return e
 }
 
 // dirBytes is the total size of the regular files under dir.
