@@ -18,6 +18,7 @@ require (
 	golang.org/x/sync v0.22.0
 	golang.org/x/sys v0.50.0
 	google.golang.org/grpc v1.78.0
+	k8s.io/cri-api v0.34.10
 )
 
 require (

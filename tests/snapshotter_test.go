@@ -148,6 +148,8 @@ type ctrEnv struct {
 	// snapshotter is what pull and run use: "ocimount", or containerd's
 	// own "overlayfs" for comparisons.
 	snapshotter string
+	// criConfig, if set, enables the CRI plugin with this configuration.
+	criConfig string
 }
 
 func (e *ctrEnv) startContainerd() {
@@ -160,10 +162,14 @@ func (e *ctrEnv) startContainerd() {
 			e.made = append([]string{d}, e.made...)
 		}
 	}
+	plugins := `disabled_plugins = ["io.containerd.grpc.v1.cri"]`
+	if e.criConfig != "" {
+		plugins = ""
+	}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+%s
 [grpc]
   address = %q
 [ttrpc]
@@ -173,7 +179,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [proxy_plugins.ocimount]
   type = "snapshot"
   address = %q
-`, filepath.Join(e.dir, "root"), filepath.Join(e.dir, "state"), e.sock, e.sock+".ttrpc", filepath.Join(e.dir, "opt"), e.snapSock)
+`, filepath.Join(e.dir, "root"), filepath.Join(e.dir, "state"), plugins, e.sock, e.sock+".ttrpc", filepath.Join(e.dir, "opt"), e.snapSock) + e.criConfig
 	cfgFile := filepath.Join(e.dir, "containerd.toml")
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -526,13 +532,20 @@ func TestContainerdSnapshotter(t *testing.T) {
 // both when t ends: images first (their snapshots go through the
 // snapshotter), then containerd, then the snapshotter, which unmounts what
 // is left. Nothing stays mounted or on disk.
-func newCtrEnv(t *testing.T) *ctrEnv {
+func newCtrEnv(t *testing.T) *ctrEnv { return newCtrEnvCRI(t, nil) }
+
+// newCtrEnvCRI is newCtrEnv with containerd's CRI plugin configured by
+// cri(dir) (nil: disabled); its images live in the namespace k8s.io.
+func newCtrEnvCRI(t *testing.T, cri func(dir string) string) *ctrEnv {
 	dir, err := os.MkdirTemp("", "ocimount-ctrd-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e := &ctrEnv{t: t, dir: dir, sock: filepath.Join(dir, "containerd.sock"), snapSock: filepath.Join(dir, "snap.sock"),
 		snapRoot: filepath.Join(dir, "snapshotter"), ns: "ocimount-test", snapshotter: "ocimount"}
+	if cri != nil {
+		e.criConfig, e.ns = cri(dir), "k8s.io"
+	}
 	t.Cleanup(func() {
 		e.t = t
 		if e.ctrd != nil && e.ctrd.Process != nil {
