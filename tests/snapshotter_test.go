@@ -498,6 +498,10 @@ func TestContainerdSnapshotter(t *testing.T) {
 			t.Fatalf("expected %d stale mounts after kill -9", n)
 		}
 		e.startSnapshotter()
+		// Mounts are restored in the background, after the socket serves.
+		if !waitFor(30*time.Second, func() bool { return strings.Contains(e.snapshotterLog(), "restore done") }) {
+			t.Fatalf("no restore in 30 s:\n%s", e.snapshotterLog())
+		}
 		ms := e.remoteMounts()
 		if len(ms) != n {
 			t.Fatalf("%d remote snapshots mounted after the restart, want %d\n%s", len(ms), n, e.snapshotterLog())

@@ -31,6 +31,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
@@ -114,8 +115,14 @@ type Snapshotter struct {
 	o     Options
 	spans *layerindex.SpanCache
 
-	mu     sync.Mutex         // guards served; held while a chain is loaded and mounted
-	served map[string]*served // remote snapshots being served, by snapshot ID
+	mu      sync.Mutex           // guards served, loading, closed; held while Prepare mounts and commits a chain
+	served  map[string]*served   // remote snapshots being served, by snapshot ID
+	loading map[string]*loadCall // ensureServed loads in progress, by snapshot ID
+	closed  bool
+
+	// restore runs in the background from New; Close stops and waits.
+	stopRestore context.CancelFunc
+	restored    chan struct{}
 }
 
 // served is a remote snapshot's merged tree, mounted.
@@ -184,13 +191,22 @@ func New(ctx context.Context, o Options) (*Snapshotter, error) {
 	if sb <= 0 {
 		sb = 64 << 20
 	}
-	s := &Snapshotter{root: root, ms: ms, lock: lock, log: o.Logger, o: o, spans: layerindex.NewSpanCache(sb), served: map[string]*served{}}
+	s := &Snapshotter{root: root, ms: ms, lock: lock, log: o.Logger, o: o, spans: layerindex.NewSpanCache(sb),
+		served: map[string]*served{}, loading: map[string]*loadCall{}, restored: make(chan struct{})}
 	if err := s.clearStale(); err != nil {
 		ms.Close()
 		lock.Close()
 		return nil, err
 	}
-	s.restore(ctx)
+	// Restoring talks to registries (one may be down or slow): in the
+	// background, so that containerd gets its socket at once; a container
+	// that needs a snapshot not restored yet waits for it (ensureServed).
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	s.stopRestore = cancel
+	go func() {
+		defer close(s.restored)
+		s.restore(rctx)
+	}()
 	return s, nil
 }
 
@@ -220,6 +236,8 @@ func (s *Snapshotter) clearStale() error {
 
 // restore mounts every remote snapshot in the metadata again.
 func (s *Snapshotter) restore(ctx context.Context) {
+	t0 := time.Now()
+	defer func() { s.log.Info("restore done", "elapsed", time.Since(t0).Round(time.Millisecond)) }()
 	var ids []string
 	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) error {
 		m, err := storage.IDMap(ctx)
@@ -238,6 +256,9 @@ func (s *Snapshotter) restore(ctx context.Context) {
 	for _, id := range ids {
 		if _, err := os.Stat(filepath.Join(s.snapshotDir(id), remoteFile)); err != nil {
 			continue
+		}
+		if ctx.Err() != nil {
+			return
 		}
 		if err := s.ensureServed(ctx, id); err != nil {
 			s.log.Error("restoring a remote snapshot (retried when a container needs it)", "id", id, "err", err)
@@ -416,7 +437,10 @@ func (s *Snapshotter) Cleanup(ctx context.Context) error {
 // every image closed (containers still running on them lose their
 // lower; containerd closes a snapshotter only when it stops).
 func (s *Snapshotter) Close() error {
+	s.stopRestore()
+	<-s.restored
 	s.mu.Lock()
+	s.closed = true
 	var errs []error
 	for id, sv := range s.served {
 		errs = append(errs, s.unserve(sv))
@@ -584,14 +608,21 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var sv *served
+	var (
+		sv     *served
+		id     string
+		doneTx bool // the transaction's work succeeded (its commit may still fail)
+	)
 	err = s.ms.WithTransaction(ctx, true, func(ctx context.Context) (err error) {
 		snap, err := storage.CreateSnapshot(ctx, snapshots.KindActive, key, parent, opts...)
 		if err != nil {
 			return err
 		}
-		dir := s.snapshotDir(snap.ID)
+		id = snap.ID
+		dir := s.snapshotDir(id)
 		defer func() {
+			// Undone while the write transaction still holds the ID:
+			// no other snapshot can have been given it yet.
 			if err != nil {
 				if sv != nil {
 					s.unserve(sv)
@@ -603,7 +634,7 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return err
 		}
-		if err := os.Mkdir(s.fsDir(snap.ID), 0o755); err != nil {
+		if err := os.Mkdir(s.fsDir(id), 0o755); err != nil {
 			return err
 		}
 		b, err := json.Marshal(spec)
@@ -613,7 +644,7 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 		if err := cache.WriteAtomic(filepath.Join(dir, remoteFile), b); err != nil {
 			return err
 		}
-		if sv, err = s.serve(im, snap.ID, spec); err != nil {
+		if sv, err = s.serve(im, id, spec); err != nil {
 			return err
 		}
 		im = nil // sv owns it
@@ -621,14 +652,25 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 		if _, err := storage.CommitActive(ctx, key, target, snapshots.Usage{}, append(opts, rl)...); err != nil {
 			return err
 		}
-		s.served[snap.ID] = sv
-		s.log.Info("serving a remote snapshot", "id", snap.ID, "chain", target, "source", spec.Source, "layers", n+1)
+		doneTx = true
 		return nil
 	})
 	if im != nil {
 		im.Close()
 	}
-	return err
+	if err != nil {
+		if doneTx {
+			// The commit failed after the mount was up. The ID may be
+			// given out again, but not before this directory is gone
+			// (a new snapshot's Mkdir fails while it exists).
+			s.unserve(sv)
+			os.RemoveAll(s.snapshotDir(id))
+		}
+		return err
+	}
+	s.served[id] = sv
+	s.log.Info("serving a remote snapshot", "id", id, "chain", target, "source", spec.Source, "layers", n+1)
+	return nil
 }
 
 // load loads the ..N view of spec's image and checks that it is the chain
@@ -702,30 +744,76 @@ func (s *Snapshotter) unserve(sv *served) error {
 // restart, or when restoring it failed).
 func (s *Snapshotter) ensureServed(ctx context.Context, id string) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, ok := s.served[id]; ok {
+		s.mu.Unlock()
 		return nil
 	}
+	if c, ok := s.loading[id]; ok {
+		// Another caller is loading it: wait for that one.
+		s.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if s.closed {
+		s.mu.Unlock()
+		return errClosed
+	}
+	c := &loadCall{done: make(chan struct{})}
+	s.loading[id] = c
+	s.mu.Unlock()
+
+	// The load talks to the registry: without the lock, so that other
+	// snapshots' calls go on meanwhile.
+	sv, err := s.loadServed(ctx, id)
+	s.mu.Lock()
+	delete(s.loading, id)
+	if err == nil {
+		if s.closed {
+			s.unserve(sv)
+			err = errClosed
+		} else {
+			s.served[id] = sv
+		}
+	}
+	s.mu.Unlock()
+	c.err = err
+	close(c.done)
+	return err
+}
+
+var errClosed = errors.New("snapshotter closed")
+
+// loadCall is an ensureServed in progress.
+type loadCall struct {
+	done chan struct{}
+	err  error
+}
+
+// loadServed loads remote snapshot id from its remote.json and mounts it.
+func (s *Snapshotter) loadServed(ctx context.Context, id string) (*served, error) {
 	spec, err := readSpec(s.snapshotDir(id))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	want := append([]string(nil), spec.Layers...)
 	im, err := s.load(ctx, &spec)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if strings.Join(spec.Layers, ",") != strings.Join(want, ",") {
 		im.Close()
-		return fmt.Errorf("%s no longer has the layers it had (%v, now %v)", spec.Source, want, spec.Layers)
+		return nil, fmt.Errorf("%s no longer has the layers it had (%v, now %v)", spec.Source, want, spec.Layers)
 	}
 	sv, err := s.serve(im, id, spec)
 	if err != nil {
 		im.Close()
-		return err
+		return nil, err
 	}
-	s.served[id] = sv
-	return nil
+	return sv, nil
 }
 
 // removeDir takes down snapshot id's mount (if served) and removes its
