@@ -56,7 +56,9 @@ type faultProxy struct {
 	whole   map[string]int // blob GETs without Range, by digest
 	// blobBytes counts the body bytes of blob GETs passed through.
 	blobBytes int64
-	lastErr   string
+	// only, if set, limits faults to ranged GETs of this blob digest.
+	only    string
+	lastErr string
 }
 
 func startFaultProxy(t *testing.T, upstreamHost string, store *blobStore) *faultProxy {
@@ -84,9 +86,12 @@ func startFaultProxy(t *testing.T, upstreamHost string, store *blobStore) *fault
 
 // set switches the mode for the next n ranged blob reads (n<0: until the
 // next set); after them the proxy passes through.
-func (p *faultProxy) set(m faultMode, n int) {
+func (p *faultProxy) set(m faultMode, n int) { p.setFor(m, n, "") }
+
+// setFor is set for the ranged GETs of one blob only ("": all).
+func (p *faultProxy) setFor(m faultMode, n int, dg string) {
 	p.mu.Lock()
-	p.mode, p.left, p.faults = m, n, 0
+	p.mode, p.left, p.faults, p.only = m, n, 0, dg
 	if p.release != nil {
 		close(p.release)
 	}
@@ -133,7 +138,7 @@ func (p *faultProxy) take(dg string) faultMode {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.ranged[dg]++
-	if p.mode == passThrough || p.left == 0 {
+	if p.mode == passThrough || p.left == 0 || (p.only != "" && dg != p.only) {
 		return passThrough
 	}
 	if p.left > 0 {

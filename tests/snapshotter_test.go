@@ -366,13 +366,13 @@ func TestContainerdSnapshotter(t *testing.T) {
 	reg := startRegistry(t, registryOpts{})
 	work := t.TempDir()
 	infos := map[string]tartest.ImageInfo{}
-	for i, name := range []string{"a", "b", "c", "d"} {
+	for i, name := range []string{"a", "b", "c", "d", "e"} {
 		seed := uint64(1)
 		if name >= "c" {
 			seed = uint64(i) // their own layers: no chain shared with a and b
 		}
 		layout := filepath.Join(work, name)
-		infos[name] = tartest.WriteOCILayoutInfo(t, layout, snapImage(t, "marker-"+name, seed, name >= "c"))[0]
+		infos[name] = tartest.WriteOCILayoutInfo(t, layout, snapImage(t, "marker-"+name, seed, name == "c" || name == "d"))[0]
 		if err := pushLayout(reg.Host, layout, "snap/"+name+":v1"); err != nil {
 			t.Fatal(err)
 		}
@@ -386,6 +386,7 @@ func TestContainerdSnapshotter(t *testing.T) {
 	pushIndexes(t, env, "docker://"+reg.Host+"/snap/a:v1")
 	pushIndexes(t, env, "docker://"+reg.Host+"/snap/b:v1")
 	pushIndexes(t, env, "docker://"+reg.Host+"/snap/d:v1")
+	pushIndexes(t, env, "docker://"+reg.Host+"/snap/e:v1")
 	proxy := startFaultProxy(t, reg.Host, nil)
 	ref := func(name string) string { return proxy.Host + "/snap/" + name + ":v1" }
 
@@ -477,6 +478,28 @@ func TestContainerdSnapshotter(t *testing.T) {
 			}
 		}
 		checkSnapOutput(t, e.run(ref("d")), "marker-d")
+	})
+	t.Run("local-on-remote", func(t *testing.T) {
+		// Only layer 2 of e comes garbled: layers 0 and 1 are one remote
+		// snapshot each, layer 2 a local one that containerd unpacks on
+		// top of them, and overlayfs stacks it on the merged tree of
+		// layers 0..1.
+		e.t = t
+		before := len(e.remoteMounts())
+		top := infos["e"].Layers[2].Digest.String()
+		proxy.setFor(corruptByte, -1, top)
+		defer proxy.set(passThrough, 0)
+		e.pull(ref("e"), true)
+		if n := len(e.remoteMounts()) - before; n != 2 {
+			t.Fatalf("%d remote snapshots for e, want 2 (layers 0 and 1)\n%s", n, e.snapshotterLog())
+		}
+		content := e.contentDigests()
+		for i, d := range layerDigests("e") {
+			if in := strings.Contains(content, d); in != (d == top) {
+				t.Errorf("layer %d of e in the content store: %v, want %v", i, in, d == top)
+			}
+		}
+		checkSnapOutput(t, e.run(ref("e")), "marker-e")
 	})
 	t.Run("registry-gone", func(t *testing.T) {
 		// After the pull the registry fails every read: what the first
