@@ -1,6 +1,7 @@
 # ocimount — see README.md.
 GO      ?= go
 BIN     := bin/ocimount
+SNAPBIN := bin/ocimount-snapshotter
 DEMO    ?= /tmp/ocimount-demo
 FUZZTIME ?= 20s
 # urfave_cli_no_docs drops the CLI library's man/markdown generators (and
@@ -9,8 +10,11 @@ TAGS    := urfave_cli_no_docs
 
 .PHONY: build demo test vet fuzz bench clean deps
 
+# The containerd snapshotter is a binary of its own (cmd/ocimount-snapshotter):
+# gRPC and containerd's packages stay out of the mount command.
 build:
 	$(GO) build -tags $(TAGS) -o $(BIN) ./cmd/ocimount
+	$(GO) build -o $(SNAPBIN) ./cmd/ocimount-snapshotter
 
 deps:
 	scripts/deps.sh

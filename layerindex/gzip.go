@@ -462,17 +462,18 @@ func (g *gzipStream) endMember() error {
 // place (the member's trailer follows), and Window is reused by the
 // inflater, hence the copy.
 //
-// cp.CompressedOffset cannot be used as is: the inflater counts the whole
-// bytes it holds in its bit buffer twice when a stored block follows a
-// Huffman block that read ahead (flate v1.19.2 dataBlock adds them to its
-// offset again), so it drifts ahead of the true position, by whole bytes,
-// and only at stored blocks. The true position is known from the bufio
-// reader (the inflater discards what it consumed before calling back): at
-// the end of a stored block the bit buffer is empty, so CompressedOffset
-// minus the bytes consumed is exactly the drift; at the end of a Huffman
-// block it is the drift minus the read-ahead bytes, so never more. The drift
-// is thus the largest such difference seen so far in the member. (Should
-// the inflater stop drifting, this stays 0.)
+// cp.CompressedOffset is not taken on trust: up to klauspost/compress
+// v1.19.2 the inflater counted the whole bytes it held in its bit buffer
+// twice when a stored block followed a Huffman block that read ahead, so
+// the offset drifted ahead of the true position, by whole bytes, at stored
+// blocks. v1.20 fixed that (TestInflaterCheckpointOffsets pins it), and the
+// check below costs nothing, so it stays: the true position is known from
+// the bufio reader (the inflater discards what it consumed before calling
+// back); at the end of a stored block the bit buffer is empty, so
+// CompressedOffset minus the bytes consumed is exactly the drift; at the
+// end of a Huffman block it is the drift minus the read-ahead bytes, so
+// never more. The drift is thus the largest such difference seen so far in
+// the member (0 with a correct inflater).
 func (g *gzipStream) onBlockEnd(cp flate.InflateCheckpoint) {
 	consumed := g.pos() - g.deflateIn
 	if d := cp.CompressedOffset - consumed; d > g.drift {

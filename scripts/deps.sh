@@ -6,7 +6,8 @@ set -euo pipefail
 need=()
 for pair in fusermount3:fuse3 umoci:umoci skopeo:skopeo pigz:pigz zstd:zstd perl:perl \
             setfattr:attr setcap:libcap2-bin busybox:busybox-static runc:runc crun:crun podman:podman \
-            docker-registry:docker-registry htpasswd:apache2-utils zsh:zsh tmux:tmux; do
+            docker-registry:docker-registry htpasswd:apache2-utils zsh:zsh tmux:tmux \
+            containerd:containerd ctr:containerd; do
     bin=${pair%%:*} pkg=${pair##*:}
     command -v "$bin" >/dev/null 2>&1 || [ -x "/bin/$bin" ] || need+=("$pkg")
 done

@@ -62,7 +62,9 @@ type faultProxy struct {
 	faults  int            // faulty answers given
 	ranged  map[string]int // ranged blob GETs seen, by digest
 	whole   map[string]int // blob GETs without Range, by digest
-	lastErr string
+	// blobBytes counts the body bytes of blob GETs passed through.
+	blobBytes int64
+	lastErr   string
 }
 
 func startFaultProxy(t *testing.T, upstreamHost string, store *blobStore) *faultProxy {
@@ -152,7 +154,7 @@ func (p *faultProxy) takeWhole(dg string) faultMode {
 // reset clears the request counters.
 func (p *faultProxy) reset() {
 	p.mu.Lock()
-	p.ranged, p.whole, p.faults = map[string]int{}, map[string]int{}, 0
+	p.ranged, p.whole, p.faults, p.blobBytes = map[string]int{}, map[string]int{}, 0, 0
 	p.mu.Unlock()
 }
 
@@ -236,7 +238,12 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch mode {
 	case passThrough:
 		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		n, _ := io.Copy(w, resp.Body)
+		if dg != "" && r.Method == http.MethodGet {
+			p.mu.Lock()
+			p.blobBytes += n
+			p.mu.Unlock()
+		}
 	case corruptByte:
 		body, err := io.ReadAll(resp.Body)
 		if err != nil {

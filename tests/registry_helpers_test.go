@@ -411,8 +411,17 @@ func isolatedEnv(t *testing.T, extra ...string) []string {
 // the test if that does not work.
 func remoteMount(t *testing.T, env []string, ref string, flags ...string) (mnt, cacheDir string) {
 	t.Helper()
-	mnt = newMountpoint(t)
+	// Cleanups run last-registered first: the mount comes down, then its
+	// server is waited for (it logs into the cache dir as it exits, and
+	// was seen to do so while the cache dir was being removed), then the
+	// cache dir goes.
 	cacheDir = t.TempDir()
+	t.Cleanup(func() {
+		if mnt != "" && !waitFor(10*time.Second, func() bool { return len(serverPIDs(t, mnt)) == 0 }) {
+			t.Errorf("server of %s still running 10 s after the unmount", mnt)
+		}
+	})
+	mnt = newMountpoint(t)
 	args := append([]string{"mount", "--cache-dir", cacheDir}, flags...)
 	r := runEnv(t, env, 2*time.Minute, append(args, ref, mnt)...)
 	if r.code != 0 {

@@ -6,6 +6,8 @@ package loader
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +49,13 @@ type Options struct {
 	Span int64
 	// SpanCacheBytes bounds the decoded-span cache (0: 64 MiB).
 	SpanCacheBytes int64
+	// SpanCache, if set, is used instead of a cache of the image's own,
+	// and Image.Close leaves it open: a server that holds many images
+	// (the containerd snapshotter) bounds their decoded spans together.
+	// Spans are keyed by blob digest and checkpoint table (spanKey), so
+	// images that share a layer share its spans, and two indexes of one
+	// blob with different checkpoints never see each other's spans.
+	SpanCache *layerindex.SpanCache
 	// Jobs bounds parallel layer indexing (0: number of CPUs).
 	Jobs int
 	// Progress, if set, is called (from several goroutines) as layer i's
@@ -141,12 +150,17 @@ type Image struct {
 	// FromCache[i] says whether layer i's index came from the cache.
 	FromCache []bool
 	closers   []io.Closer
+	// sharedCache: Cache is Options.SpanCache, closed by its owner.
+	sharedCache bool
 }
 
-// Close waits for the span decodes and read-ahead still running, then
-// releases blob files and decoded caches.
+// Close waits for the span decodes and read-ahead still running (unless
+// the span cache is shared: its owner closes it), then releases blob files
+// and decoded caches.
 func (im *Image) Close() error {
-	im.Cache.Close()
+	if im.Cache != nil && !im.sharedCache {
+		im.Cache.Close()
+	}
 	var errs []error
 	for _, c := range im.closers {
 		errs = append(errs, c.Close())
@@ -190,11 +204,15 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 			im.Close()
 		}
 	}()
-	cacheBytes := o.SpanCacheBytes
-	if cacheBytes <= 0 {
-		cacheBytes = 64 << 20
+	if o.SpanCache != nil {
+		im.Cache, im.sharedCache = o.SpanCache, true
+	} else {
+		cacheBytes := o.SpanCacheBytes
+		if cacheBytes <= 0 {
+			cacheBytes = 64 << 20
+		}
+		im.Cache = layerindex.NewSpanCache(cacheBytes)
 	}
-	im.Cache = layerindex.NewSpanCache(cacheBytes)
 
 	n := len(bi.Layers)
 	lo, hi, err := o.View.span(n)
@@ -312,7 +330,7 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 			untrusted := r.published || (r.cached && dir.Enabled() && dir.Published(cacheKey(l, fmts[i])))
 			layers[i] = overlay.Layer{Index: r.ix, Content: r.content, CheckHeaders: untrusted}
 			if r.content == nil {
-				layers[i].Content = r.ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, string(r.ix.Digest))
+				layers[i].Content = r.ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, spanKey(r.ix))
 			}
 			return nil
 		})
@@ -414,7 +432,7 @@ func loadWarm(bi *blobs.Image, fmts []*layerindex.Format, o Options, im *Image) 
 		}
 		content := r.content
 		if content == nil {
-			content = ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, string(ix.Digest))
+			content = ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, spanKey(ix))
 		}
 		indexes[i] = ix
 		layers[i] = overlay.Layer{Index: ix, Content: content, CheckHeaders: dir.Published(key)}
@@ -751,6 +769,22 @@ func fetchPublished(ctx context.Context, bi *blobs.Image, fmts []*layerindex.For
 		return nil, ""
 	}
 	return got, art
+}
+
+// spanKey names a layer's spans in the span cache: the blob digest and a
+// digest of the checkpoint table. Span i of one blob is another byte range
+// under another index (a published index has 2 MiB spans, a local one
+// 1 MiB), and a span cache shared by several images may hold both.
+func spanKey(ix *layerindex.Index) string {
+	h := sha256.New()
+	var b [8 * 3]byte
+	for _, p := range ix.Checkpoints.Points {
+		binary.LittleEndian.PutUint64(b[0:], uint64(p.In))
+		binary.LittleEndian.PutUint64(b[8:], uint64(p.Out))
+		binary.LittleEndian.PutUint64(b[16:], uint64(p.Bits)|uint64(p.Kind)<<8)
+		h.Write(b[:])
+	}
+	return fmt.Sprintf("%s/%x", ix.Digest, h.Sum(nil)[:12])
 }
 
 func logf(o Options, format string, args ...any) {

@@ -1,0 +1,98 @@
+package snapshotter
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/ocimount/ocimount/blobs"
+	"golang.org/x/sys/unix"
+)
+
+func newTest(t *testing.T) (*Snapshotter, context.Context, string) {
+	t.Helper()
+	requireRoot(t)
+	root := t.TempDir()
+	ctx := namespaces.WithNamespace(context.Background(), "test")
+	s, err := New(ctx, Options{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s, ctx, root
+}
+
+// TestCleanup: directories the metadata does not know (a crash between
+// the two) go, but never through a mount that is not ours.
+func TestCleanup(t *testing.T) {
+	s, ctx, root := newTest(t)
+	if _, err := s.Prepare(ctx, "kept", ""); err != nil {
+		t.Fatal(err)
+	}
+	orphan := filepath.Join(root, "snapshots", "999")
+	guarded := filepath.Join(root, "snapshots", "998")
+	for _, d := range []string{orphan, guarded} {
+		if err := os.MkdirAll(filepath.Join(d, "fs", "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vol := filepath.Join(guarded, "fs", "sub")
+	if err := unix.Mount("tmpfs", vol, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(vol, unix.MNT_DETACH)
+	if err := os.WriteFile(filepath.Join(vol, "precious"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Cleanup(ctx)
+	if err == nil || !strings.Contains(err.Error(), "tmpfs") {
+		t.Errorf("Cleanup with a tmpfs inside an orphan: err = %v, want a refusal naming it", err)
+	}
+	if _, err := os.Stat(orphan); !os.IsNotExist(err) {
+		t.Errorf("orphan directory still there: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(vol, "precious")); err != nil {
+		t.Errorf("Cleanup reached into a mount: %v", err)
+	}
+	if _, err := s.Mounts(ctx, "kept"); err != nil {
+		t.Errorf("a known snapshot suffered: %v", err)
+	}
+	unix.Unmount(vol, 0)
+	if err := s.Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(guarded); !os.IsNotExist(err) {
+		t.Errorf("orphan directory still there after its mount went: %v", err)
+	}
+}
+
+// TestOneProcessPerRoot: a second snapshotter on a root in use is refused
+// (it would clear the first one's mounts as stale).
+func TestOneProcessPerRoot(t *testing.T) {
+	_, ctx, root := newTest(t)
+	if s2, err := New(ctx, Options{Root: root}); err == nil {
+		s2.Close()
+		t.Fatal("a second snapshotter opened a root in use")
+	}
+}
+
+// TestRemoteFor: per-registry settings apply to their host only, and add
+// to (never remove) the global ones.
+func TestRemoteFor(t *testing.T) {
+	s := &Snapshotter{o: Options{
+		Remote:     blobs.RemoteOptions{Creds: "global:pw"},
+		Registries: map[string]Registry{"r.example:5000": {Creds: "u:p", Insecure: true}},
+	}}
+	src := func(path string) blobs.Source { return blobs.Source{Transport: blobs.TransportDocker, Path: path} }
+	if ro := s.remoteFor(src("r.example:5000/team/app")); ro.Creds != "u:p" || !ro.Insecure {
+		t.Errorf("r.example:5000: %+v", ro)
+	}
+	for _, p := range []string{"r.example/team/app", "other.example:5000/r.example:5000"} {
+		if ro := s.remoteFor(src(p)); ro.Creds != "global:pw" || ro.Insecure {
+			t.Errorf("%s got r.example:5000's settings: %+v", p, ro)
+		}
+	}
+}
