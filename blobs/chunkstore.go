@@ -3,6 +3,7 @@ package blobs
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -98,12 +99,19 @@ func (s *chunkStore) withLock(f func(total int64) int64) bool {
 		s.warnLock(err)
 		return false
 	}
-	fh, err := os.OpenFile(filepath.Join(s.dir, stateFile), os.O_RDWR|os.O_CREATE, 0o644)
+	// Never follow a symlink planted as .state (its target is not ours to
+	// write or create), nor block opening something that is not a file.
+	st := filepath.Join(s.dir, stateFile)
+	fh, err := os.OpenFile(st, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o644)
 	if err != nil {
 		s.warnLock(err)
 		return false
 	}
 	defer fh.Close() // also drops the flock
+	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() {
+		s.warnLock(fmt.Errorf("%s is not a regular file (remove it)", st))
+		return false
+	}
 	if err := unix.Flock(int(fh.Fd()), unix.LOCK_EX); err != nil {
 		s.warnLock(err)
 		return false

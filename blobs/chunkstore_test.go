@@ -3,12 +3,15 @@ package blobs
 import (
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"golang.org/x/sys/unix"
 )
 
 // chunkBytes adds up the chunk files under dir while holding the store's
@@ -94,5 +97,63 @@ func TestChunkStoreBoundAcrossStores(t *testing.T) {
 	}
 	if n == 0 {
 		t.Error("nothing kept")
+	}
+}
+
+// DIR/.state is the store's own file; if it is anything else (a symlink
+// to a file of someone else's, a directory, a FIFO) the store neither
+// follows it nor hangs on it, and never writes outside DIR.
+func TestChunkStoreStateNotAFile(t *testing.T) {
+	for _, kind := range []string{"symlink", "dangling-symlink", "dir", "fifo"} {
+		t.Run(kind, func(t *testing.T) {
+			outside := t.TempDir()
+			victim := filepath.Join(outside, "victim")
+			const content = "someone else's file, not ours"
+			if err := os.WriteFile(victim, []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			st := filepath.Join(dir, stateFile)
+			var err error
+			switch kind {
+			case "symlink":
+				err = os.Symlink(victim, st)
+			case "dangling-symlink":
+				err = os.Symlink(filepath.Join(outside, "created"), st)
+			case "dir":
+				err = os.Mkdir(st, 0o755)
+			case "fifo":
+				err = unix.Mkfifo(st, 0o644)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			s := openChunkStore(dir, 1<<20, t.Logf)
+			within(t, "stores", func() {
+				for i := range 4 {
+					s.store(digest.FromString("x"), 4, i, []byte("abcd"))
+				}
+			})
+			within(t, "close", s.close)
+			if b, err := os.ReadFile(victim); err != nil || string(b) != content {
+				t.Errorf("the file .state points to now holds %q (%v)", b, err)
+			}
+			if _, err := os.Lstat(filepath.Join(outside, "created")); err == nil {
+				t.Error("the store created the file a dangling .state symlink points to")
+			}
+		})
+	}
+}
+
+// within fails the test if f does not return within a minute: a hang
+// detector, far beyond any legitimate wait.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s: still waiting after a minute", what)
 	}
 }
