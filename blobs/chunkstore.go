@@ -53,9 +53,22 @@ type chunkStore struct {
 	bgMu   sync.Mutex
 	closed bool
 	warned atomic.Bool // the lock could not be taken: said once
+	// stuckUntil (under mu): the lock was held by someone else for
+	// lockWait; stores do not wait for it again before then.
+	stuckUntil time.Time
 }
 
 const stateFile = ".state"
+
+// lockWait is how long a store waits for another process's hold of the
+// lock (a store takes under a millisecond, a prune walk of a large cache
+// some tens of milliseconds) before it gives up: a mount stopped with ^Z
+// or stuck while holding it must not hang every other mount's reads. After
+// giving up, stores skip the cache for lockSkip without waiting.
+var (
+	lockWait = time.Second
+	lockSkip = 10 * time.Second
+)
 
 func openChunkStore(dir string, max int64, logf func(string, ...any)) *chunkStore {
 	if max <= 0 {
@@ -95,6 +108,9 @@ func (s *chunkStore) close() {
 func (s *chunkStore) withLock(f func(total int64) int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if time.Now().Before(s.stuckUntil) {
+		return false
+	}
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		s.warnLock(err)
 		return false
@@ -112,9 +128,21 @@ func (s *chunkStore) withLock(f func(total int64) int64) bool {
 		s.warnLock(fmt.Errorf("%s is not a regular file (remove it)", st))
 		return false
 	}
-	if err := unix.Flock(int(fh.Fd()), unix.LOCK_EX); err != nil {
-		s.warnLock(err)
-		return false
+	for wait, start := time.Millisecond, time.Now(); ; wait = min(2*wait, 5*time.Millisecond) {
+		err := unix.Flock(int(fh.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			s.warnLock(err)
+			return false
+		}
+		if time.Since(start) >= lockWait {
+			s.stuckUntil = time.Now().Add(lockSkip)
+			s.logf("range cache: %s has been locked by another process for %v; not storing fetched chunks for %v", st, lockWait, lockSkip)
+			return false
+		}
+		time.Sleep(wait)
 	}
 	total := int64(-1)
 	var b [8]byte

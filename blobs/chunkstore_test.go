@@ -1,12 +1,14 @@
 package blobs
 
 import (
+	"bytes"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -69,6 +71,9 @@ func TestChunkStoreBoundAcrossStores(t *testing.T) {
 				over = append(over, fmt.Sprintf("%d files, %d bytes", n, total))
 				mu.Unlock()
 			}
+			// A moment between looks: a lock held all the time would
+			// (rightly) make the stores give up on the cache.
+			time.Sleep(time.Millisecond)
 		}
 	}()
 	for w := 0; w < 8; w++ {
@@ -98,6 +103,72 @@ func TestChunkStoreBoundAcrossStores(t *testing.T) {
 	if n == 0 {
 		t.Error("nothing kept")
 	}
+}
+
+// holdLock takes the store lock of dir the way another process would (its
+// own open file) and keeps it until the test ends: a mount stopped with ^Z,
+// or stuck, while it held the lock.
+func holdLock(t *testing.T, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fh, err := os.OpenFile(filepath.Join(dir, stateFile), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fh.Close() })
+	if err := unix.Flock(int(fh.Fd()), unix.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// within fails the test if f does not return within a minute: a hang
+// detector, far beyond any legitimate wait.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("%s: still waiting after a minute (hung on the range cache lock)", what)
+	}
+}
+
+// A process that holds the store lock and never lets go (stopped, stuck)
+// must not hang the reads, the first pass or the unmount of every other
+// mount sharing the cache: they give up storing instead, and say so.
+func TestChunkStoreLockHeldForever(t *testing.T) {
+	old := lockWait
+	t.Cleanup(func() { lockWait = old }) // last: after the fixture is closed
+	lockWait = 50 * time.Millisecond
+	dir := t.TempDir()
+	holdLock(t, dir)
+
+	var logged atomic.Int32
+	s := openChunkStore(dir, 1<<20, func(f string, a ...any) { logged.Add(1); t.Logf(f, a...) })
+	within(t, "store", func() {
+		if s.store(digest.FromString("x"), 4, 0, []byte("abcd")) {
+			t.Error("stored without the lock")
+		}
+	})
+	within(t, "close", s.close)
+	if logged.Load() == 0 {
+		t.Error("giving up on the lock was not logged")
+	}
+
+	// The same through a RemoteBlob: the read returns verified bytes.
+	f := newRegFixture(t, false, dir)
+	rb := f.remote(t)
+	rb.SetChunkSums(testChunk, f.sums)
+	p := make([]byte, 3*testChunk)
+	within(t, "read", func() {
+		if _, err := rb.ReadAt(p, 100); err != nil || !bytes.Equal(p, f.blob[100:][:len(p)]) {
+			t.Errorf("read: %v", err)
+		}
+	})
+	within(t, "close image", func() { f.image.Close() })
 }
 
 // DIR/.state is the store's own file; if it is anything else (a symlink
@@ -142,18 +213,5 @@ func TestChunkStoreStateNotAFile(t *testing.T) {
 				t.Error("the store created the file a dangling .state symlink points to")
 			}
 		})
-	}
-}
-
-// within fails the test if f does not return within a minute: a hang
-// detector, far beyond any legitimate wait.
-func within(t *testing.T, what string, f func()) {
-	t.Helper()
-	done := make(chan struct{})
-	go func() { defer close(done); f() }()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatalf("%s: still waiting after a minute", what)
 	}
 }
