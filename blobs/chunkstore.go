@@ -218,7 +218,7 @@ func (s *chunkStore) store(dg digest.Digest, size int64, idx int, data []byte) b
 				total -= fi.Size()
 			}
 		}
-		if total < 0 || total+need > s.max {
+		if total < 0 || total > s.max-need { // not total+need: a damaged count near the int64 limit would wrap
 			total = s.prune(s.max - need)
 		}
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {

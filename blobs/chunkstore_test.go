@@ -2,8 +2,10 @@ package blobs
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -211,6 +213,36 @@ func TestChunkStoreStateNotAFile(t *testing.T) {
 			}
 			if _, err := os.Lstat(filepath.Join(outside, "created")); err == nil {
 				t.Error("the store created the file a dangling .state symlink points to")
+			}
+		})
+	}
+}
+
+// A .state that lies (damaged, or written by hand) never lets the files
+// pass the bound: a count near the int64 limit must not wrap around.
+func TestChunkStoreStateLies(t *testing.T) {
+	const max = 64 << 10
+	const piece = 16 << 10
+	data := make([]byte, piece)
+	for _, lie := range []uint64{math.MaxInt64, math.MaxInt64 - piece/2, 1 << 63, math.MaxUint64, max} {
+		t.Run(fmt.Sprint(lie), func(t *testing.T) {
+			dir := t.TempDir()
+			s := openChunkStore(dir, max, t.Logf)
+			defer s.close()
+			for i := range 4 {
+				s.store(digest.FromString("x"), piece, i, data)
+			}
+			s.bg.Wait() // the prune at open is done: it would set the count right
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], lie)
+			if err := os.WriteFile(filepath.Join(dir, stateFile), b[:], 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for i := 4; i < 12; i++ {
+				s.store(digest.FromString("x"), piece, i, data)
+				if _, total := chunkBytes(t, s); total > max {
+					t.Fatalf(".state said %d: after store %d the files hold %d bytes, bound %d", lie, i, total, max)
+				}
 			}
 		})
 	}
