@@ -241,7 +241,24 @@ func (b *RemoteBlob) chunk(ctx context.Context, idx, last int) ([]byte, error) {
 	b.mu.Lock()
 	now := time.Now()
 	if f := b.failed[idx]; f != nil && now.Before(f.until) {
+		cs, sum := b.csize, b.sums[idx]
 		b.mu.Unlock()
+		// Another mount sharing the range cache may have fetched the
+		// chunk since: verified bytes on disk beat the remembered failure
+		// (a miss costs one failed open).
+		if store := b.reg.chunks; store != nil {
+			if data, ok := store.load(b.dg, cs, idx, sum); ok {
+				b.reg.mem.put(b, idx, data)
+				b.hits.Add(1)
+				b.mu.Lock()
+				delete(b.failed, idx)
+				if idx < len(b.present) {
+					b.present[idx] = true
+				}
+				b.mu.Unlock()
+				return data, nil
+			}
+		}
 		b.failedFast.Add(1)
 		return nil, fmt.Errorf("%w (chunk %d failed %v ago; not asked for again for %v)", f.err, idx,
 			now.Sub(f.at).Round(time.Millisecond), f.until.Sub(now).Round(time.Millisecond))

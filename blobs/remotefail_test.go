@@ -200,3 +200,43 @@ func TestRegistrySameWrongBytesTwice(t *testing.T) {
 		t.Errorf("a success did not forget the failure: %+v", st)
 	}
 }
+
+// A chunk this mount just failed to fetch, but another mount sharing the
+// range cache fetched and stored since, is read from the disk: the
+// remembered failure does not hide verified bytes.
+func TestRegistryFailureMemoryYieldsToTheRangeCache(t *testing.T) {
+	dir := t.TempDir()
+	f := newRegFixture(t, false, dir)
+	rb := f.remote(t)
+	fastOpts(rb) // failures remembered for a minute
+	rb.SetChunkSums(testChunk, f.sums)
+	f.rt.set(func(req *http.Request, resp *http.Response) *http.Response {
+		b, _ := io.ReadAll(resp.Body)
+		for i := range b {
+			b[i] ^= 0xff
+		}
+		return replaceBody(resp, resp.StatusCode, b, nil)
+	}, -1)
+	p := make([]byte, 100)
+	if _, err := rb.ReadAt(p, testChunk+10); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("read through a corrupting proxy: %v", err)
+	}
+	// Another mount, with a good path to the registry, reads the chunk.
+	g, err := OpenImage(context.Background(), f.src, Options{Remote: RemoteOptions{ChunkDir: dir, Logf: t.Logf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	other := g.Layers[0].Blob.(*RemoteBlob)
+	other.SetChunkSums(testChunk, f.sums)
+	if _, err := other.ReadAt(p, testChunk+10); err != nil {
+		t.Fatalf("other mount: %v", err)
+	}
+	before := rb.Stats().Requests
+	if _, err := rb.ReadAt(p, testChunk+10); err != nil || !bytes.Equal(p, f.blob[testChunk+10:][:100]) {
+		t.Fatalf("the chunk is in the range cache, but the read failed: %v", err)
+	}
+	if st := rb.Stats(); st.Requests != before || st.FailingChunks != 0 {
+		t.Errorf("after reading the chunk from the range cache: %+v", st)
+	}
+}
