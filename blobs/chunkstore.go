@@ -260,7 +260,14 @@ func (s *chunkStore) prune(goal int64) int64 {
 	}
 	var files []file
 	var total int64
-	filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+	// The directory itself may be a symlink (the cache moved to another
+	// disk): walk what it points to, which WalkDir would not enter, or the
+	// walk finds nothing and the bound never holds.
+	root := s.dir
+	if r, err := filepath.EvalSymlinks(root); err == nil {
+		root = r
+	}
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
 		}

@@ -247,3 +247,32 @@ func TestChunkStoreStateLies(t *testing.T) {
 		})
 	}
 }
+
+// A range cache directory that is a symlink (moved to a bigger disk, say)
+// is still bounded: the prune walks what the link points to.
+func TestChunkStoreDirIsASymlink(t *testing.T) {
+	const max = 64 << 10
+	const piece = 16 << 10
+	target := t.TempDir()
+	link := filepath.Join(t.TempDir(), "v1")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	s := openChunkStore(link, max, t.Logf)
+	defer s.close()
+	data := make([]byte, piece)
+	for i := range 12 {
+		s.store(digest.FromString("x"), piece, i, data)
+	}
+	var total int64
+	filepath.WalkDir(target, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.HasPrefix(d.Name(), ".") {
+			fi, _ := d.Info()
+			total += fi.Size()
+		}
+		return nil
+	})
+	if total > max || total == 0 {
+		t.Errorf("the chunk files hold %d bytes, bound %d", total, max)
+	}
+}
