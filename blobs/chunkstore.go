@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -126,6 +127,10 @@ func (s *chunkStore) withLock(f func(total int64) int64) bool {
 	defer fh.Close() // also drops the flock
 	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() {
 		s.warnLock(fmt.Errorf("%s is not a regular file (remove it)", st))
+		return false
+	} else if sys, ok := fi.Sys().(*syscall.Stat_t); ok && sys.Nlink != 1 {
+		// A hard link to a file elsewhere is no more ours than a symlink.
+		s.warnLock(fmt.Errorf("%s has %d links, not 1 (remove it)", st, sys.Nlink))
 		return false
 	}
 	for wait, start := time.Millisecond, time.Now(); ; wait = min(2*wait, 5*time.Millisecond) {

@@ -174,10 +174,10 @@ func TestChunkStoreLockHeldForever(t *testing.T) {
 }
 
 // DIR/.state is the store's own file; if it is anything else (a symlink
-// to a file of someone else's, a directory, a FIFO) the store neither
+// or hard link to a file of someone else's, a directory, a FIFO) the store neither
 // follows it nor hangs on it, and never writes outside DIR.
 func TestChunkStoreStateNotAFile(t *testing.T) {
-	for _, kind := range []string{"symlink", "dangling-symlink", "dir", "fifo"} {
+	for _, kind := range []string{"symlink", "dangling-symlink", "hardlink", "dir", "fifo"} {
 		t.Run(kind, func(t *testing.T) {
 			outside := t.TempDir()
 			victim := filepath.Join(outside, "victim")
@@ -193,6 +193,8 @@ func TestChunkStoreStateNotAFile(t *testing.T) {
 				err = os.Symlink(victim, st)
 			case "dangling-symlink":
 				err = os.Symlink(filepath.Join(outside, "created"), st)
+			case "hardlink":
+				err = os.Link(victim, st)
 			case "dir":
 				err = os.Mkdir(st, 0o755)
 			case "fifo":
