@@ -120,6 +120,9 @@ func (r *Remote) fetchArtifact(ctx context.Context, d ocispec.Descriptor, want m
 		}
 		out[ld] = b
 	}
+	if len(m.Layers) == 0 {
+		r.reg.logf("index artifact %s: skipped: it has no layer indexes", d.Digest)
+	}
 	if len(out) == 0 && len(others) > 0 && len(others) == len(m.Layers) {
 		if len(others) > 3 {
 			others = append(others[:3], "...")

@@ -154,4 +154,14 @@ func TestIndexArtifactSizesAndReasons(t *testing.T) {
 			t.Errorf("no reason logged: %q", logs)
 		}
 	})
+	t.Run("no-layers", func(t *testing.T) {
+		art := pushArtifact(t, f, nil, time.Now().UTC().Add(time.Hour).Format(time.RFC3339))
+		got, _, err := f.image.Remote.FetchIndexes(ctx, want)
+		if err != nil || len(got) != 0 {
+			t.Fatalf("got %d indexes, %v", len(got), err)
+		}
+		if !logged("index artifact " + string(art) + ": skipped") {
+			t.Errorf("an artifact with no layer indexes was passed over without a word: %q", logs)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package blobs
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -52,9 +54,22 @@ type chunkStore struct {
 	bgMu   sync.Mutex
 	closed bool
 	warned atomic.Bool // the lock could not be taken: said once
+	// stuckUntil (under mu): the lock was held by someone else for
+	// lockWait; stores do not wait for it again before then.
+	stuckUntil time.Time
 }
 
 const stateFile = ".state"
+
+// lockWait is how long a store waits for another process's hold of the
+// lock (a store takes under a millisecond, a prune walk of a large cache
+// some tens of milliseconds) before it gives up: a mount stopped with ^Z
+// or stuck while holding it must not hang every other mount's reads. After
+// giving up, stores skip the cache for lockSkip without waiting.
+var (
+	lockWait = time.Second
+	lockSkip = 10 * time.Second
+)
 
 func openChunkStore(dir string, max int64, logf func(string, ...any)) *chunkStore {
 	if max <= 0 {
@@ -94,19 +109,45 @@ func (s *chunkStore) close() {
 func (s *chunkStore) withLock(f func(total int64) int64) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if time.Now().Before(s.stuckUntil) {
+		return false
+	}
 	if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		s.warnLock(err)
 		return false
 	}
-	fh, err := os.OpenFile(filepath.Join(s.dir, stateFile), os.O_RDWR|os.O_CREATE, 0o644)
+	// Never follow a symlink planted as .state (its target is not ours to
+	// write or create), nor block opening something that is not a file.
+	st := filepath.Join(s.dir, stateFile)
+	fh, err := os.OpenFile(st, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_NONBLOCK, 0o644)
 	if err != nil {
 		s.warnLock(err)
 		return false
 	}
 	defer fh.Close() // also drops the flock
-	if err := unix.Flock(int(fh.Fd()), unix.LOCK_EX); err != nil {
-		s.warnLock(err)
+	if fi, err := fh.Stat(); err != nil || !fi.Mode().IsRegular() {
+		s.warnLock(fmt.Errorf("%s is not a regular file (remove it)", st))
 		return false
+	} else if sys, ok := fi.Sys().(*syscall.Stat_t); ok && sys.Nlink != 1 {
+		// A hard link to a file elsewhere is no more ours than a symlink.
+		s.warnLock(fmt.Errorf("%s has %d links, not 1 (remove it)", st, sys.Nlink))
+		return false
+	}
+	for wait, start := time.Millisecond, time.Now(); ; wait = min(2*wait, 5*time.Millisecond) {
+		err := unix.Flock(int(fh.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != unix.EWOULDBLOCK && err != unix.EINTR {
+			s.warnLock(err)
+			return false
+		}
+		if time.Since(start) >= lockWait {
+			s.stuckUntil = time.Now().Add(lockSkip)
+			s.logf("range cache: %s has been locked by another process for %v; not storing fetched chunks for %v", st, lockWait, lockSkip)
+			return false
+		}
+		time.Sleep(wait)
 	}
 	total := int64(-1)
 	var b [8]byte
@@ -182,7 +223,7 @@ func (s *chunkStore) store(dg digest.Digest, size int64, idx int, data []byte) b
 				total -= fi.Size()
 			}
 		}
-		if total < 0 || total+need > s.max {
+		if total < 0 || total > s.max-need { // not total+need: a damaged count near the int64 limit would wrap
 			total = s.prune(s.max - need)
 		}
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -224,7 +265,14 @@ func (s *chunkStore) prune(goal int64) int64 {
 	}
 	var files []file
 	var total int64
-	filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+	// The directory itself may be a symlink (the cache moved to another
+	// disk): walk what it points to, which WalkDir would not enter, or the
+	// walk finds nothing and the bound never holds.
+	root := s.dir
+	if r, err := filepath.EvalSymlinks(root); err == nil {
+		root = r
+	}
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
 		}

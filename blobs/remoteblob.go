@@ -241,7 +241,24 @@ func (b *RemoteBlob) chunk(ctx context.Context, idx, last int) ([]byte, error) {
 	b.mu.Lock()
 	now := time.Now()
 	if f := b.failed[idx]; f != nil && now.Before(f.until) {
+		cs, sum := b.csize, b.sums[idx]
 		b.mu.Unlock()
+		// Another mount sharing the range cache may have fetched the
+		// chunk since: verified bytes on disk beat the remembered failure
+		// (a miss costs one failed open).
+		if store := b.reg.chunks; store != nil {
+			if data, ok := store.load(b.dg, cs, idx, sum); ok {
+				b.reg.mem.put(b, idx, data)
+				b.hits.Add(1)
+				b.mu.Lock()
+				delete(b.failed, idx)
+				if idx < len(b.present) {
+					b.present[idx] = true
+				}
+				b.mu.Unlock()
+				return data, nil
+			}
+		}
 		b.failedFast.Add(1)
 		return nil, fmt.Errorf("%w (chunk %d failed %v ago; not asked for again for %v)", f.err, idx,
 			now.Sub(f.at).Round(time.Millisecond), f.until.Sub(now).Round(time.Millisecond))
@@ -411,25 +428,38 @@ func (b *RemoteBlob) fetch(from, to int) ([][]byte, []error) {
 				break
 			}
 		}
+		// On failure, data holds the whole chunks that arrived before it:
+		// they are checked and kept like the chunks of a complete body.
 		data, retry, err := b.fetchOnce(lo, hi)
-		if err == nil {
-			bad := map[int][32]byte{}
-			for i := lo; i <= hi; i++ {
-				off := int64(i-lo) * b.csize
-				piece := data[off:min(off+b.csize, int64(len(data))):min(off+b.csize, int64(len(data)))]
-				sum := sha256.Sum256(piece)
-				if sum != b.sums[i] {
-					bad[i] = sum
-					b.rejected.Add(int64(len(piece)))
-					continue
-				}
-				b.fetched.Add(int64(len(piece)))
-				out[i-from] = piece
+		bad := map[int][32]byte{}
+		next := lo // the first chunk that did not arrive
+		for i := lo; i <= hi && int64(i-lo)*b.csize < int64(len(data)); i++ {
+			off := int64(i-lo) * b.csize
+			e := min(off+b.csize, int64(len(data)))
+			piece := data[off:e:e]
+			next = i + 1
+			sum := sha256.Sum256(piece)
+			if sum != b.sums[i] {
+				bad[i] = sum
+				b.rejected.Add(int64(len(piece)))
+				continue
 			}
-			if len(bad) == 0 {
-				lastErr = nil
-				break
+			b.fetched.Add(int64(len(piece)))
+			out[i-from] = piece
+		}
+		if err == nil && len(bad) == 0 {
+			lastErr = nil
+			break
+		}
+		if err != nil {
+			// Cut short: ask again from the first chunk that was wrong
+			// or did not arrive.
+			lo = next
+			for i := range bad {
+				lo = min(lo, i)
 			}
+			lastBad = bad
+		} else {
 			first, last, same := hi, lo, lastBad != nil
 			for i, sum := range bad {
 				first, last = min(first, i), max(last, i)
@@ -605,8 +635,9 @@ func (p *watchedReader) Read(b []byte) (int, error) {
 
 // fetchOnce does one Range GET of chunks from..to, via the cached
 // redirect target if there is one. It reports whether a failure is worth
-// retrying. Bytes of a failed attempt count as rejected; the caller
-// counts the bytes of a complete body once it has checked them.
+// retrying. A body cut short still returns the whole chunks that arrived
+// (with the error); the caller checks and counts those, and the bytes of
+// a partial chunk count as rejected.
 func (b *RemoteBlob) fetchOnce(from, to int) (_ []byte, retry bool, _ error) {
 	start := int64(from) * b.csize
 	end := min(int64(to+1)*b.csize, b.size) - 1
@@ -644,11 +675,16 @@ func (b *RemoteBlob) fetchOnce(from, to int) (_ []byte, retry bool, _ error) {
 		data := make([]byte, n)
 		got, err := io.ReadFull(&watchedReader{r: resp.Body, w: w}, data)
 		if err != nil {
-			b.rejected.Add(int64(got))
 			if b.ctx.Err() != nil {
+				b.rejected.Add(int64(got))
 				return nil, false, b.ctx.Err()
 			}
-			return nil, true, w.wrap(fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, n, err))
+			// The whole chunks that arrived go back to be checked and
+			// kept (a read-ahead run whose later chunks stall must not
+			// fail the chunk its reader asked for); the rest is lost.
+			whole := int64(got) / b.csize * b.csize
+			b.rejected.Add(int64(got) - whole)
+			return data[:whole], true, w.wrap(fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, n, err))
 		}
 		return data, false, nil
 	}

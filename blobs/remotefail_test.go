@@ -200,3 +200,99 @@ func TestRegistrySameWrongBytesTwice(t *testing.T) {
 		t.Errorf("a success did not forget the failure: %+v", st)
 	}
 }
+
+// A chunk this mount just failed to fetch, but another mount sharing the
+// range cache fetched and stored since, is read from the disk: the
+// remembered failure does not hide verified bytes.
+func TestRegistryFailureMemoryYieldsToTheRangeCache(t *testing.T) {
+	dir := t.TempDir()
+	f := newRegFixture(t, false, dir)
+	rb := f.remote(t)
+	fastOpts(rb) // failures remembered for a minute
+	rb.SetChunkSums(testChunk, f.sums)
+	f.rt.set(func(req *http.Request, resp *http.Response) *http.Response {
+		b, _ := io.ReadAll(resp.Body)
+		for i := range b {
+			b[i] ^= 0xff
+		}
+		return replaceBody(resp, resp.StatusCode, b, nil)
+	}, -1)
+	p := make([]byte, 100)
+	if _, err := rb.ReadAt(p, testChunk+10); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("read through a corrupting proxy: %v", err)
+	}
+	// Another mount, with a good path to the registry, reads the chunk.
+	g, err := OpenImage(context.Background(), f.src, Options{Remote: RemoteOptions{ChunkDir: dir, Logf: t.Logf}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	other := g.Layers[0].Blob.(*RemoteBlob)
+	other.SetChunkSums(testChunk, f.sums)
+	if _, err := other.ReadAt(p, testChunk+10); err != nil {
+		t.Fatalf("other mount: %v", err)
+	}
+	before := rb.Stats().Requests
+	if _, err := rb.ReadAt(p, testChunk+10); err != nil || !bytes.Equal(p, f.blob[testChunk+10:][:100]) {
+		t.Fatalf("the chunk is in the range cache, but the read failed: %v", err)
+	}
+	if st := rb.Stats(); st.Requests != before || st.FailingChunks != 0 {
+		t.Errorf("after reading the chunk from the range cache: %+v", st)
+	}
+}
+
+// cutBody sends its first n bytes, then nothing until its request is
+// cancelled: a response that stalls part way.
+type cutBody struct {
+	r   io.ReadCloser
+	ctx context.Context
+	n   int64
+}
+
+func (b *cutBody) Read(p []byte) (int, error) {
+	if b.n <= 0 {
+		<-b.ctx.Done()
+		return 0, b.ctx.Err()
+	}
+	k, err := b.r.Read(p[:min(int64(len(p)), b.n)])
+	b.n -= int64(k)
+	return k, err
+}
+func (b *cutBody) Close() error { return b.r.Close() }
+
+// A response that stalls after its first chunks (a read-ahead run whose
+// later chunks are slow) keeps the chunks that arrived whole and verified:
+// they are served, not failed with the rest, and the retry asks only for
+// the missing ones.
+func TestRegistryStallKeepsCompleteChunks(t *testing.T) {
+	f := newRegFixture(t, false, "")
+	rb := f.remote(t)
+	fastOpts(rb)
+	rb.SetChunkSums(testChunk, f.sums)
+	var ranges []string
+	f.rt.set(func(req *http.Request, resp *http.Response) *http.Response {
+		ranges = append(ranges, req.Header.Get("Range"))
+		resp.Body = &cutBody{r: resp.Body, ctx: req.Context(), n: testChunk + 1000}
+		return resp
+	}, -1)
+	p := make([]byte, 3*testChunk)
+	n, err := rb.ReadAt(p, 0)
+	if !errors.Is(err, errStalled) && !errors.Is(err, errSlow) {
+		t.Fatalf("read: %d, %v; want the stall", n, err)
+	}
+	t.Logf("%d bytes, %v; ranges asked %q", n, err, ranges)
+	if n < testChunk || !bytes.Equal(p[:n], f.blob[:n]) {
+		t.Errorf("read returned %d bytes; chunk 0 arrived whole and should have been served", n)
+	}
+	if len(ranges) < 2 || ranges[1] != fmt.Sprintf("bytes=%d-%d", testChunk, 3*testChunk-1) {
+		t.Errorf("ranges asked %q: the retry should ask for chunks 1-2 only", ranges)
+	}
+	// Chunk 0 is not remembered as failing.
+	before := rb.Stats().Requests
+	if _, err := rb.ReadAt(p[:100], 50); err != nil || !bytes.Equal(p[:100], f.blob[50:150]) {
+		t.Errorf("chunk 0 after the stall: %v", err)
+	}
+	if st := rb.Stats(); st.Requests != before || st.FailingChunks < 1 || st.FailingChunks > 2 {
+		t.Errorf("after the stall: %+v; want chunk 0 served without a request, chunk 2 (and maybe 1) failing", st)
+	}
+}

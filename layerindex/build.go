@@ -95,6 +95,11 @@ func Build(ctx context.Context, blob io.Reader, c Compression, o Options) (*Inde
 			return err // could not read it all: the decoding error stands
 		}
 		blobHashes.Close()
+		if o.Size > 0 && cin.n > o.Size {
+			// Read only until it was longer (the decoder may have read
+			// ahead past the size): cin.n is not the blob's size.
+			return fmt.Errorf("blob is longer than the %d bytes its descriptor says: these are not the layer's bytes: %w (decoding them failed: %v)", o.Size, ErrDigestMismatch, err)
+		}
 		if o.Size > 0 && cin.n != o.Size {
 			return fmt.Errorf("blob is %d bytes, not the %d its descriptor says: these are not the layer's bytes: %w (decoding them failed: %v)", cin.n, o.Size, ErrDigestMismatch, err)
 		}

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -1021,5 +1022,21 @@ func TestBuildWrongBytesAreADigestMismatch(t *testing.T) {
 				t.Errorf("without a digest, a cut blob fails with %v, want its decoding error", err)
 			}
 		})
+	}
+}
+
+// A blob longer than its descriptor says is read only one byte past the
+// size to tell, so the error must not give that count as the blob's size.
+func TestBuildWrongBytesLongerBlob(t *testing.T) {
+	tarball := truncTestTar(t)
+	blob := tartest.Compress(t, tartest.Gzip, tarball)
+	served := append(bytes.Repeat([]byte{0x5a}, len(blob)), make([]byte, 1<<20)...)
+	o := layerindex.Options{Digest: digest.FromBytes(blob), Size: int64(len(blob))}
+	_, err := layerindex.Build(context.Background(), bytes.NewReader(served), layerindex.Gzip, o)
+	if !errors.Is(err, layerindex.ErrDigestMismatch) {
+		t.Fatalf("%v, want a digest mismatch", err)
+	}
+	if m := regexp.MustCompile(`blob is (\d+) bytes`).FindStringSubmatch(err.Error()); m != nil && m[1] != fmt.Sprint(len(served)) {
+		t.Errorf("%v: the blob is %d bytes, not %s", err, len(served), m[1])
 	}
 }

@@ -39,17 +39,21 @@ func remoteOptions(c *cli.Context, cacheDir string) (blobs.RemoteOptions, error)
 		Insecure:  !c.Bool("tls-verify"),
 		PlainHTTP: c.Bool("plain-http"),
 	}
+	noRangeCache := false
 	if v := c.String("range-cache-max"); v != "" {
 		n, err := parseSize(v)
 		if err != nil {
 			return ro, fmt.Errorf("--range-cache-max: %w", err)
 		}
-		ro.ChunkCacheMax = n
+		// 0 keeps nothing, as a bound smaller than a chunk does (and as
+		// cache prune --max-size 0 does); it is not "the default", which
+		// would be the largest bound of all.
+		ro.ChunkCacheMax, noRangeCache = n, n == 0
 	}
 	if err := parseTiming(os.Getenv(timingEnv), &ro); err != nil {
 		return ro, fmt.Errorf("$%s: %w", timingEnv, err)
 	}
-	if cacheDir != "" {
+	if cacheDir != "" && !noRangeCache {
 		ro.ChunkDir = cache.Dir{Root: cacheDir}.ChunkDir()
 	}
 	return ro, nil

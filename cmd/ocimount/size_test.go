@@ -42,6 +42,15 @@ func TestRangeCacheMaxFlag(t *testing.T) {
 			t.Errorf("--range-cache-max %s: %d, %v; want %d", in, got.ChunkCacheMax, err, want)
 		}
 	}
+	// 0 is no range cache at all, not the (8 GiB) default.
+	if err := app.Run([]string{"x", "--range-cache-max", "20M"}); err != nil || got.ChunkDir == "" {
+		t.Errorf("--range-cache-max 20M: no range cache (%v)", err)
+	}
+	for _, zero := range []string{"0", "0M", " 0 "} {
+		if err := app.Run([]string{"x", "--range-cache-max", zero}); err != nil || got.ChunkDir != "" {
+			t.Errorf("--range-cache-max %q: range cache %q, max %d (%v); want none", zero, got.ChunkDir, got.ChunkCacheMax, err)
+		}
+	}
 	t.Setenv(timingEnv, "idle=300ms,budget=1s,rate=1M,memory=2s")
 	if err := app.Run([]string{"x"}); err != nil || got.RangeIdle.String() != "300ms" || got.RangeMinRate != 1<<20 || got.FailureMemory.String() != "2s" || got.RangeBudget.String() != "1s" {
 		t.Errorf("%s: %+v, %v", timingEnv, got, err)
