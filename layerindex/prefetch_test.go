@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/ocimount/ocimount/internal/tartest"
 )
@@ -177,14 +178,35 @@ func TestSpanCacheCloseWaits(t *testing.T) {
 		}
 	}
 	cache.Close()
-	if n := runtime.NumGoroutine(); n > before {
-		t.Errorf("%d goroutines after Close, %d before the cache", n, before)
+	if n := settledGoroutines(before); n > before {
+		t.Errorf("%d goroutines after Close, %d before the cache:\n%s", n, before, goroutineDump())
 	}
 	off := int64(len(data) - len(got))
 	if _, err := ra.ReadAt(got, off); err != nil || !bytes.Equal(got, data[off:]) {
 		t.Fatalf("read after Close: %v", err)
 	}
-	if n := runtime.NumGoroutine(); n > before {
-		t.Errorf("%d goroutines after a read on a closed cache, %d before", n, before)
+	if n := settledGoroutines(before); n > before {
+		t.Errorf("%d goroutines after a read on a closed cache, %d before:\n%s", n, before, goroutineDump())
 	}
+}
+
+// settledGoroutines is the goroutine count once it is at most want, or
+// after 2 s. Close returns when the decodes have called Done, which is a
+// moment before their goroutines have exited (a deferred Done runs first):
+// a leak stays, a goroutine on its way out does not.
+func settledGoroutines(want int) int {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// goroutineDump is every goroutine's stack, for a leak's message.
+func goroutineDump() string {
+	buf := make([]byte, 1<<20)
+	return string(buf[:runtime.Stack(buf, true)])
 }
