@@ -485,14 +485,17 @@ func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, k
 			return err
 		}
 		dir := s.snapshotDir(snap.ID)
+		// A directory already there (a crash between a Mkdir and its
+		// commit leaves one, and the ID is given out again) is not ours
+		// to remove here: Cleanup deals with it, through no foreign mount.
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
 		defer func() {
 			if err != nil {
 				os.RemoveAll(dir) // nothing mounted yet: just made
 			}
 		}()
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return err
-		}
 		if err := os.Mkdir(s.fsDir(snap.ID), 0o755); err != nil {
 			return err
 		}
@@ -628,6 +631,11 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 		}
 		id = snap.ID
 		dir := s.snapshotDir(id)
+		// Made before the undo is armed: a directory already there is
+		// not this snapshot's (see createSnapshot).
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
 		defer func() {
 			// Undone while the write transaction still holds the ID:
 			// no other snapshot can have been given it yet.
@@ -639,9 +647,6 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 				os.RemoveAll(dir) // unmounted above
 			}
 		}()
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return err
-		}
 		if err := os.Mkdir(s.fsDir(id), 0o755); err != nil {
 			return err
 		}

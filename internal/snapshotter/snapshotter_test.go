@@ -148,3 +148,27 @@ func TestCleanupDuringCreate(t *testing.T) {
 		t.Errorf("Cleanup removed the directory of a snapshot being created: %v", err)
 	}
 }
+
+// TestCreateOverStrayDir: a directory left where the next snapshot ID's
+// goes (a crash between its Mkdir and its commit reuses the ID) is not
+// the new snapshot's: a failed Prepare must not remove it, least of all
+// through a filesystem mounted inside it.
+func TestCreateOverStrayDir(t *testing.T) {
+	s, ctx, root := newTest(t)
+	stray := filepath.Join(root, "snapshots", "1")
+	vol := filepath.Join(stray, "fs", "sub")
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", vol, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(vol, unix.MNT_DETACH)
+	if err := os.WriteFile(filepath.Join(vol, "precious"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Prepare(ctx, "a", "") // fails or not: ID 1's directory exists
+	if _, err := os.Stat(filepath.Join(vol, "precious")); err != nil {
+		t.Errorf("Prepare removed files of a directory it did not make: %v", err)
+	}
+}
