@@ -406,27 +406,35 @@ func (s *Snapshotter) Walk(ctx context.Context, fn snapshots.WalkFunc, filters .
 // metadata no longer has (a removal that failed, a crash between the two)
 // are unmounted and removed.
 func (s *Snapshotter) Cleanup(ctx context.Context) error {
-	var ids map[string]string
-	err := s.ms.WithTransaction(ctx, false, func(ctx context.Context) (err error) {
-		ids, err = storage.IDMap(ctx)
-		if errdefs.IsNotFound(err) {
-			return nil
+	// The IDs and the directories are read in one write transaction: a
+	// snapshot being made holds the write transaction from its Mkdir to
+	// its commit, so none is caught with a directory and no ID yet (nor
+	// committed between the two reads). An orphan's ID is not given out
+	// while its directory exists (the new snapshot's Mkdir fails), so one
+	// found here is still an orphan when it is removed.
+	var orphans []string
+	err := s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+		ids, err := storage.IDMap(ctx)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return err
 		}
-		return err
+		ents, err := os.ReadDir(filepath.Join(s.root, "snapshots"))
+		if err != nil {
+			return err
+		}
+		for _, e := range ents {
+			if _, ok := ids[e.Name()]; !ok {
+				orphans = append(orphans, e.Name())
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return err
 	}
-	ents, err := os.ReadDir(filepath.Join(s.root, "snapshots"))
-	if err != nil {
-		return err
-	}
 	var errs []error
-	for _, e := range ents {
-		if _, ok := ids[e.Name()]; ok {
-			continue
-		}
-		if err := s.removeDir(e.Name()); err != nil {
+	for _, id := range orphans {
+		if err := s.removeDir(id); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -477,14 +485,17 @@ func (s *Snapshotter) createSnapshot(ctx context.Context, kind snapshots.Kind, k
 			return err
 		}
 		dir := s.snapshotDir(snap.ID)
+		// A directory already there (a crash between a Mkdir and its
+		// commit leaves one, and the ID is given out again) is not ours
+		// to remove here: Cleanup deals with it, through no foreign mount.
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
 		defer func() {
 			if err != nil {
 				os.RemoveAll(dir) // nothing mounted yet: just made
 			}
 		}()
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return err
-		}
 		if err := os.Mkdir(s.fsDir(snap.ID), 0o755); err != nil {
 			return err
 		}
@@ -620,6 +631,11 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 		}
 		id = snap.ID
 		dir := s.snapshotDir(id)
+		// Made before the undo is armed: a directory already there is
+		// not this snapshot's (see createSnapshot).
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return err
+		}
 		defer func() {
 			// Undone while the write transaction still holds the ID:
 			// no other snapshot can have been given it yet.
@@ -631,9 +647,6 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 				os.RemoveAll(dir) // unmounted above
 			}
 		}()
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return err
-		}
 		if err := os.Mkdir(s.fsDir(id), 0o755); err != nil {
 			return err
 		}

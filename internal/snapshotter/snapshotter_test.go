@@ -6,7 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/core/snapshots/storage"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/ocimount/ocimount/blobs"
 	"golang.org/x/sys/unix"
@@ -94,5 +97,78 @@ func TestRemoteFor(t *testing.T) {
 		if ro := s.remoteFor(src(p)); ro.Creds != "global:pw" || ro.Insecure {
 			t.Errorf("%s got r.example:5000's settings: %+v", p, ro)
 		}
+	}
+}
+
+// TestCleanupDuringCreate: Cleanup running while a snapshot is being made
+// (its directory exists, its metadata is not committed yet) must not take
+// that directory as an orphan. Before the scan ran in a write transaction,
+// Cleanup read the IDs, then the directory list, and removed the new one.
+func TestCleanupDuringCreate(t *testing.T) {
+	s, ctx, root := newTest(t)
+	made, release := make(chan string), make(chan struct{})
+	txDone := make(chan error, 1)
+	go func() {
+		txDone <- s.ms.WithTransaction(ctx, true, func(ctx context.Context) error {
+			snap, err := storage.CreateSnapshot(ctx, snapshots.KindActive, "new", "")
+			if err != nil {
+				close(made)
+				return err
+			}
+			if err := os.MkdirAll(s.fsDir(snap.ID), 0o755); err != nil {
+				close(made)
+				return err
+			}
+			made <- snap.ID
+			<-release
+			return nil
+		})
+	}()
+	id, ok := <-made
+	if !ok {
+		t.Fatal(<-txDone)
+	}
+	cleaned := make(chan error, 1)
+	go func() { cleaned <- s.Cleanup(ctx) }()
+	// Give Cleanup the chance to run ahead of the commit (it must wait for
+	// it instead); either way the directory must survive.
+	select {
+	case err := <-cleaned:
+		cleaned <- err
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(release)
+	if err := <-txDone; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-cleaned; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "snapshots", id, "fs")); err != nil {
+		t.Errorf("Cleanup removed the directory of a snapshot being created: %v", err)
+	}
+}
+
+// TestCreateOverStrayDir: a directory left where the next snapshot ID's
+// goes (a crash between its Mkdir and its commit reuses the ID) is not
+// the new snapshot's: a failed Prepare must not remove it, least of all
+// through a filesystem mounted inside it.
+func TestCreateOverStrayDir(t *testing.T) {
+	s, ctx, root := newTest(t)
+	stray := filepath.Join(root, "snapshots", "1")
+	vol := filepath.Join(stray, "fs", "sub")
+	if err := os.MkdirAll(vol, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", vol, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(vol, unix.MNT_DETACH)
+	if err := os.WriteFile(filepath.Join(vol, "precious"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s.Prepare(ctx, "a", "") // fails or not: ID 1's directory exists
+	if _, err := os.Stat(filepath.Join(vol, "precious")); err != nil {
+		t.Errorf("Prepare removed files of a directory it did not make: %v", err)
 	}
 }
