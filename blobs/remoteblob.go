@@ -361,6 +361,34 @@ var errBadResponse = errors.New("bad range response")
 func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 	start := int64(from) * b.csize
 	end := min(int64(to+1)*b.csize, b.size) - 1
+	data, err := b.fetchRange(start, end, func(data []byte) error {
+		for i := from; i <= to; i++ {
+			lo := int64(i-from) * b.csize
+			hi := min(lo+b.csize, int64(len(data)))
+			if sha256.Sum256(data[lo:hi]) != b.sums[i] {
+				return fmt.Errorf("chunk %d does not match the index's digest (wrong bytes from the registry or a proxy): %w", i, ErrDigestMismatch)
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, errStalled) {
+		// The kernel retries a failed read at once (read-ahead, then the
+		// read itself); answer those from this failure instead of
+		// stalling again, for a moment.
+		b.mu.Lock()
+		until := time.Now().Add(b.reg.opts.RangeIdle)
+		for i := from; i <= to; i++ {
+			b.stalledUntil[i] = until
+		}
+		b.mu.Unlock()
+	}
+	return data, err
+}
+
+// fetchRange gets bytes start..end (inclusive) with one Range request;
+// check, if set, judges the bytes (an error is retried like a wrong
+// answer). Failures are retried with backoff within the range budget.
+func (b *RemoteBlob) fetchRange(start, end int64, check func([]byte) error) ([]byte, error) {
 	what := fmt.Sprintf("blob %s bytes %d-%d", b.dg, start, end)
 	var lastErr error
 	giveUp := time.Now().Add(b.reg.opts.RangeBudget)
@@ -376,20 +404,13 @@ func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 			}
 		}
 		data, retry, err := b.fetchOnce(start, end)
+		if err == nil && check != nil {
+			if err = check(data); err != nil {
+				retry = true
+			}
+		}
 		if err == nil {
-			bad := -1
-			for i := from; i <= to; i++ {
-				lo := int64(i-from) * b.csize
-				hi := min(lo+b.csize, int64(len(data)))
-				if sha256.Sum256(data[lo:hi]) != b.sums[i] {
-					bad = i
-					break
-				}
-			}
-			if bad < 0 {
-				return data, nil
-			}
-			err, retry = fmt.Errorf("chunk %d does not match the index's digest (wrong bytes from the registry or a proxy): %w", bad, ErrDigestMismatch), true
+			return data, nil
 		}
 		lastErr = err
 		if !retry {
@@ -397,18 +418,43 @@ func (b *RemoteBlob) fetch(from, to int) ([]byte, error) {
 		}
 	}
 	b.reg.logf("%s: read failed: %v", what, lastErr)
-	if errors.Is(lastErr, errStalled) {
-		// The kernel retries a failed read at once (read-ahead, then the
-		// read itself); answer those from this failure instead of
-		// stalling again, for a moment.
-		b.mu.Lock()
-		until := time.Now().Add(b.reg.opts.RangeIdle)
-		for i := from; i <= to; i++ {
-			b.stalledUntil[i] = until
-		}
-		b.mu.Unlock()
-	}
 	return nil, fmt.Errorf("%s: %w", what, lastErr)
+}
+
+// Unverified returns the blob's bytes by exact Range requests (retried on
+// transport errors and bad answers, never cached), checked against
+// nothing. It exists for layers whose own table of contents carries the
+// digests (eStargz, zstd:chunked): their reader checks every chunk it
+// decodes against the TOC's chunk digest, which the manifest covers,
+// before serving a byte of it, so the 512 KiB chunk table an ocimount
+// index has is not needed. Nothing else may read through it.
+func (b *RemoteBlob) Unverified() io.ReaderAt { return unverifiedBlob{b} }
+
+type unverifiedBlob struct{ b *RemoteBlob }
+
+// ReadAt fetches exactly p's range (short only at the blob's end).
+func (u unverifiedBlob) ReadAt(p []byte, off int64) (int, error) {
+	b := u.b
+	if off < 0 || off >= b.size {
+		if len(p) == 0 && off >= 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	want := min(int64(len(p)), b.size-off)
+	if want == 0 {
+		return 0, nil
+	}
+	data, err := b.fetchRange(off, off+want-1, nil)
+	if err != nil {
+		return 0, err
+	}
+	n := copy(p, data)
+	b.served.Add(int64(n))
+	if int64(n) < int64(len(p)) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 // fetchOnce does one Range GET, via the cached redirect target if there

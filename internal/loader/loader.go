@@ -63,6 +63,10 @@ type Options struct {
 	// View selects a forensic view instead of the whole image; only the
 	// layers it needs are indexed.
 	View View
+	// NoTOC ignores the tables of contents of eStargz and zstd:chunked
+	// layers: such layers are indexed by a pass like any other (what
+	// `ocimount index` does, since only a pass checks the DiffID).
+	NoTOC bool
 }
 
 // View is what tree Load builds: the merged image (the zero value), the
@@ -136,7 +140,9 @@ type Image struct {
 	Cache   *layerindex.SpanCache
 	// FromCache[i] says whether layer i's index came from the cache.
 	FromCache []bool
-	closers   []io.Closer
+	// Sources[i] says where layer i's index came from (see Source).
+	Sources []Source
+	closers []io.Closer
 }
 
 // Close waits for the span decodes and read-ahead still running, then
@@ -152,6 +158,16 @@ func (im *Image) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Source is where a layer's index came from.
+type Source string
+
+const (
+	SourceBuilt    Source = "built"             // a pass over the layer, now
+	SourceCached   Source = "cached"            // the cache (built here earlier)
+	SourceArtifact Source = "ocimount artifact" // an index published in the registry (now or earlier)
+	// else the TOC format's Source ("eStargz TOC", "zstd:chunked TOC")
+)
 
 // LayerError names the layer (position and digest) a failure belongs to.
 type LayerError struct {
@@ -227,19 +243,26 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 	}
 	im.Tree = tree
 	ids := make([]overlay.LayerID, 0, hi-lo)
+	treeDir := dir
 	for _, ix := range im.Indexes[lo:hi] {
 		ids = append(ids, overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize})
+		if ix.TOC != nil {
+			// Its offsets are into the TOC's stream: a cached tree would
+			// be served against the tar stream of a built index later.
+			// (No warm path uses it either: TOC indexes are not cached.)
+			treeDir = cache.Dir{}
+		}
 	}
 	switch {
 	case !o.KeepEntries:
 		for _, ix := range im.Indexes[lo:hi] {
 			ix.Entries = nil // the tree has what reads need; free the tables
 		}
-		if t := freeze(tree, ids, layers[lo:hi], dir, o.View.treeKey(bi.ManifestDigest), o); t != nil {
+		if t := freeze(tree, ids, layers[lo:hi], treeDir, o.View.treeKey(bi.ManifestDigest), o); t != nil {
 			im.Tree = t
 			debug.FreeOSMemory() // the built tree's heap, now garbage
 		}
-	case dir.Enabled():
+	case treeDir.Enabled():
 		// Forensics keep the entries and the built tree; the next mount
 		// still finds the tree file.
 		if b, err := tree.MarshalBinary(ids); err != nil {
@@ -260,6 +283,7 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 	published := fetchPublished(ctx, bi, fmts, lo, hi, dir, o)
 	im.Indexes = make([]*layerindex.Index, n)
 	im.FromCache = make([]bool, n)
+	im.Sources = make([]Source, n)
 	layers := make([]overlay.Layer, n)
 	closers := make([]io.Closer, n)
 	defer func() {
@@ -291,7 +315,8 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 				return err
 			}
 			l := &bi.Layers[i]
-			r, err := indexLayer(ctx, l, fmts[i], o, published[cacheKey(l, fmts[i])])
+			tf := layerindex.TOCFormatOf(fmts[i], l.Descriptor.Annotations)
+			r, err := indexLayer(ctx, l, fmts[i], tf, o, published[cacheKey(l, fmts[i])])
 			if err != nil {
 				return &LayerError{Index: i, Digest: l.Descriptor.Digest, Err: err}
 			}
@@ -301,9 +326,26 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 			// An index that came from the registry, now or on an earlier
 			// mount, is checked against the layer's tar headers as files
 			// are read.
-			untrusted := r.published || (r.cached && dir.Enabled() && dir.Published(cacheKey(l, fmts[i])))
+			marked := r.cached && dir.Enabled() && dir.Published(cacheKey(l, fmts[i]))
+			untrusted := r.published || marked
 			layers[i] = overlay.Layer{Index: r.ix, Content: r.content, CheckHeaders: untrusted}
-			if r.content == nil {
+			switch {
+			case r.ix.TOC != nil:
+				// Chunk digests, not the tar headers, tie bytes to files.
+				layers[i].CheckHeaders = false
+				layers[i].Content = r.ix.TOC.NewReaderAt(unverifiedBlob(l.Blob), im.Cache, string(r.ix.Digest))
+				im.Sources[i] = Source(r.ix.TOC.Format.Source)
+			case untrusted:
+				im.Sources[i] = SourceArtifact
+			case r.cached:
+				im.Sources[i] = SourceCached
+			default:
+				im.Sources[i] = SourceBuilt
+			}
+			if tf != nil {
+				layers[i].Hide = tf.Hidden()
+			}
+			if r.content == nil && r.ix.TOC == nil {
 				layers[i].Content = r.ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, string(r.ix.Digest))
 			}
 			return nil
@@ -407,6 +449,9 @@ func loadWarm(bi *blobs.Image, fmts []*layerindex.Format, o Options, im *Image) 
 		}
 		indexes[i] = ix
 		layers[i] = overlay.Layer{Index: ix, Content: content, CheckHeaders: dir.Published(key)}
+		if tf := layerindex.TOCFormatOf(f, l.Descriptor.Annotations); tf != nil {
+			layers[i].Hide = tf.Hidden()
+		}
 		ids[i] = overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize}
 	}
 	tp, err := dir.TreePath(o.View.treeKey(bi.ManifestDigest))
@@ -423,8 +468,13 @@ func loadWarm(bi *blobs.Image, fmts []*layerindex.Format, o Options, im *Image) 
 	cache.Touch(tp) // last use, for prune
 	im.Indexes, im.Tree, im.closers = indexes, tree, closers
 	im.FromCache = make([]bool, n)
+	im.Sources = make([]Source, n)
 	for i := lo; i < hi; i++ {
 		im.FromCache[i] = true
+		im.Sources[i] = SourceCached
+		if layers[i].CheckHeaders {
+			im.Sources[i] = SourceArtifact
+		}
 		if o.Progress != nil {
 			o.Progress(i, bi.Layers[i].Blob.Size(), bi.Layers[i].Blob.Size())
 		}
@@ -475,7 +525,23 @@ type (
 	chunkChecked interface {
 		SetChunkSums(size int64, sums [][32]byte) error
 	}
+	// unverifiedRanges blobs (a registry's) give their bytes unchecked,
+	// for a reader that checks them against digests of its own: a TOC's
+	// chunk digests.
+	unverifiedRanges interface {
+		Unverified() io.ReaderAt
+	}
 )
+
+// unverifiedBlob is what a TOC reader reads compressed bytes from: the
+// blob itself when local (a layout or archive: trusted as such), a
+// registry blob's unchecked ranges.
+func unverifiedBlob(b blobs.Blob) io.ReaderAt {
+	if u, ok := b.(unverifiedRanges); ok {
+		return u.Unverified()
+	}
+	return b
+}
 
 // indexed is what indexLayer found for one layer.
 type indexed struct {
@@ -493,7 +559,7 @@ type indexed struct {
 // indexLayer returns a layer's index — from the cache when a valid one is
 // there (reading no layer bytes), else from a published one, else from one
 // indexing pass over the blob — and how the layer is served.
-func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Options, published []byte) (indexed, error) {
+func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, tf *layerindex.TOCFormat, o Options, published []byte) (indexed, error) {
 	dir := cache.Dir{Root: o.CacheDir}
 	key := cacheKey(l, f)
 	matches := func(ix *layerindex.Index) bool {
@@ -513,6 +579,19 @@ func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Opt
 		case !errors.Is(err, fs.ErrNotExist):
 			logf(o, "cached index of %s unusable (%v); rebuilding", key, err)
 		}
+	}
+	if tf != nil && !o.NoTOC && !o.Rebuild {
+		// The TOC, covered by the manifest through its annotation, makes
+		// a pass unnecessary; one that cannot be trusted is only logged.
+		ix, err := tf.Load(ctx, unverifiedBlob(l.Blob), l.Blob.Size(), l.Descriptor.Digest, l.DiffID, l.Descriptor.Annotations)
+		if err == nil {
+			progressDone(o, l)
+			return indexed{ix: ix}, nil
+		}
+		if ctx.Err() != nil {
+			return indexed{}, ctx.Err()
+		}
+		logf(o, "layer %d (blob %s): %s unusable (%v); reading the whole layer instead", l.Index, l.Descriptor.Digest, tf.Source, err)
 	}
 	if published != nil {
 		ix, err := layerindex.UnmarshalIndex(published)
