@@ -488,7 +488,9 @@ func (t *TOC) decodeChunk(raw io.ReaderAt, i int, dst []byte) ([]byte, error) {
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
 		dst, err = t.decodeChunkOnce(raw, i, dst[:0])
-		if err == nil || !errors.Is(err, ErrChunkDigest) {
+		// Wrong bytes from a registry or proxy show as a digest mismatch
+		// or as a stream that does not decode: fetch once more.
+		if err == nil || !(errors.Is(err, ErrChunkDigest) || errors.Is(err, ErrCorrupt)) {
 			return dst, err
 		}
 	}

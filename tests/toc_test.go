@@ -1,0 +1,283 @@
+package tests
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ocimount/ocimount/internal/tartest"
+)
+
+// tocLayers are the layer stacks of the TOC tests: whiteouts, an opaque
+// directory, hardlinks (also to a lower layer's file), xattrs, devices, and
+// files of several chunks.
+func tocLayers(t *testing.T) [][]byte {
+	big := make([]byte, 3<<20)
+	for i := range big {
+		big[i] = byte(i*7 + i>>11)
+	}
+	rnd := pseudoRandomBytes(1<<20+333, 5)
+	return [][]byte{
+		tartest.Tar(t,
+			tartest.Dir("etc", 0o755),
+			tartest.File("etc/os-release", "ID=toc\nVERSION_ID=1\n", 0o644),
+			tartest.File("etc/passwd", "root:x:0:0::/root:/bin/sh\n", 0o644),
+			tartest.Dir("opt", 0o755),
+			tartest.FileBytes("opt/big.bin", big, 0o644),
+			tartest.FileBytes("opt/random.bin", rnd, 0o600, tartest.Owner(1000, 1000)),
+			tartest.Dir("lib", 0o755),
+			tartest.File("lib/a", "aaaa", 0o755),
+			tartest.File("lib/b", "bbbb", 0o644),
+			tartest.Dir("var", 0o755),
+			tartest.Dir("var/cache", 0o755),
+			tartest.File("var/cache/x", "x", 0o644),
+			tartest.File("var/cache/y", "y", 0o644),
+			tartest.File("bin", "#!/bin/sh\n", 0o755, tartest.Xattr("security.capability", "\x01\x00\x00\x02\x00\x20\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"), tartest.Xattr("user.note", "v")),
+			tartest.Hardlink("etc/os-release.link", "etc/os-release"),
+			tartest.Symlink("etc/alt", "os-release"),
+			tartest.Dir("dev", 0o755),
+			tartest.Char("dev/null", 1, 3),
+			tartest.Dir("run", 0o755),
+			tartest.FIFO("run/fifo"),
+		),
+		tartest.Tar(t,
+			tartest.Whiteout("lib/b"),
+			tartest.Dir("var/cache", 0o750),
+			tartest.Opaque("var/cache"),
+			tartest.File("var/cache/new", "new", 0o644),
+			tartest.Hardlink("lib/a2", "lib/a"), // to a lower layer's file
+			tartest.File("etc/motd", "hello\n", 0o644, tartest.Xattr("user.x", "y")),
+		),
+		tartest.Tar(t,
+			tartest.Whiteout("opt/big.bin"),
+			tartest.File("etc/os-release", "ID=toc\nVERSION_ID=2\n", 0o644),
+			tartest.FileBytes("opt/more.bin", pseudoRandomBytes(200000, 9), 0o644),
+		),
+		tartest.Tar(t, tartest.File("plain", "a plain layer\n", 0o644), tartest.Whiteout("etc/passwd")),
+	}
+}
+
+func pseudoRandomBytes(n int, seed uint64) []byte {
+	b := make([]byte, n)
+	x := seed*0x9E3779B97F4A7C15 + 1
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		b[i] = byte(x)
+	}
+	return b
+}
+
+// tocBookkeeping: umoci extracts eStargz's bookkeeping entries, which the
+// mount hides (as stargz-snapshotter does); only their absence is excused.
+func tocBookkeeping(path, field string, _, got *Node) bool {
+	switch path {
+	case "stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark":
+		return field == "exists" && got == nil
+	}
+	return false
+}
+
+// tocImage is the test image in format kind: the first three layers
+// converted by stargz-snapshotter's writer, the last one plain.
+func tocImage(t *testing.T, kind string, tars [][]byte) (tartest.Image, []tartest.TOCLayer) {
+	img := tartest.Image{Ref: "latest"}
+	var conv []tartest.TOCLayer
+	for i, tb := range tars {
+		if i == len(tars)-1 {
+			img.Layers = append(img.Layers, tartest.ImageLayer{Compression: tartest.Gzip, Tar: tb})
+			continue
+		}
+		var l tartest.TOCLayer
+		switch kind {
+		case "estargz":
+			l = tartest.EStargz(t, tb, 256<<10)
+			img.Layers = append(img.Layers, l.Layer(tartest.Gzip))
+		case "zstd-chunked":
+			l = tartest.ZstdChunked(t, tb, 256<<10)
+			img.Layers = append(img.Layers, l.Layer(tartest.Zstd))
+		}
+		conv = append(conv, l)
+	}
+	return img, conv
+}
+
+// TestTOCMount mounts eStargz and zstd:chunked images (written by
+// stargz-snapshotter's writer, with a plain layer on top) from an OCI
+// layout and from a registry, with an empty cache and no ocimount index:
+// the trees equal umoci's extraction, no layer of a TOC is read whole
+// (the registry never sees a GET of a whole TOC layer), and bytes served
+// are checked against the chunk digests (a proxy that corrupts them makes
+// reads fail, never succeed with wrong bytes).
+func TestTOCMount(t *testing.T) {
+	requireIntegration(t, "docker-registry")
+	tars := tocLayers(t)
+	reg := startRegistry(t, registryOpts{})
+	// The reference: umoci's extraction of the layers as they were before
+	// conversion (umoci 0.4 reads no zstd), which has no bookkeeping
+	// entries at all.
+	ref := plainRef(t, tars)
+	for _, kind := range []string{"estargz", "zstd-chunked"} {
+		t.Run(kind, func(t *testing.T) {
+			img, conv := tocImage(t, kind, tars)
+			dir := filepath.Join(t.TempDir(), "layout")
+			info := tartest.WriteOCILayoutInfo(t, dir, img)[0]
+			if kind == "estargz" {
+				// umoci's extraction of the converted image itself has the
+				// bookkeeping entries; the rest must be the same.
+				requireSameTree(t, umociRef(t, dir, "latest"), ref, tocBookkeeping)
+			}
+
+			t.Run("layout", func(t *testing.T) {
+				mnt, cache := tocMount(t, nil, "oci:"+dir+":latest")
+				got, err := Snapshot(mnt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				requireSameTree(t, ref, got, rootDirException, umociDropsEmptyXattrs)
+				requireTOCUsed(t, cache, len(conv))
+			})
+
+			repo := "toc/" + kind + ":latest"
+			if err := pushLayout(reg.Host, dir, repo); err != nil {
+				t.Fatal(err)
+			}
+			proxy := startFaultProxy(t, reg.Host, nil)
+			t.Run("registry", func(t *testing.T) {
+				proxy.set(passThrough, 0)
+				proxy.reset()
+				mnt, cache := tocMount(t, nil, proxy.Host+"/"+repo)
+				st := statusOf(t, mnt)
+				for i, l := range st.Layers[:len(conv)] {
+					// The footer and the TOC only: a fraction of the layer
+					// holding 4 MiB of files, less than the others.
+					if l.Fetched >= l.Size || i == 0 && l.Fetched > l.Size/20 {
+						t.Errorf("layer %d: %d of %d bytes fetched before any read", i, l.Fetched, l.Size)
+					}
+					t.Logf("layer %d: %d of %d bytes fetched to mount", i, l.Fetched, l.Size)
+				}
+				got, err := Snapshot(mnt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				requireSameTree(t, ref, got, rootDirException, umociDropsEmptyXattrs)
+				requireTOCUsed(t, cache, len(conv))
+				for i, d := range info.Layers[:len(conv)] {
+					ranged, whole, _ := proxy.counts(string(d.Digest))
+					t.Logf("layer %d: %d range requests", i, ranged)
+					if whole != 0 {
+						t.Errorf("layer %d (%s): read whole %d times", i, d.Digest, whole)
+					}
+				}
+				if _, whole, _ := proxy.counts(string(info.Layers[len(conv)].Digest)); whole != 1 {
+					t.Errorf("the plain layer was streamed %d times, want 1", whole)
+				}
+			})
+
+			t.Run("corrupt-chunks", func(t *testing.T) {
+				proxy.set(passThrough, 0)
+				mnt, cache := tocMount(t, nil, proxy.Host+"/"+repo)
+				want := ref.Nodes["opt/random.bin"].SHA256
+				proxy.set(corruptByte, -1)
+				_, err := hashFile(filepath.Join(mnt, "opt/random.bin"))
+				if !errors.Is(err, syscall.EIO) {
+					t.Fatalf("read through a corrupting proxy: %v, want EIO", err)
+				}
+				if log := readLog(cache); !strings.Contains(log, string(info.Layers[0].Digest)) || !strings.Contains(log, "opt/random.bin") {
+					t.Errorf("no log line naming the chunk and the file:\n%s", log)
+				}
+				proxy.set(corruptByte, 1) // one bad answer: the chunk is fetched again
+				if got, err := hashFile(filepath.Join(mnt, "opt/random.bin")); err != nil || got != want {
+					t.Fatalf("after one corrupt answer: %s, %v; want %s", got, err, want)
+				}
+			})
+		})
+	}
+}
+
+// TestTOCRawAndDamaged: a raw view of an eStargz layer shows its
+// bookkeeping entries (the TOC's bytes are the TOC, whose digest the
+// annotation gives); a layer whose TOC does not match its annotation is
+// indexed by a full pass instead, logged, and the mount is right.
+func TestTOCRawAndDamaged(t *testing.T) {
+	requireIntegration(t)
+	tars := tocLayers(t)
+	img, conv := tocImage(t, "estargz", tars)
+	dir := filepath.Join(t.TempDir(), "layout")
+	tartest.WriteOCILayout(t, dir, img)
+	ref := plainRef(t, tars)
+
+	t.Run("raw", func(t *testing.T) {
+		mnt, _ := tocMount(t, nil, "oci:"+dir+":latest", "--layer", "0", "--raw")
+		b, err := os.ReadFile(filepath.Join(mnt, "stargz.index.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(b)
+		if want := conv[0].Annotations["containerd.io/snapshot/stargz/toc.digest"]; "sha256:"+hex.EncodeToString(sum[:]) != want {
+			t.Errorf("stargz.index.json is sha256:%x, the annotation says %s", sum, want)
+		}
+		if _, err := os.Stat(filepath.Join(mnt, ".no.prefetch.landmark")); err != nil {
+			t.Errorf("landmark: %v", err)
+		}
+	})
+
+	t.Run("damaged", func(t *testing.T) {
+		bad := img
+		bad.Layers = append([]tartest.ImageLayer{}, img.Layers...)
+		bad.Layers[1].Annotations = map[string]string{"containerd.io/snapshot/stargz/toc.digest": "sha256:" + strings.Repeat("0", 64)}
+		dir := filepath.Join(t.TempDir(), "layout")
+		info := tartest.WriteOCILayoutInfo(t, dir, bad)[0]
+		mnt, cache := tocMount(t, nil, "oci:"+dir+":latest")
+		got, err := Snapshot(mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireSameTree(t, ref, got, rootDirException, umociDropsEmptyXattrs)
+		log := readLog(cache)
+		if !strings.Contains(log, "unusable") || !strings.Contains(log, string(info.Layers[1].Digest)) || !strings.Contains(log, "reading the whole layer instead") {
+			t.Errorf("no log line naming the damaged layer:\n%s", log)
+		}
+	})
+}
+
+// plainRef is umoci's extraction of an image of tars as gzip layers.
+func plainRef(t *testing.T, tars [][]byte) *Tree {
+	img := tartest.Image{Ref: "latest"}
+	for _, tb := range tars {
+		img.Layers = append(img.Layers, tartest.ImageLayer{Compression: tartest.Gzip, Tar: tb})
+	}
+	dir := filepath.Join(t.TempDir(), "plain")
+	tartest.WriteOCILayout(t, dir, img)
+	return umociRef(t, dir, "latest")
+}
+
+// tocMount mounts src with an empty cache of its own.
+func tocMount(t *testing.T, env []string, src string, flags ...string) (mnt, cacheDir string) {
+	t.Helper()
+	mnt = newMountpoint(t)
+	cacheDir = t.TempDir()
+	args := append([]string{"mount", "--cache-dir", cacheDir, "--no-remote-index"}, flags...)
+	r := runEnv(t, env, 2*time.Minute, append(args, src, mnt)...)
+	if r.code != 0 {
+		t.Fatalf("mount failed: %s\nlog:\n%s", r, readLog(cacheDir))
+	}
+	return mnt, cacheDir
+}
+
+// requireTOCUsed checks from the log that no TOC was refused.
+func requireTOCUsed(t *testing.T, cacheDir string, n int) {
+	t.Helper()
+	if log := readLog(cacheDir); strings.Contains(log, "unusable") {
+		t.Errorf("a TOC was refused:\n%s", log)
+	}
+	_ = fmt.Sprint(n)
+}
