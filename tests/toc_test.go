@@ -3,6 +3,7 @@ package tests
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -146,6 +147,20 @@ func TestTOCMount(t *testing.T) {
 				requireTOCUsed(t, cache, len(conv))
 			})
 
+			t.Run("forensics", func(t *testing.T) {
+				src := "oci:" + dir + ":latest"
+				cache := t.TempDir()
+				format, source := map[string]string{"estargz": "eStargz", "zstd-chunked": "zstd:chunked"}[kind], map[string]string{"estargz": "eStargz TOC", "zstd-chunked": "zstd:chunked TOC"}[kind]
+				requireInspect(t, cache, src, []string{format, format, format, "tar+gzip"}, []string{source, source, source, "built"})
+				r := run(t, time.Minute, "cat", "--cache-dir", cache, src, "etc/os-release.link")
+				if r.code != 0 || r.stdout != "ID=toc\nVERSION_ID=1\n" {
+					t.Errorf("cat: %s", r)
+				}
+				if r := run(t, time.Minute, "ls", "--cache-dir", cache, src, "/"); r.code != 0 || strings.Contains(r.stdout, "landmark") || strings.Contains(r.stdout, "stargz.index.json") {
+					t.Errorf("ls /: %s", r)
+				}
+			})
+
 			repo := "toc/" + kind + ":latest"
 			if err := pushLayout(reg.Host, dir, repo); err != nil {
 				t.Fatal(err)
@@ -242,6 +257,7 @@ func TestTOCRawAndDamaged(t *testing.T) {
 			t.Fatal(err)
 		}
 		requireSameTree(t, ref, got, rootDirException, umociDropsEmptyXattrs)
+		requireInspect(t, t.TempDir(), "oci:"+dir+":latest", []string{"eStargz", "eStargz", "eStargz", "tar+gzip"}, []string{"eStargz TOC", "built", "eStargz TOC", "built"})
 		log := readLog(cache)
 		if !strings.Contains(log, "unusable") || !strings.Contains(log, string(info.Layers[1].Digest)) || !strings.Contains(log, "reading the whole layer instead") {
 			t.Errorf("no log line naming the damaged layer:\n%s", log)
@@ -271,6 +287,32 @@ func tocMount(t *testing.T, env []string, src string, flags ...string) (mnt, cac
 		t.Fatalf("mount failed: %s\nlog:\n%s", r, readLog(cacheDir))
 	}
 	return mnt, cacheDir
+}
+
+// requireInspect checks inspect's format and index source of each layer.
+func requireInspect(t *testing.T, cache, src string, formats, sources []string) {
+	t.Helper()
+	r := run(t, time.Minute, "inspect", "--json", "--cache-dir", cache, src)
+	if r.code != 0 {
+		t.Fatalf("inspect: %s", r)
+	}
+	var out struct {
+		Layers []struct {
+			Format      string `json:"format"`
+			IndexSource string `json:"index_source"`
+		} `json:"layers"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &out); err != nil {
+		t.Fatalf("inspect --json: %v\n%s", err, r.stdout)
+	}
+	if len(out.Layers) != len(formats) {
+		t.Fatalf("inspect: %d layers, want %d", len(out.Layers), len(formats))
+	}
+	for i, l := range out.Layers {
+		if l.Format != formats[i] || l.IndexSource != sources[i] {
+			t.Errorf("inspect layer %d: format %q, index %q; want %q, %q", i, l.Format, l.IndexSource, formats[i], sources[i])
+		}
+	}
 }
 
 // requireTOCUsed checks from the log that no TOC was refused.

@@ -398,5 +398,9 @@ func loadSource(c *cli.Context, arg string, entries bool, view loader.View) (*lo
 }
 
 func forensicsImage(im *loader.Image) *forensics.Image {
-	return &forensics.Image{Meta: im.Image, Layers: im.Tree.Layers(), Tree: im.Tree}
+	fi := &forensics.Image{Meta: im.Image, Layers: im.Tree.Layers(), Tree: im.Tree}
+	for _, s := range im.Sources {
+		fi.Sources = append(fi.Sources, string(s))
+	}
+	return fi
 }
