@@ -176,9 +176,15 @@ type tocBuild struct {
 	entries []Entry
 	chunks  []TOCChunk
 	out     int64
-	// endOf[i]: chunk i's compressed end was given (zstd:chunked
-	// endOffset); else it runs to the next chunk's member.
+	// endGiven[i]: chunk i's compressed end was given (a zstd:chunked
+	// chunk entry's endOffset); else it runs to the next chunk's member,
+	// or to fileEnd[i] if that comes first: the end of the file's
+	// compressed data, which a zstd:chunked file entry's endOffset gives
+	// (containers/storage's writer sets it on the file, not its chunks).
 	endGiven []bool
+	fileEnd  []int64
+	// curFileEnd is fileEnd of the file whose chunks are being read.
+	curFileEnd int64
 }
 
 // tocError names the entry of a TOC at fault.
@@ -240,7 +246,7 @@ func buildTOC(toc *tocJSON, dataEnd int64) (*tocBuild, error) {
 		e.Offset = b.out
 		b.entries = append(b.entries, e)
 		if e.Kind == KindReg && e.Size > 0 {
-			cur, fileOff, usedFileDigest = len(b.entries)-1, 0, false
+			cur, fileOff, usedFileDigest, b.curFileEnd = len(b.entries)-1, 0, false, 0
 			if err := b.addChunk(i, te, cur, &fileOff, &usedFileDigest, dataEnd); err != nil {
 				return nil, err
 			}
@@ -277,6 +283,11 @@ func (b *tocBuild) addChunk(i int, te *tocEntry, cur int, fileOff *int64, usedFi
 		if te.EndOffset != 0 && (te.EndOffset <= te.Offset || te.EndOffset > dataEnd) {
 			return tocError(i, te.Name, "compressed range %d-%d outside the layer's data (0..%d)", te.Offset, te.EndOffset, dataEnd)
 		}
+		if te.Type == "chunk" {
+			c.InEnd = te.EndOffset
+		} else {
+			b.curFileEnd = te.EndOffset
+		}
 		sum, ok := sha256Of(te.ChunkDigest)
 		if !ok && te.ChunkDigest == "" && *fileOff == 0 && n == e.Size {
 			// A file stored as one chunk may carry only the file's digest.
@@ -286,7 +297,7 @@ func (b *tocBuild) addChunk(i int, te *tocEntry, cur int, fileOff *int64, usedFi
 		if !ok {
 			return tocError(i, te.Name, "chunk digest %q is not a sha256 digest", te.ChunkDigest)
 		}
-		c.In, c.InEnd, c.Skip, c.Sum = te.Offset, te.EndOffset, te.InnerOffset, sum
+		c.In, c.Skip, c.Sum = te.Offset, te.InnerOffset, sum
 	case "zeros":
 		c.Zeros = true
 	default:
@@ -294,6 +305,7 @@ func (b *tocBuild) addChunk(i int, te *tocEntry, cur int, fileOff *int64, usedFi
 	}
 	b.chunks = append(b.chunks, c)
 	b.endGiven = append(b.endGiven, c.InEnd != 0)
+	b.fileEnd = append(b.fileEnd, b.curFileEnd)
 	b.out += n
 	*fileOff += n
 	return nil
@@ -333,6 +345,12 @@ func (b *tocBuild) placeChunks(dataEnd int64) error {
 		}
 		if !b.endGiven[i] {
 			c.InEnd = next
+			if fe := b.fileEnd[i]; fe > 0 && fe < next {
+				c.InEnd = fe
+			}
+		}
+		if c.InEnd <= c.In {
+			return fmt.Errorf("TOC entry %q: compressed range %d-%d is empty: %w", b.entries[c.Entry].Name, c.In, c.InEnd, ErrBadTOC)
 		}
 		if c.InEnd-c.In > maxTOCChunk+(1<<20) {
 			return fmt.Errorf("TOC entry %q: compressed range %d-%d is too long (%d bytes): %w", b.entries[c.Entry].Name, c.In, c.InEnd, c.InEnd-c.In, ErrBadTOC)

@@ -318,6 +318,11 @@ func TestTOCHostile(t *testing.T) {
 					cs[1]["endOffset"] = cs[2]["offset"].(float64) + 5
 					return es
 				}, layerindex.ErrBadTOC},
+				{"file-end-before-its-chunks", func(es []map[string]any) []map[string]any {
+					cs := chunks(es, "big")
+					cs[0]["endOffset"] = cs[2]["offset"].(float64) - 1
+					return es
+				}, layerindex.ErrBadTOC},
 				{"escapes-root", func(es []map[string]any) []map[string]any {
 					named(es, "x")["name"] = "../../../x"
 					return es

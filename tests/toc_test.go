@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -322,4 +323,35 @@ func requireTOCUsed(t *testing.T, cacheDir string, n int) {
 		t.Errorf("a TOC was refused:\n%s", log)
 	}
 	_ = fmt.Sprint(n)
+}
+
+// TestTOCSkopeoZstdChunked: a zstd:chunked image written by skopeo (the
+// containers/storage writer: a 64-byte footer, tar-split, the older
+// annotation names) mounts from its TOCs and equals umoci's extraction of
+// the image it was converted from.
+func TestTOCSkopeoZstdChunked(t *testing.T) {
+	requireIntegration(t, "skopeo")
+	tars := tocLayers(t)
+	img := tartest.Image{Ref: "latest"}
+	for _, tb := range tars {
+		img.Layers = append(img.Layers, tartest.ImageLayer{Compression: tartest.Gzip, Tar: tb})
+	}
+	plain := filepath.Join(t.TempDir(), "plain")
+	tartest.WriteOCILayout(t, plain, img)
+	ref := umociRef(t, plain, "latest")
+	dir := filepath.Join(t.TempDir(), "zstd-chunked")
+	out, err := exec.Command("skopeo", "--insecure-policy", "copy", "--quiet", "--dest-compress", "--dest-compress-format", "zstd:chunked",
+		"oci:"+plain+":latest", "oci:"+dir+":latest").CombinedOutput()
+	if err != nil {
+		t.Fatalf("skopeo: %v\n%s", err, out)
+	}
+	mnt, cache := tocMount(t, nil, "oci:"+dir+":latest")
+	got, err := Snapshot(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireSameTree(t, ref, got, rootDirException, umociDropsEmptyXattrs)
+	requireTOCUsed(t, cache, len(tars))
+	src := []string{"zstd:chunked TOC", "zstd:chunked TOC", "zstd:chunked TOC", "zstd:chunked TOC"}
+	requireInspect(t, t.TempDir(), "oci:"+dir+":latest", []string{"zstd:chunked", "zstd:chunked", "zstd:chunked", "zstd:chunked"}, src)
 }

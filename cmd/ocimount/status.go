@@ -67,6 +67,9 @@ func collectStatus(mnt string, im *loader.Image, since time.Time) Status {
 		format := "unknown"
 		if f, err := layerindex.Detect(l.Descriptor.MediaType, l.Blob); err == nil {
 			format = f.Name
+			if tf := layerindex.TOCFormatOf(f, l.Descriptor.Annotations); tf != nil {
+				format = tf.Name
+			}
 		}
 		ls := LayerStatus{Index: l.Index, Digest: string(l.Descriptor.Digest), Format: format, Size: l.Blob.Size(), FullyLocal: true}
 		if rb, ok := l.Blob.(*blobs.RemoteBlob); ok {
