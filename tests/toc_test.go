@@ -355,3 +355,44 @@ func TestTOCSkopeoZstdChunked(t *testing.T) {
 	src := []string{"zstd:chunked TOC", "zstd:chunked TOC", "zstd:chunked TOC", "zstd:chunked TOC"}
 	requireInspect(t, t.TempDir(), "oci:"+dir+":latest", []string{"zstd:chunked", "zstd:chunked", "zstd:chunked", "zstd:chunked"}, src)
 }
+
+// TestTOCDiffIDTrap: skopeo 1.9's zstd:chunked writer drops GNU tar's
+// record padding, so the layer decodes to bytes that do not hash to the
+// config's DiffID. The mount from the TOC (which cannot check a DiffID)
+// serves the files, every chunk checked; `ocimount index`, a full pass,
+// refuses the layer, as documented.
+func TestTOCDiffIDTrap(t *testing.T) {
+	requireIntegration(t, "skopeo", "tar")
+	src := t.TempDir()
+	if err := os.WriteFile(filepath.Join(src, "hello"), []byte("hello from GNU tar\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	layer := filepath.Join(t.TempDir(), "layer.tar")
+	if out, err := exec.Command("tar", "--format=gnu", "--owner=0", "--group=0", "--mtime=@1600000000", "-C", src, "-cf", layer, "hello").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v\n%s", err, out)
+	}
+	tb, err := os.ReadFile(layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tb)%10240 != 0 {
+		t.Fatalf("GNU tar wrote %d bytes, not whole records", len(tb))
+	}
+	plain := filepath.Join(t.TempDir(), "plain")
+	tartest.WriteOCILayout(t, plain, tartest.Image{Ref: "latest", Layers: []tartest.ImageLayer{{Compression: tartest.Gzip, Tar: tb}}})
+	dir := filepath.Join(t.TempDir(), "zstd-chunked")
+	if out, err := exec.Command("skopeo", "--insecure-policy", "copy", "--quiet", "--dest-compress", "--dest-compress-format", "zstd:chunked",
+		"oci:"+plain+":latest", "oci:"+dir+":latest").CombinedOutput(); err != nil {
+		t.Fatalf("skopeo: %v\n%s", err, out)
+	}
+	mnt, cache := tocMount(t, nil, "oci:"+dir+":latest")
+	if b, err := os.ReadFile(filepath.Join(mnt, "hello")); err != nil || string(b) != "hello from GNU tar\n" {
+		t.Fatalf("hello: %q, %v", b, err)
+	}
+	requireTOCUsed(t, cache, 1)
+	r := run(t, time.Minute, "index", "--cache-dir", t.TempDir(), "oci:"+dir+":latest")
+	if r.code == 0 || !strings.Contains(r.stderr, "digest mismatch") {
+		t.Fatalf("index of a layer that does not match its DiffID: %s", r)
+	}
+	t.Logf("index refuses it: %s", strings.TrimSpace(r.stderr))
+}
