@@ -246,6 +246,17 @@ func TestTOCRawAndDamaged(t *testing.T) {
 		}
 	})
 
+	t.Run("no-toc", func(t *testing.T) {
+		// --no-toc: every layer gets a full pass (which checks the DiffID).
+		requireInspect(t, t.TempDir(), "oci:"+dir+":latest", []string{"eStargz", "eStargz", "eStargz", "tar+gzip"}, []string{"built", "built", "built", "built"}, "--no-toc")
+		mnt, _ := tocMount(t, nil, "oci:"+dir+":latest", "--no-toc")
+		got, err := Snapshot(mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requireSameTree(t, ref, got, rootDirException, umociDropsEmptyXattrs)
+	})
+
 	t.Run("damaged", func(t *testing.T) {
 		bad := img
 		bad.Layers = append([]tartest.ImageLayer{}, img.Layers...)
@@ -291,9 +302,9 @@ func tocMount(t *testing.T, env []string, src string, flags ...string) (mnt, cac
 }
 
 // requireInspect checks inspect's format and index source of each layer.
-func requireInspect(t *testing.T, cache, src string, formats, sources []string) {
+func requireInspect(t *testing.T, cache, src string, formats, sources []string, flags ...string) {
 	t.Helper()
-	r := run(t, time.Minute, "inspect", "--json", "--cache-dir", cache, src)
+	r := run(t, time.Minute, append(append([]string{"inspect", "--json", "--cache-dir", cache}, flags...), src)...)
 	if r.code != 0 {
 		t.Fatalf("inspect: %s", r)
 	}

@@ -394,7 +394,7 @@ func loadSource(c *cli.Context, arg string, entries bool, view loader.View) (*lo
 	}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...) }
 	bo.Remote = remoteOptions(c, dir, logf)
-	return loader.Load(ctx, src, bo, loader.Options{CacheDir: dir, KeepEntries: entries, View: view, NoRemoteIndex: c.Bool("no-remote-index"), Logf: logf})
+	return loader.Load(ctx, src, bo, loader.Options{CacheDir: dir, KeepEntries: entries, View: view, NoRemoteIndex: c.Bool("no-remote-index"), NoTOC: c.Bool("no-toc"), Logf: logf})
 }
 
 func forensicsImage(im *loader.Image) *forensics.Image {

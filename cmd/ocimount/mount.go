@@ -260,6 +260,7 @@ func loadImage(ctx context.Context, cancelLoad context.CancelFunc, o mountOption
 		Logf:          func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
 		Prefetch:      o.flag("prefetch"),
 		NoRemoteIndex: o.flag("no-remote-index"),
+		NoTOC:         o.flag("no-toc"),
 		RemoteIndex: func(art digest.Digest, n int) {
 			logger.Info("using published layer indexes", "artifact", art, "layers", n)
 		},

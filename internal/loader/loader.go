@@ -800,6 +800,12 @@ func fetchPublished(ctx context.Context, bi *blobs.Image, fmts []*layerindex.For
 	}
 	var want []digest.Digest
 	for i := lo; i < hi; i++ {
+		if !o.NoTOC && layerindex.TOCFormatOf(fmts[i], bi.Layers[i].Descriptor.Annotations) != nil {
+			// Its TOC comes first (indexLayer); one that is refused
+			// costs a full pass, not a published index fetched for
+			// nothing on every mount.
+			continue
+		}
 		key := cacheKey(&bi.Layers[i], fmts[i])
 		if !dir.Enabled() {
 			want = append(want, key)
