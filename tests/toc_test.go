@@ -157,6 +157,29 @@ func TestTOCMount(t *testing.T) {
 				if r.code != 0 || r.stdout != "ID=toc\nVERSION_ID=1\n" {
 					t.Errorf("cat: %s", r)
 				}
+				r = run(t, time.Minute, "waste", "--json", "--cache-dir", cache, src)
+				var waste struct {
+					Entries []struct {
+						Path, How string
+						Layer     int
+						HiddenBy  int `json:"hidden_by"`
+					}
+				}
+				if err := json.Unmarshal([]byte(r.stdout), &waste); r.code != 0 || err != nil {
+					t.Fatalf("waste: %v: %s", err, r)
+				}
+				book := 0
+				for _, w := range waste.Entries {
+					if isBook := tocBookkeeping(strings.TrimPrefix(w.Path, "/"), "exists", nil, nil); isBook != (w.How == "bookkeeping") || isBook && w.HiddenBy != w.Layer {
+						t.Errorf("waste: %+v", w)
+					}
+					if w.How == "bookkeeping" {
+						book++
+					}
+				}
+				if book == 0 {
+					t.Errorf("waste lists no bookkeeping entries: %s", r.stdout)
+				}
 				if r := run(t, time.Minute, "ls", "--cache-dir", cache, src, "/"); r.code != 0 || strings.Contains(r.stdout, "landmark") || strings.Contains(r.stdout, "stargz.index.json") {
 					t.Errorf("ls /: %s", r)
 				}
