@@ -2,6 +2,7 @@ package blobs
 
 import (
 	"crypto/sha256"
+	"encoding/hex"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -77,6 +78,13 @@ func (s *chunkStore) path(dg digest.Digest, size int64, idx int) string {
 }
 
 // present says which chunks of a blob are on disk.
+// tocPath is where a decoded TOC chunk of blob dg whose sha256 is sum is
+// kept: by content, so any TOC (of any manifest) naming that chunk finds
+// it and no other.
+func (s *chunkStore) tocPath(dg digest.Digest, sum [32]byte) string {
+	return filepath.Join(s.dir, string(dg.Algorithm()), dg.Encoded(), "toc", hex.EncodeToString(sum[:]))
+}
+
 func (s *chunkStore) present(dg digest.Digest, size int64, n int) []bool {
 	p := make([]bool, n)
 	ents, err := os.ReadDir(filepath.Dir(s.path(dg, size, 0)))
@@ -92,7 +100,11 @@ func (s *chunkStore) present(dg digest.Digest, size int64, n int) []bool {
 }
 
 func (s *chunkStore) load(dg digest.Digest, size int64, idx int, sum [32]byte) ([]byte, bool) {
-	p := s.path(dg, size, idx)
+	return s.loadPath(s.path(dg, size, idx), sum)
+}
+
+// loadPath reads the cache file at p if it hashes to sum.
+func (s *chunkStore) loadPath(p string, sum [32]byte) ([]byte, bool) {
 	data, err := os.ReadFile(p)
 	if err != nil {
 		return nil, false
@@ -108,7 +120,11 @@ func (s *chunkStore) load(dg digest.Digest, size int64, idx int, sum [32]byte) (
 }
 
 func (s *chunkStore) store(dg digest.Digest, size int64, idx int, data []byte) bool {
-	p := s.path(dg, size, idx)
+	return s.storePath(s.path(dg, size, idx), data)
+}
+
+// storePath writes data to the cache file at p (temp file + rename).
+func (s *chunkStore) storePath(p string, data []byte) bool {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		s.logf("range cache: %v", err)
 		return false

@@ -432,6 +432,26 @@ func (b *RemoteBlob) Unverified() io.ReaderAt { return unverifiedBlob{b} }
 
 type unverifiedBlob struct{ b *RemoteBlob }
 
+// TOCChunks gives the on-disk range cache to a TOC reader: load returns
+// a decoded chunk whose sha256 is sum if the cache has it (checked; a
+// damaged file is dropped), store keeps one the reader has checked. Both
+// are nil without a range cache.
+func (b *RemoteBlob) TOCChunks() (load func(sum [32]byte) ([]byte, bool), store func(sum [32]byte, data []byte)) {
+	s := b.reg.chunks
+	if s == nil {
+		return nil, nil
+	}
+	load = func(sum [32]byte) ([]byte, bool) {
+		data, ok := s.loadPath(s.tocPath(b.dg, sum), sum)
+		if ok {
+			b.hits.Add(1)
+		}
+		return data, ok
+	}
+	store = func(sum [32]byte, data []byte) { s.storePath(s.tocPath(b.dg, sum), data) }
+	return load, store
+}
+
 // ReadAt fetches exactly p's range (short only at the blob's end).
 func (u unverifiedBlob) ReadAt(p []byte, off int64) (int, error) {
 	b := u.b

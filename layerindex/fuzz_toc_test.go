@@ -151,7 +151,7 @@ func FuzzTOC(f *testing.F) {
 		}
 		cache := NewSpanCache(1 << 20)
 		defer cache.Close()
-		r := ix.TOC.NewReaderAt(bytes.NewReader(blob), cache, "k")
+		r := ix.TOC.NewReaderAt(bytes.NewReader(blob), cache, "k", ChunkCache{})
 		for i := range ix.Entries {
 			e := &ix.Entries[i]
 			if e.Kind != KindReg || e.Size > 1<<20 {

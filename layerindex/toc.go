@@ -436,9 +436,18 @@ func readRange(blob io.ReaderAt, off, n int64) ([]byte, error) {
 // NewReaderAt gives random access to the index's uncompressed stream,
 // reading compressed bytes from raw: the blob itself, or (a registry blob)
 // its unverified ranges: every chunk is checked against its digest before
-// any byte of it is served. Decoded chunks go through cache under key.
-func (t *TOC) NewReaderAt(raw io.ReaderAt, cache *SpanCache, key string) io.ReaderAt {
-	return &tocReaderAt{t: t, raw: raw, cache: cache, key: "toc\x00" + key}
+// any byte of it is served. Decoded chunks go through cache under key,
+// and through disk if it has functions (a registry's range cache, which
+// keeps them across mounts).
+func (t *TOC) NewReaderAt(raw io.ReaderAt, cache *SpanCache, key string, disk ChunkCache) io.ReaderAt {
+	return &tocReaderAt{t: t, raw: raw, cache: cache, key: "toc\x00" + key, disk: disk}
+}
+
+// ChunkCache keeps decoded TOC chunks by digest across mounts. What Load
+// returns is checked against the digest again before use.
+type ChunkCache struct {
+	Load  func(sum [32]byte) ([]byte, bool)
+	Store func(sum [32]byte, data []byte)
 }
 
 type tocReaderAt struct {
@@ -446,6 +455,7 @@ type tocReaderAt struct {
 	raw   io.ReaderAt
 	cache *SpanCache
 	key   string
+	disk  ChunkCache
 }
 
 // ErrChunkDigest: a chunk's bytes do not match the digest its TOC gives.
@@ -482,10 +492,10 @@ func (r *tocReaderAt) ReadAtContext(ctx context.Context, p []byte, off int64) (i
 		var err error
 		if r.cache != nil && c.Len <= r.cache.max {
 			data, release, err = r.cache.acquirePrefix(ctx, spanKey{key: r.key, span: i}, -1, func(dst []byte, _ func([]byte, int)) ([]byte, error) {
-				return r.t.decodeChunk(r.raw, i, dst)
+				return r.chunk(i, dst)
 			})
 		} else {
-			data, err = r.t.decodeChunk(r.raw, i, nil)
+			data, err = r.chunk(i, nil)
 		}
 		if err != nil {
 			return n, err
@@ -497,6 +507,22 @@ func (r *tocReaderAt) ReadAtContext(ctx context.Context, p []byte, off int64) (i
 		return n, io.EOF
 	}
 	return n, nil
+}
+
+// chunk returns chunk i, checked: from the disk cache, else decoded from
+// the blob (and then kept on disk).
+func (r *tocReaderAt) chunk(i int, dst []byte) ([]byte, error) {
+	c := &r.t.Chunks[i]
+	if r.disk.Load != nil {
+		if data, ok := r.disk.Load(c.Sum); ok && int64(len(data)) == c.Len && sha256.Sum256(data) == c.Sum {
+			return data, nil
+		}
+	}
+	data, err := r.t.decodeChunk(r.raw, i, dst)
+	if err == nil && r.disk.Store != nil {
+		r.disk.Store(c.Sum, data)
+	}
+	return data, err
 }
 
 // decodeChunk fetches chunk i's compressed range, decodes it and checks

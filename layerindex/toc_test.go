@@ -107,7 +107,7 @@ func TestTOCMatchesFullPass(t *testing.T) {
 				fullStream := full.Checkpoints.NewReaderAt(bytes.NewReader(l.Blob), nil, "full")
 				cache := layerindex.NewSpanCache(1 << 20)
 				defer cache.Close()
-				tocStream := ix.TOC.NewReaderAt(bytes.NewReader(l.Blob), cache, "toc")
+				tocStream := ix.TOC.NewReaderAt(bytes.NewReader(l.Blob), cache, "toc", layerindex.ChunkCache{})
 				files := 0
 				for i := range ix.Entries {
 					e := &ix.Entries[i]
@@ -368,7 +368,7 @@ func TestTOCHostile(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				s := ix.TOC.NewReaderAt(bytes.NewReader(f.Blob), nil, "k")
+				s := ix.TOC.NewReaderAt(bytes.NewReader(f.Blob), nil, "k", layerindex.ChunkCache{})
 				big := entryNamed(t, ix, "big")
 				p := make([]byte, 100)
 				if _, err := layerindex.Content(s, big).ReadAt(p, 1000); err != nil {
@@ -421,7 +421,7 @@ func TestTOCHostile(t *testing.T) {
 				}
 				blob := append([]byte{}, l.Blob...)
 				blob[ch.In+(ch.InEnd-ch.In)/2] ^= 0x40
-				s := ix.TOC.NewReaderAt(bytes.NewReader(blob), nil, "k")
+				s := ix.TOC.NewReaderAt(bytes.NewReader(blob), nil, "k", layerindex.ChunkCache{})
 				p := make([]byte, 10)
 				_, err = layerindex.Content(s, big).ReadAt(p, 5000)
 				if err == nil {
@@ -455,7 +455,7 @@ func TestTOCZeroChunks(t *testing.T) {
 		t.Fatal(err)
 	}
 	z := entryNamed(t, ix, "zeros")
-	got, err := readContent(ix.TOC.NewReaderAt(failingReader{}, nil, "k"), z)
+	got, err := readContent(ix.TOC.NewReaderAt(failingReader{}, nil, "k", layerindex.ChunkCache{}), z)
 	if err != nil || !bytes.Equal(got, make([]byte, 9000)) {
 		t.Fatalf("zeros: %v (%d bytes)", err, len(got))
 	}
@@ -466,3 +466,44 @@ type failingReader struct{}
 func (failingReader) ReadAt([]byte, int64) (int, error) { return 0, io.ErrUnexpectedEOF }
 
 var _ = sha256.Sum256
+
+// TestTOCDiskCache: chunks a reader checked are kept in its ChunkCache and
+// served from there by the next reader without touching the blob; what
+// the cache returns is checked again (a damaged entry is not served).
+func TestTOCDiskCache(t *testing.T) {
+	c := tocCases[0]
+	l := c.make(t, tocTar(t), 1000)
+	ix, err := loadTOC(t, c, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[[32]byte][]byte{}
+	disk := layerindex.ChunkCache{
+		Load:  func(sum [32]byte) ([]byte, bool) { b, ok := kept[sum]; return b, ok },
+		Store: func(sum [32]byte, data []byte) { kept[sum] = append([]byte{}, data...) },
+	}
+	big := entryNamed(t, ix, "big")
+	want := pseudoRandom(70000, 3)
+	got, err := readContent(ix.TOC.NewReaderAt(bytes.NewReader(l.Blob), nil, "k", disk), big)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("first read: %v", err)
+	}
+	if len(kept) < 70 {
+		t.Fatalf("%d chunks kept", len(kept))
+	}
+	got, err = readContent(ix.TOC.NewReaderAt(failingReader{}, nil, "k", disk), big)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read from the disk cache alone: %v", err)
+	}
+	for sum, b := range kept {
+		b[0] ^= 1 // damaged on disk
+		kept[sum] = b
+	}
+	if _, err := readContent(ix.TOC.NewReaderAt(failingReader{}, nil, "k", disk), big); err == nil {
+		t.Fatal("damaged cached chunks were served")
+	}
+	got, err = readContent(ix.TOC.NewReaderAt(bytes.NewReader(l.Blob), nil, "k", disk), big)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("damaged cache, intact blob: %v", err)
+	}
+}

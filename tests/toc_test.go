@@ -219,6 +219,21 @@ func TestTOCMount(t *testing.T) {
 				if _, whole, _ := proxy.counts(string(info.Layers[len(conv)].Digest)); whole != 1 {
 					t.Errorf("the plain layer was streamed %d times, want 1", whole)
 				}
+
+				// A remount with the same cache: footers and TOCs again
+				// (TOC indexes are not cached), file data from the range
+				// cache (every chunk checked again).
+				proxy.reset()
+				mnt2 := newMountpoint(t)
+				if r := runEnv(t, nil, 2*time.Minute, "mount", "--cache-dir", cache, "--no-remote-index", proxy.Host+"/"+repo, mnt2); r.code != 0 {
+					t.Fatalf("remount: %s", r)
+				}
+				if h, err := hashFile(filepath.Join(mnt2, "opt/random.bin")); err != nil || h != ref.Nodes["opt/random.bin"].SHA256 {
+					t.Fatalf("remount: opt/random.bin: %s, %v", h, err)
+				}
+				if ranged, _, _ := proxy.counts(string(info.Layers[0].Digest)); ranged != 2 {
+					t.Errorf("remount: %d range requests for layer 0, want 2 (footer, TOC)", ranged)
+				}
 			})
 
 			t.Run("corrupt-chunks", func(t *testing.T) {

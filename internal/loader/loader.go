@@ -333,7 +333,7 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 			case r.ix.TOC != nil:
 				// Chunk digests, not the tar headers, tie bytes to files.
 				layers[i].CheckHeaders = false
-				layers[i].Content = r.ix.TOC.NewReaderAt(unverifiedBlob(l.Blob), im.Cache, string(r.ix.Digest))
+				layers[i].Content = r.ix.TOC.NewReaderAt(unverifiedBlob(l.Blob), im.Cache, string(r.ix.Digest), tocDiskCache(l.Blob))
 				im.Sources[i] = Source(r.ix.TOC.Format.Source)
 			case untrusted:
 				im.Sources[i] = SourceArtifact
@@ -531,7 +531,21 @@ type (
 	unverifiedRanges interface {
 		Unverified() io.ReaderAt
 	}
+	// tocChunks blobs keep a TOC reader's checked chunks on disk.
+	tocChunks interface {
+		TOCChunks() (load func(sum [32]byte) ([]byte, bool), store func(sum [32]byte, data []byte))
+	}
 )
+
+// tocDiskCache is the on-disk cache of a TOC layer's decoded chunks: the
+// registry's range cache, if the blob has one.
+func tocDiskCache(b blobs.Blob) layerindex.ChunkCache {
+	if t, ok := b.(tocChunks); ok {
+		load, store := t.TOCChunks()
+		return layerindex.ChunkCache{Load: load, Store: store}
+	}
+	return layerindex.ChunkCache{}
+}
 
 // unverifiedBlob is what a TOC reader reads compressed bytes from: the
 // blob itself when local (a layout or archive: trusted as such), a
