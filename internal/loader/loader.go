@@ -571,8 +571,10 @@ type indexed struct {
 }
 
 // indexLayer returns a layer's index — from the cache when a valid one is
-// there (reading no layer bytes), else from a published one, else from one
-// indexing pass over the blob — and how the layer is served.
+// there (reading no layer bytes), else from the layer's own table of
+// contents (tf: eStargz, zstd:chunked; footer and TOC only), else from a
+// published one, else from one indexing pass over the blob — and how the
+// layer is served.
 func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, tf *layerindex.TOCFormat, o Options, published []byte) (indexed, error) {
 	dir := cache.Dir{Root: o.CacheDir}
 	key := cacheKey(l, f)
