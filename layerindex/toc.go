@@ -322,15 +322,18 @@ func (b *tocBuild) placeChunks(dataEnd int64) error {
 			idx = append(idx, i)
 		}
 	}
+	// nextIn[k]: the first member start after chunk idx[k]'s, by one
+	// backward pass (chunks sharing a member, innerOffset, may be many).
+	nextIn := make([]int64, len(idx))
+	for k, next := len(idx)-1, dataEnd; k >= 0; k-- {
+		nextIn[k] = next
+		if k > 0 && b.chunks[idx[k-1]].In != b.chunks[idx[k]].In {
+			next = b.chunks[idx[k]].In
+		}
+	}
 	for k, i := range idx {
 		c := &b.chunks[i]
-		next := dataEnd // the next member start after c's
-		for _, j := range idx[k+1:] {
-			if b.chunks[j].In != c.In {
-				next = b.chunks[j].In
-				break
-			}
-		}
+		next := nextIn[k]
 		if k > 0 {
 			p := &b.chunks[idx[k-1]]
 			name := b.entries[c.Entry].Name

@@ -60,6 +60,11 @@ var tocCases = []tocCase{
 	{"zstd-chunked", "zstd:chunked", layerindex.Zstd, tartest.ZstdChunked},
 }
 
+// packedCase: small files share gzip members (innerOffset).
+var packedCase = tocCase{"estargz-packed", "eStargz", layerindex.Gzip, func(t testing.TB, tarb []byte, chunk int) tartest.TOCLayer {
+	return tartest.EStargzPacked(t, tarb, chunk, 100000)
+}}
+
 func formatOf(t testing.TB, c layerindex.Compression) *layerindex.Format {
 	f, err := c.Format()
 	if err != nil {
@@ -82,7 +87,7 @@ func loadTOC(t testing.TB, c tocCase, l tartest.TOCLayer) (*layerindex.Index, er
 
 func TestTOCMatchesFullPass(t *testing.T) {
 	tarb := tocTar(t)
-	for _, c := range tocCases {
+	for _, c := range append(tocCases, packedCase) {
 		for _, chunk := range []int{0, 1000} {
 			t.Run(fmt.Sprintf("%s/chunk%d", c.name, chunk), func(t *testing.T) {
 				l := c.make(t, tarb, chunk)
@@ -99,6 +104,17 @@ func TestTOCMatchesFullPass(t *testing.T) {
 				}
 				if chunk > 0 && len(ix.TOC.Chunks) < 70 {
 					t.Errorf("%d chunks: the 70000-byte file should be in 1000-byte chunks", len(ix.TOC.Chunks))
+				}
+				if c.name == "estargz-packed" {
+					inner := 0
+					for _, ch := range ix.TOC.Chunks {
+						if ch.Skip > 0 {
+							inner++
+						}
+					}
+					if inner == 0 {
+						t.Errorf("no chunk shares a member: the packed writer was not exercised")
+					}
 				}
 				opts := cmpopts.IgnoreFields(layerindex.Entry{}, "Offset")
 				if d := cmp.Diff(full.Entries, ix.Entries, opts, cmpopts.EquateEmpty()); d != "" {

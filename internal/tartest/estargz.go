@@ -42,6 +42,20 @@ func EStargz(t testing.TB, tarb []byte, chunkSize int) TOCLayer {
 	return l
 }
 
+// EStargzPacked is EStargz with small files packed into shared gzip
+// members (the writer's min chunk size: entries then carry innerOffset).
+func EStargzPacked(t testing.TB, tarb []byte, chunkSize, minChunkSize int) TOCLayer {
+	t.Helper()
+	opts := []estargz.Option{estargz.WithMinChunkSize(minChunkSize)}
+	if chunkSize > 0 {
+		opts = append(opts, estargz.WithChunkSize(chunkSize))
+	}
+	blob := build(t, tarb, opts...)
+	l := TOCLayer{Blob: blob.data, Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: blob.toc}}
+	l.Tar = Decompress(t, Gzip, l.Blob)
+	return l
+}
+
 // ZstdChunked converts a tar stream to zstd:chunked (the writer's
 // annotations are the io.containers.zstd-chunked.* names).
 func ZstdChunked(t testing.TB, tarb []byte, chunkSize int) TOCLayer {
