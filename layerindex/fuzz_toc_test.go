@@ -18,6 +18,10 @@ import (
 	"github.com/ocimount/ocimount/internal/tartest"
 )
 
+// tocEncoder is shared: building one per fuzz input cost most of the
+// input's time (EncodeAll is safe for concurrent use).
+var tocEncoder, _ = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
+
 // tocBlob assembles a TOC layer from file data and a TOC JSON: eStargz
 // (the TOC member and the footer after data) or zstd:chunked (the
 // compressed TOC and a footer in skippable frames), with the annotations
@@ -38,13 +42,7 @@ func tocBlob(tb testing.TB, zstdChunked bool, data, js []byte) ([]byte, map[stri
 		zw.Close()
 		return b.Bytes(), map[string]string{annotationStargzTOC: digest.FromBytes(js).String()}
 	}
-	var z bytes.Buffer
-	zw, err := zstd.NewWriter(&z, zstd.WithEncoderConcurrency(1))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	zw.Write(js)
-	zw.Close()
+	z := bytes.NewBuffer(tocEncoder.EncodeAll(js, nil))
 	frame := func(p []byte) {
 		var h [8]byte
 		binary.LittleEndian.PutUint32(h[:], 0x184D2A50)
