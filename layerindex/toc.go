@@ -112,6 +112,9 @@ func (t *TOCFormat) Load(ctx context.Context, blob io.ReaderAt, size int64, d, d
 	ix.TOC.names = make([]string, len(b.entries))
 	for i := range b.entries {
 		ix.TOC.names[i] = b.entries[i].Name
+		if b.entries[i].Name == prefetchLandmark && ix.TOC.prefetch == 0 {
+			ix.TOC.prefetch = i
+		}
 	}
 	return ix, nil
 }
@@ -127,6 +130,9 @@ type TOC struct {
 	Size   int64       // the stream's length
 	Digest digest.Digest
 	names  []string // entry names, for messages (the entries go after the merge)
+	// prefetch: the entries before the eStargz prefetch landmark, the
+	// files the image's builder wants at hand first (0: no landmark).
+	prefetch int
 }
 
 // TOCChunk is one piece of a file's content.
@@ -442,8 +448,8 @@ func readRange(blob io.ReaderAt, off, n int64) ([]byte, error) {
 // any byte of it is served. Decoded chunks go through cache under key,
 // and through disk if it has functions (a registry's range cache, which
 // keeps them across mounts).
-func (t *TOC) NewReaderAt(raw io.ReaderAt, cache *SpanCache, key string, disk ChunkCache) io.ReaderAt {
-	return &tocReaderAt{t: t, raw: raw, cache: cache, key: "toc\x00" + key, disk: disk}
+func (t *TOC) NewReaderAt(raw io.ReaderAt, cache *SpanCache, key string, disk ChunkCache) *TOCReader {
+	return &TOCReader{t: t, raw: raw, cache: cache, key: "toc\x00" + key, disk: disk}
 }
 
 // ChunkCache keeps decoded TOC chunks by digest across mounts. What Load
@@ -453,7 +459,8 @@ type ChunkCache struct {
 	Store func(sum [32]byte, data []byte)
 }
 
-type tocReaderAt struct {
+// TOCReader is random access to a TOC index's stream (NewReaderAt).
+type TOCReader struct {
 	t     *TOC
 	raw   io.ReaderAt
 	cache *SpanCache
@@ -464,11 +471,11 @@ type tocReaderAt struct {
 // ErrChunkDigest: a chunk's bytes do not match the digest its TOC gives.
 var ErrChunkDigest = fmt.Errorf("chunk %w", ErrDigestMismatch)
 
-func (r *tocReaderAt) ReadAt(p []byte, off int64) (int, error) {
+func (r *TOCReader) ReadAt(p []byte, off int64) (int, error) {
 	return r.ReadAtContext(context.Background(), p, off)
 }
 
-func (r *tocReaderAt) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+func (r *TOCReader) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("read at negative offset %d", off)
 	}
@@ -512,9 +519,47 @@ func (r *tocReaderAt) ReadAtContext(ctx context.Context, p []byte, off int64) (i
 	return n, nil
 }
 
+// prefetchLandmark ends the files an eStargz image wants prefetched
+// (stargz-snapshotter's estargz.PrefetchLandmark; .no.prefetch.landmark
+// says there are none).
+const prefetchLandmark = ".prefetch.landmark"
+
+// Prefetch puts chunks into the disk cache ahead of reads, in TOC order:
+// those of the files listed before the prefetch landmark, or with all,
+// every chunk. It does nothing without a disk cache (a local blob needs
+// no prefetch), skips chunks already there, and stops when ctx ends or a
+// chunk fails (the error; reads will try again). It returns the chunks
+// fetched.
+func (r *TOCReader) Prefetch(ctx context.Context, all bool) (int, error) {
+	if r.disk.Load == nil || r.disk.Store == nil {
+		return 0, nil
+	}
+	n := 0
+	for i := range r.t.Chunks {
+		c := &r.t.Chunks[i]
+		if !all && int(c.Entry) >= r.t.prefetch {
+			break // chunks follow their entries' order
+		}
+		if c.Zeros {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		if data, ok := r.disk.Load(c.Sum); ok && int64(len(data)) == c.Len {
+			continue
+		}
+		if _, err := r.chunk(i, nil); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
 // chunk returns chunk i, checked: from the disk cache, else decoded from
 // the blob (and then kept on disk).
-func (r *tocReaderAt) chunk(i int, dst []byte) ([]byte, error) {
+func (r *TOCReader) chunk(i int, dst []byte) ([]byte, error) {
 	c := &r.t.Chunks[i]
 	if r.disk.Load != nil {
 		if data, ok := r.disk.Load(c.Sum); ok && int64(len(data)) == c.Len && sha256.Sum256(data) == c.Sum {

@@ -445,3 +445,47 @@ func TestTOCDiffIDTrap(t *testing.T) {
 	}
 	t.Logf("index refuses it: %s", strings.TrimSpace(r.stderr))
 }
+
+// TestTOCPrefetch: a registry mount of an eStargz image fetches, in the
+// background, the chunks of the files listed before the prefetch landmark
+// into the range cache, so reading them then fetches nothing; the other
+// files are not fetched until read.
+func TestTOCPrefetch(t *testing.T) {
+	requireIntegration(t, "docker-registry")
+	tars := tocLayers(t)
+	l := tartest.EStargzPrioritized(t, tars[0], 256<<10, "opt/random.bin")
+	img := tartest.Image{Ref: "latest", Layers: []tartest.ImageLayer{l.Layer(tartest.Gzip)}}
+	dir := filepath.Join(t.TempDir(), "layout")
+	info := tartest.WriteOCILayoutInfo(t, dir, img)[0]
+	reg := startRegistry(t, registryOpts{})
+	if err := pushLayout(reg.Host, dir, "toc/prefetch:latest"); err != nil {
+		t.Fatal(err)
+	}
+	proxy := startFaultProxy(t, reg.Host, nil)
+	mnt, _ := tocMount(t, nil, proxy.Host+"/toc/prefetch:latest")
+	layer := string(info.Layers[0].Digest)
+	// footer, TOC, and the 5 chunks of opt/random.bin (1 MiB + 333 bytes).
+	if !waitFor(30*time.Second, func() bool { r, _, _ := proxy.counts(layer); return r >= 7 }) {
+		r, _, _ := proxy.counts(layer)
+		t.Fatalf("%d range requests: the prefetch did not fetch opt/random.bin", r)
+	}
+	time.Sleep(200 * time.Millisecond) // (a prefetch going further would show below)
+	before, _, _ := proxy.counts(layer)
+	if before != 7 {
+		t.Errorf("%d range requests after the prefetch, want 7: it fetched more than the prioritized file", before)
+	}
+	want := pseudoRandomBytes(1<<20+333, 5)
+	sum := sha256.Sum256(want)
+	if h, err := hashFile(filepath.Join(mnt, "opt/random.bin")); err != nil || h != hex.EncodeToString(sum[:]) {
+		t.Fatalf("opt/random.bin: %s, %v", h, err)
+	}
+	if after, _, _ := proxy.counts(layer); after != before {
+		t.Errorf("reading the prefetched file made %d range requests", after-before)
+	}
+	if b, err := os.ReadFile(filepath.Join(mnt, "lib/a")); err != nil || string(b) != "aaaa" {
+		t.Fatalf("lib/a: %q, %v", b, err)
+	}
+	if after, _, _ := proxy.counts(layer); after != before+1 {
+		t.Errorf("reading a file that was not prefetched made %d range requests, want 1", after-before)
+	}
+}

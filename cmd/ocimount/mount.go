@@ -261,6 +261,7 @@ func loadImage(ctx context.Context, cancelLoad context.CancelFunc, o mountOption
 		Prefetch:      o.flag("prefetch"),
 		NoRemoteIndex: o.flag("no-remote-index"),
 		NoTOC:         o.flag("no-toc"),
+		TOCPrefetch:   true,
 		RemoteIndex: func(art digest.Digest, n int) {
 			logger.Info("using published layer indexes", "artifact", art, "layers", n)
 		},

@@ -67,6 +67,10 @@ type Options struct {
 	// layers: such layers are indexed by a pass like any other (what
 	// `ocimount index` does, since only a pass checks the DiffID).
 	NoTOC bool
+	// TOCPrefetch, for a mount, fetches in the background (into the range
+	// cache) the chunks of the files an eStargz image lists before its
+	// prefetch landmark, or with Prefetch every chunk of its TOC layers.
+	TOCPrefetch bool
 }
 
 // View is what tree Load builds: the merged image (the zero value), the
@@ -143,11 +147,20 @@ type Image struct {
 	// Sources[i] says where layer i's index came from (see Source).
 	Sources []Source
 	closers []io.Closer
+	// cancelPrefetch stops the TOC prefetch, prefetchDone is closed when
+	// it has (nil: none).
+	cancelPrefetch func()
+	prefetchDone   chan struct{}
 }
 
 // Close waits for the span decodes and read-ahead still running, then
 // releases blob files and decoded caches.
 func (im *Image) Close() error {
+	if im.cancelPrefetch != nil {
+		// Waited for last: closing the blobs ends a fetch in flight.
+		im.cancelPrefetch()
+		defer func() { <-im.prefetchDone }()
+	}
 	im.Cache.Close()
 	var errs []error
 	for _, c := range im.closers {
@@ -242,6 +255,9 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	im.Tree = tree
+	if o.TOCPrefetch {
+		im.startPrefetch(layers[lo:hi], o)
+	}
 	ids := make([]overlay.LayerID, 0, hi-lo)
 	treeDir := dir
 	for _, ix := range im.Indexes[lo:hi] {
@@ -272,6 +288,37 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 		}
 	}
 	return im, nil
+}
+
+// startPrefetch fetches TOC layers' chunks ahead of reads, one layer
+// after the other, in one goroutine that Close stops.
+func (im *Image) startPrefetch(layers []overlay.Layer, o Options) {
+	var rs []*layerindex.TOCReader
+	var digests []digest.Digest
+	for _, l := range layers {
+		if r, ok := l.Content.(*layerindex.TOCReader); ok {
+			rs = append(rs, r)
+			digests = append(digests, l.Index.Digest)
+		}
+	}
+	if len(rs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i, r := range rs {
+			n, err := r.Prefetch(ctx, o.Prefetch)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				logf(o, "prefetch of blob %s stopped after %d chunks: %v", digests[i], n, err)
+			}
+		}
+	}()
+	im.cancelPrefetch, im.prefetchDone = cancel, done
 }
 
 // indexAll gets the index of every layer in [lo, hi): from the cache,

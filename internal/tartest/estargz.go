@@ -56,6 +56,20 @@ func EStargzPacked(t testing.TB, tarb []byte, chunkSize, minChunkSize int) TOCLa
 	return l
 }
 
+// EStargzPrioritized is EStargz with files listed first and marked for
+// prefetch (the .prefetch.landmark entry follows them).
+func EStargzPrioritized(t testing.TB, tarb []byte, chunkSize int, files ...string) TOCLayer {
+	t.Helper()
+	opts := []estargz.Option{estargz.WithPrioritizedFiles(files)}
+	if chunkSize > 0 {
+		opts = append(opts, estargz.WithChunkSize(chunkSize))
+	}
+	blob := build(t, tarb, opts...)
+	l := TOCLayer{Blob: blob.data, Annotations: map[string]string{estargz.TOCJSONDigestAnnotation: blob.toc}}
+	l.Tar = Decompress(t, Gzip, l.Blob)
+	return l
+}
+
 // ZstdChunked converts a tar stream to zstd:chunked (the writer's
 // annotations are the io.containers.zstd-chunked.* names).
 func ZstdChunked(t testing.TB, tarb []byte, chunkSize int) TOCLayer {
