@@ -3,6 +3,7 @@ package blobs
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"os"
@@ -176,6 +177,13 @@ func (s *chunkStore) path(dg digest.Digest, size int64, idx int) string {
 	return filepath.Join(s.dir, string(dg.Algorithm()), dg.Encoded(), strconv.FormatInt(size, 10), strconv.Itoa(idx))
 }
 
+// tocPath is where a decoded TOC chunk of blob dg whose sha256 is sum is
+// kept: by content, so any TOC (of any manifest) naming that chunk finds
+// it and no other.
+func (s *chunkStore) tocPath(dg digest.Digest, sum [32]byte) string {
+	return filepath.Join(s.dir, string(dg.Algorithm()), dg.Encoded(), "toc", hex.EncodeToString(sum[:]))
+}
+
 // present says which chunks of a blob are on disk.
 func (s *chunkStore) present(dg digest.Digest, size int64, n int) []bool {
 	p := make([]bool, n)
@@ -192,7 +200,11 @@ func (s *chunkStore) present(dg digest.Digest, size int64, n int) []bool {
 }
 
 func (s *chunkStore) load(dg digest.Digest, size int64, idx int, sum [32]byte) ([]byte, bool) {
-	p := s.path(dg, size, idx)
+	return s.loadPath(s.path(dg, size, idx), sum)
+}
+
+// loadPath reads the cache file at p if it hashes to sum.
+func (s *chunkStore) loadPath(p string, sum [32]byte) ([]byte, bool) {
 	data, err := os.ReadFile(p)
 	if err != nil {
 		return nil, false
@@ -209,11 +221,17 @@ func (s *chunkStore) load(dg digest.Digest, size int64, idx int, sum [32]byte) (
 
 // store writes one verified chunk, within the bound (see chunkStore).
 func (s *chunkStore) store(dg digest.Digest, size int64, idx int, data []byte) bool {
+	return s.storePath(s.path(dg, size, idx), data)
+}
+
+// storePath writes verified bytes to the cache file at p (temp file +
+// rename) under the store's lock and within its bound: range chunks
+// (store) and TOC chunks (tocPath) alike.
+func (s *chunkStore) storePath(p string, data []byte) bool {
 	need := int64(len(data))
 	if need > s.max {
 		return false // a bound smaller than a chunk keeps nothing
 	}
-	p := s.path(dg, size, idx)
 	stored := false
 	s.withLock(func(total int64) int64 {
 		if fi, err := os.Lstat(p); err == nil {

@@ -563,3 +563,35 @@ func (s *stallReader) Read(p []byte) (int, error) {
 	return n, err
 }
 func (s *stallReader) Close() error { return s.r.Close() }
+
+// TestRegistryUnverified: Unverified reads exact ranges before (and
+// without) chunk digests, for readers that check bytes themselves (TOC
+// layers), short only at the blob's end; ReadAt stays refused.
+func TestRegistryUnverified(t *testing.T) {
+	f := newRegFixture(t, false, "")
+	rb := f.remote(t)
+	u := rb.Unverified()
+	var got int64
+	for _, r := range [][2]int64{{0, 1}, {testChunk - 3, 10}, {3*testChunk + 5, 2*testChunk + 100}, {int64(len(f.blob)) - 7, 100}} {
+		p := make([]byte, r[1])
+		n, err := u.ReadAt(p, r[0])
+		want := f.blob[r[0]:min(r[0]+r[1], int64(len(f.blob)))]
+		if n != len(want) || !bytes.Equal(p[:n], want) {
+			t.Fatalf("ReadAt(%d, %d): n=%d err=%v, bytes differ", r[1], r[0], n, err)
+		}
+		got += int64(n)
+		if n < len(p) && err != io.EOF {
+			t.Fatalf("short read without io.EOF: %v", err)
+		}
+	}
+	if _, err := u.ReadAt(make([]byte, 1), int64(len(f.blob))); err != io.EOF {
+		t.Fatalf("read at the end: %v", err)
+	}
+	if _, err := rb.ReadAt(make([]byte, 10), 0); !errors.Is(err, ErrUnverified) {
+		t.Fatalf("verified read without chunk digests: %v", err)
+	}
+	// Unverified bytes are fetched bytes, and said to be unchecked here.
+	if st := rb.Stats(); st.Requests != 4 || st.Fetched != got || st.Unverified != got || st.Served != got || st.Rejected != 0 {
+		t.Fatalf("stats %+v: want 4 requests, %d bytes fetched, unverified and served", st, got)
+	}
+}

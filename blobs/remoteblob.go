@@ -56,6 +56,11 @@ type BlobStats struct {
 	// mount (checked against the blob digest at its end, which fails the
 	// mount if it does not match).
 	Fetched int64 `json:"fetched"`
+	// Unverified counts the bytes of Fetched not checked here: exact
+	// ranges read through Unverified by a TOC layer's reader, which checks
+	// each decoded chunk against its TOC chunk digest before serving it (a
+	// mismatch fails or refetches that read there; it is not in Rejected).
+	Unverified int64 `json:"unverified"`
 	// Rejected counts bytes received and thrown away: chunks that did not
 	// match their digests, bodies cut short, stalled or too slow.
 	Rejected    int64 `json:"rejected"`
@@ -98,7 +103,7 @@ type RemoteBlob struct {
 	lastMiss int // last chunk fetched, for read-ahead
 	seqRun   int // consecutive misses that each followed the previous one
 
-	fetched, rejected, served, requests, retries, hits, misses, failedFast atomic.Int64
+	fetched, rejected, served, requests, retries, hits, misses, failedFast, unverified atomic.Int64
 }
 
 // failure is a chunk's recent fetch failure. The kernel retries a failed
@@ -156,7 +161,7 @@ func (b *RemoteBlob) SetChunkSums(size int64, sums [][32]byte) error {
 // Stats returns the blob's counters.
 func (b *RemoteBlob) Stats() BlobStats {
 	s := BlobStats{
-		Fetched: b.fetched.Load(), Rejected: b.rejected.Load(), Served: b.served.Load(), Requests: b.requests.Load(),
+		Fetched: b.fetched.Load(), Unverified: b.unverified.Load(), Rejected: b.rejected.Load(), Served: b.served.Load(), Requests: b.requests.Load(),
 		Retries: b.retries.Load(), ChunkHits: b.hits.Load(), ChunkMisses: b.misses.Load(), FailedFast: b.failedFast.Load(),
 	}
 	now := time.Now()
@@ -401,35 +406,20 @@ var errBadResponse = errors.New("bad range response")
 
 // fetch gets chunks from..to with one Range request and verifies each,
 // returning each chunk's bytes or its error. Wrong, short, misranged,
-// stalled or too slow answers are retried with backoff, asking only for
-// the chunks still missing; the same wrong bytes twice are not retried
-// again (the registry's blob is not the one the index describes). No new
-// attempt starts after RangeBudget, except the first retry: an attempt cut
-// for being slow may take longer than the budget, and the retry goes out
-// on another connection (the slow one was closed by the cancellation).
-// Chunks that still fail are remembered (failure). Nothing unverified is
-// returned.
+// stalled or too slow answers are retried (retrying), asking only for the
+// chunks still missing; the same wrong bytes twice are not retried again
+// (the registry's blob is not the one the index describes). Chunks that
+// still fail are remembered (failure). Nothing unverified is returned.
 func (b *RemoteBlob) fetch(from, to int) ([][]byte, []error) {
 	out := make([][]byte, to-from+1)
 	errs := make([]error, to-from+1)
-	lo, hi := from, to // the chunks still missing
-	var lastErr error
+	lo, hi := from, to           // the chunks still missing
 	var lastBad map[int][32]byte // chunk → sum of the wrong bytes of the last attempt
-	giveUp := time.Now().Add(b.reg.opts.RangeBudget)
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		if attempt > 0 {
-			if attempt > 1 && time.Now().After(giveUp) {
-				break // a FUSE read must not hang: fail it, the next read tries again
-			}
-			b.retries.Add(1)
-			b.reg.logf("%s: retry %d after: %v", b.what(lo, hi), attempt, lastErr)
-			if err := sleepCtx(b.ctx, backoff(attempt)); err != nil {
-				lastErr = err
-				break
-			}
-		}
+	lastErr := b.retrying(func() string { return b.what(lo, hi) }, func() (bool, error) {
 		// On failure, data holds the whole chunks that arrived before it:
-		// they are checked and kept like the chunks of a complete body.
+		// they are checked and kept like the chunks of a complete body (a
+		// read-ahead run whose later chunks stall must not fail the chunk
+		// its reader asked for).
 		data, retry, err := b.fetchOnce(lo, hi)
 		bad := map[int][32]byte{}
 		next := lo // the first chunk that did not arrive
@@ -447,10 +437,6 @@ func (b *RemoteBlob) fetch(from, to int) ([][]byte, []error) {
 			b.fetched.Add(int64(len(piece)))
 			out[i-from] = piece
 		}
-		if err == nil && len(bad) == 0 {
-			lastErr = nil
-			break
-		}
 		if err != nil {
 			// Cut short: ask again from the first chunk that was wrong
 			// or did not arrive.
@@ -459,28 +445,26 @@ func (b *RemoteBlob) fetch(from, to int) ([][]byte, []error) {
 				lo = min(lo, i)
 			}
 			lastBad = bad
-		} else {
-			first, last, same := hi, lo, lastBad != nil
-			for i, sum := range bad {
-				first, last = min(first, i), max(last, i)
-				if prev, ok := lastBad[i]; !ok || prev != sum {
-					same = false
-				}
-			}
-			lastBad = bad
-			lo, hi = first, last
-			err = fmt.Errorf("%s: does not match the index's chunk digests (wrong bytes from the registry or a proxy): %w", chunkList(bad), ErrDigestMismatch)
-			retry = true
-			if same {
-				err = fmt.Errorf("%w; the same wrong bytes twice: the registry's blob is not the one the layer index describes", err)
-				retry = false
+			return retry, err
+		}
+		if len(bad) == 0 {
+			return false, nil
+		}
+		first, last, same := hi, lo, lastBad != nil
+		for i, sum := range bad {
+			first, last = min(first, i), max(last, i)
+			if prev, ok := lastBad[i]; !ok || prev != sum {
+				same = false
 			}
 		}
-		lastErr = err
-		if !retry {
-			break
+		lastBad = bad
+		lo, hi = first, last
+		err = fmt.Errorf("%s: does not match the index's chunk digests (wrong bytes from the registry or a proxy): %w", chunkList(bad), ErrDigestMismatch)
+		if same {
+			return false, fmt.Errorf("%w; the same wrong bytes twice: the registry's blob is not the one the layer index describes", err)
 		}
-	}
+		return true, err
+	})
 	if lastErr == nil {
 		b.mu.Lock()
 		for i := from; i <= to; i++ {
@@ -521,6 +505,40 @@ func (b *RemoteBlob) fetch(from, to int) ([][]byte, []error) {
 	return out, errs
 }
 
+// retrying runs attempt until it succeeds (nil), fails for good (retry
+// false) or maxAttempts ran, with backoff between attempts, and returns
+// the last error. No new attempt starts after RangeBudget, except the
+// first retry: an attempt cut for being slow may take longer than the
+// budget, and the retry goes out on another connection (the slow one was
+// closed by the cancellation). what names the bytes in log lines. Both
+// range readers use it: fetch (chunks checked against the index's
+// digests) and Unverified (exact ranges a TOC reader checks itself).
+func (b *RemoteBlob) retrying(what func() string, attempt func() (retry bool, err error)) error {
+	var lastErr error
+	giveUp := time.Now().Add(b.reg.opts.RangeBudget)
+	for n := 0; n < maxAttempts; n++ {
+		if n > 0 {
+			if n > 1 && time.Now().After(giveUp) {
+				break // a FUSE read must not hang: fail it, the next read tries again
+			}
+			b.retries.Add(1)
+			b.reg.logf("%s: retry %d after: %v", what(), n, lastErr)
+			if err := sleepCtx(b.ctx, backoff(n)); err != nil {
+				return err
+			}
+		}
+		retry, err := attempt()
+		if err == nil {
+			return nil
+		}
+		lastErr = err
+		if !retry {
+			break
+		}
+	}
+	return lastErr
+}
+
 // what names a range of chunks in messages: the blob and the bytes.
 func (b *RemoteBlob) what(from, to int) string {
 	return fmt.Sprintf("blob %s bytes %d-%d", b.dg, int64(from)*b.csize, min(int64(to+1)*b.csize, b.size)-1)
@@ -543,6 +561,93 @@ func chunkList(bad map[int][32]byte) string {
 	return "chunks " + strings.Join(s, ", ")
 }
 
+// Unverified returns the blob's bytes by exact Range requests, checked
+// against nothing and never cached here. It exists for layers whose own
+// table of contents carries the digests (eStargz, zstd:chunked): their
+// reader (layerindex.TOCReader) checks every chunk it decodes against
+// the TOC's chunk digest, which the manifest covers through its
+// annotation, before serving a byte of it, so the chunk table an
+// ocimount index has is not needed. Nothing else may read through it.
+//
+// Reads get the same robustness as verified ones (retrying, attemptWatch,
+// the Content-Range checks of fetchBytes), but no failure memory: there
+// are no chunk numbers to remember. In BlobStats, the bytes count in
+// Fetched and also in Unverified (not checked here); bytes of failed
+// attempts count in Rejected as usual, but bytes a TOC chunk digest
+// refuses later do not (layerindex fails or refetches that read, and
+// logs it).
+func (b *RemoteBlob) Unverified() io.ReaderAt { return unverifiedBlob{b} }
+
+type unverifiedBlob struct{ b *RemoteBlob }
+
+// unverifiedUnit is the floor-rate schedule's unit for unverified reads
+// (attemptWatch): they have no chunk size of their own; a TOC chunk's
+// compressed range is often larger, and must not get one deadline for
+// all of it.
+const unverifiedUnit = 512 << 10
+
+// ReadAt fetches exactly p's range (short only at the blob's end).
+func (u unverifiedBlob) ReadAt(p []byte, off int64) (int, error) {
+	b := u.b
+	if off < 0 {
+		return 0, fmt.Errorf("blob %s: negative offset", b.dg)
+	}
+	if off >= b.size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	want := min(int64(len(p)), b.size-off)
+	if want == 0 {
+		return 0, nil
+	}
+	start, end := off, off+want-1
+	var data []byte
+	err := b.retrying(func() string { return fmt.Sprintf("blob %s bytes %d-%d (unverified)", b.dg, start, end) }, func() (bool, error) {
+		d, retry, err := b.fetchBytes(start, end, unverifiedUnit)
+		if err != nil {
+			b.rejected.Add(int64(len(d))) // an exact range: a part of it is of no use
+			return retry, err
+		}
+		data = d
+		return false, nil
+	})
+	if err != nil {
+		b.reg.logf("blob %s bytes %d-%d (unverified): read failed: %v", b.dg, start, end, err)
+		return 0, fmt.Errorf("blob %s bytes %d-%d: %w", b.dg, start, end, err)
+	}
+	b.fetched.Add(int64(len(data)))
+	b.unverified.Add(int64(len(data)))
+	n := copy(p, data)
+	b.served.Add(int64(n))
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+// TOCChunks gives the on-disk range cache to a TOC reader: load returns
+// a decoded chunk whose sha256 is sum if the cache has it (checked; a
+// damaged file is dropped), store keeps one the reader has checked,
+// through the store's locked, bounded path like any fetched chunk. Both
+// are nil without a range cache.
+func (b *RemoteBlob) TOCChunks() (load func(sum [32]byte) ([]byte, bool), store func(sum [32]byte, data []byte)) {
+	s := b.reg.chunks
+	if s == nil {
+		return nil, nil
+	}
+	load = func(sum [32]byte) ([]byte, bool) {
+		data, ok := s.loadPath(s.tocPath(b.dg, sum), sum)
+		if ok {
+			b.hits.Add(1)
+		}
+		return data, ok
+	}
+	store = func(sum [32]byte, data []byte) { s.storePath(s.tocPath(b.dg, sum), data) }
+	return load, store
+}
+
 // attemptWatch abandons one range attempt (cancelling its request) when
 // it makes no progress for idle, or falls behind the floor-rate schedule:
 // the k-th chunk of the response (or all of it) must have arrived
@@ -555,7 +660,7 @@ type attemptWatch struct {
 	cancel      context.CancelFunc
 	idle        time.Duration
 	sent        time.Time
-	csize, size int64 // chunk size, bytes asked for
+	csize, size int64 // schedule unit (the chunk size, or unverifiedUnit), bytes asked for
 	rate        int64
 	idleT       *time.Timer
 	slowT       *time.Timer
@@ -633,17 +738,27 @@ func (p *watchedReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// fetchOnce does one Range GET of chunks from..to, via the cached
-// redirect target if there is one. It reports whether a failure is worth
-// retrying. A body cut short still returns the whole chunks that arrived
-// (with the error); the caller checks and counts those, and the bytes of
-// a partial chunk count as rejected.
+// fetchOnce does one Range GET of chunks from..to (fetchBytes, with the
+// floor-rate schedule per chunk). A body cut short still returns the
+// whole chunks that arrived (with the error); the caller checks and counts
+// those, and the bytes of a partial chunk count as rejected.
 func (b *RemoteBlob) fetchOnce(from, to int) (_ []byte, retry bool, _ error) {
 	start := int64(from) * b.csize
 	end := min(int64(to+1)*b.csize, b.size) - 1
+	return b.fetchBytes(start, end, b.csize)
+}
+
+// fetchBytes does one Range GET of bytes start..end (inclusive), via the
+// cached redirect target if there is one, watched by an attemptWatch
+// whose schedule has a deadline per unit bytes, and checks the answer
+// against the Range contract (status, Content-Range, length). It reports
+// whether a failure is worth retrying. Bytes of a failed attempt count as
+// rejected; the caller counts the bytes of a complete body once it has
+// checked them (or, unverified, handed them on).
+func (b *RemoteBlob) fetchBytes(start, end, unit int64) (_ []byte, retry bool, _ error) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
-	w := newAttemptWatch(cancel, b.reg.opts, b.csize, end-start+1)
+	w := newAttemptWatch(cancel, b.reg.opts, unit, end-start+1)
 	defer w.stop()
 	now := time.Now()
 	u := b.redir.get(now)
@@ -679,10 +794,11 @@ func (b *RemoteBlob) fetchOnce(from, to int) (_ []byte, retry bool, _ error) {
 				b.rejected.Add(int64(got))
 				return nil, false, b.ctx.Err()
 			}
-			// The whole chunks that arrived go back to be checked and
-			// kept (a read-ahead run whose later chunks stall must not
-			// fail the chunk its reader asked for); the rest is lost.
-			whole := int64(got) / b.csize * b.csize
+			// The whole units (chunks, for fetch) that arrived go back
+			// with the error to be checked and kept (a read-ahead run
+			// whose later chunks stall must not fail the chunk its
+			// reader asked for); the rest is lost.
+			whole := int64(got) / unit * unit
 			b.rejected.Add(int64(got) - whole)
 			return data[:whole], true, w.wrap(fmt.Errorf("%w: body ended after %d of %d bytes: %v", errBadResponse, got, n, err))
 		}

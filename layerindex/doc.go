@@ -16,6 +16,12 @@
 // to a DecodedCopy checked piece by piece. Index files (MarshalBinary,
 // UnmarshalIndex, UnmarshalHeader) let later mounts skip Build.
 //
+// Layers that carry a table of contents (eStargz, zstd:chunked: a
+// TOCFormat, toc.go) need no Build at all: TOCFormat.Load reads the
+// footer and the TOC, checks the TOC against the digest in the layer's
+// annotations, and builds an Index whose TOC chunk table serves reads
+// (TOC.NewReaderAt), each chunk checked against its digest.
+//
 // # Formats
 //
 // Everything format-specific lives in one Format value per format
@@ -34,11 +40,13 @@
 //     member is released as it decodes (its bytes cannot be contradicted
 //     later). Index files are checked by sha256 (head, and the whole file
 //     when loaded whole), their windows by CRC-32C, their length against
-//     the head; a decoded copy's pieces by sha256 before first use.
+//     the head; a decoded copy's pieces by sha256 before first use; a
+//     TOC layer's chunks by the TOC's sha256 before any byte is served
+//     (the TOC itself by the annotation the manifest covers).
 //   - A checkpoint's Out offsets increase; a span is the stream between two
 //     checkpoints; the first checkpoint is at 0.
 //   - Every parser of untrusted bytes (tar headers, compressed streams,
-//     index files, published indexes) has a fuzz target (make fuzz) and
+//     index files, published indexes, TOCs and their footers) has a fuzz target (make fuzz) and
 //     never panics on hostile input.
 //
 // # Concurrency

@@ -60,6 +60,11 @@ const headStart = len(indexMagic) + 4 + 8
 
 // MarshalBinary serializes the index in the versioned on-disk format.
 func (ix *Index) MarshalBinary() ([]byte, error) {
+	if ix.TOC != nil {
+		// Its offsets are into the TOC's stream, not the tar stream an
+		// index file describes: written out, it would serve wrong bytes.
+		return nil, fmt.Errorf("index of %s was built from its %s, not from the layer: it is not written to index files", ix.Digest, ix.TOC.Format.Source)
+	}
 	e := &encoder{b: make([]byte, 0, 64+32*len(ix.Chunks.Sums)+32*len(ix.Decoded.Sums))}
 	e.b = append(e.b, indexMagic...)
 	e.b = binary.LittleEndian.AppendUint32(e.b, indexVersion)

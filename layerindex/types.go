@@ -124,6 +124,12 @@ type Index struct {
 	// access to the cache directory could damage, so every piece of it is
 	// checked against these before a byte of it is served.
 	Decoded ChunkSums
+	// TOC, for a layer indexed from its own table of contents (eStargz,
+	// zstd:chunked) rather than by a pass, is where its files' bytes lie
+	// and their chunk digests; Entries' offsets are then into TOC's
+	// stream, and DiffID is the config's, unchecked. Such indexes are
+	// never written to index files (the TOC is fetched again).
+	TOC *TOC
 
 	storedLen int64 // length of the index file it was loaded from
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/ocimount/ocimount/layerindex"
@@ -49,6 +50,11 @@ type Layer struct {
 	// served, the tar header in front of them is checked against the
 	// entry (layerindex.CheckHeader).
 	CheckHeaders bool
+	// Hide are entry names of this layer that a merged view does not
+	// show: a TOC format's bookkeeping entries (layerindex.TOCFormat.
+	// Hidden, such as eStargz's stargz.index.json), which stargz-
+	// snapshotter hides too. A raw view of the layer shows them.
+	Hide []string
 }
 
 const maxHops = 40 // symlinks followed while resolving one path, as Linux's MAXSYMLINKS
@@ -123,7 +129,7 @@ func Merge(layers []Layer) (*Tree, error) {
 	m.root = &mnode{children: map[string]*mnode{}, ino: implicitDir()}
 	for li, l := range layers {
 		m.layer = li
-		if err := m.apply(l.Index); err != nil {
+		if err := m.apply(l.Index, l.Hide); err != nil {
 			return nil, err
 		}
 	}
@@ -138,7 +144,7 @@ func (m *merger) fail(e *layerindex.Entry, err error) error {
 	return &MergeError{Layer: m.layer, Entry: e.Name, Err: err}
 }
 
-func (m *merger) apply(ix *layerindex.Index) error {
+func (m *merger) apply(ix *layerindex.Index, hide []string) error {
 	// Directories this layer declares: a whiteout below such a path that
 	// is not a directory in the lower layers (rm f; mkdir f, as overlayfs
 	// records it with an opaque f/) has no lower children to hide, and
@@ -188,6 +194,9 @@ func (m *merger) apply(ix *layerindex.Index) error {
 		}
 		switch kind, _ := ClassifyName(e.Name); kind {
 		case NotWhiteout:
+			if len(hide) > 0 && slices.Contains(hide, e.Name) {
+				continue
+			}
 			if err := m.add(e, int32(i)); err != nil {
 				return m.fail(e, err)
 			}

@@ -23,6 +23,7 @@ import (
 var rulesDigests = map[uint32]string{
 	1: "4d0eb935003ade507ee4626805fc0e9307f2740429b8053c4358b741df55aba6",
 	2: "0bbe5da758206055bc8a2cc2a3dad2cec9c719d03e3d9989cbe765003752f199", // entries below .wh.X dirs shown
+	3: "0bbe5da758206055bc8a2cc2a3dad2cec9c719d03e3d9989cbe765003752f199", // TOC bookkeeping entries hidden (Layer.Hide; the corpus has none)
 }
 
 // rulesCorpus is a fixed set of layer stacks that exercise every union

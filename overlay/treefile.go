@@ -51,7 +51,9 @@ const (
 //	1: the rules up to the merge-rules version itself
 //	2: entries below a ".wh.X" directory are shown under an implied
 //	   ".wh.X" (only AUFS .wh..wh.* directories hide what is below them)
-const MergeRulesVersion = 2
+//	3: a layer's Hide names (a TOC format's bookkeeping entries, such as
+//	   eStargz's stargz.index.json) are not shown
+const MergeRulesVersion = 3
 
 // ErrBadTree: a serialized tree is damaged, of another version, or does
 // not belong to the layers it is loaded with. Callers rebuild it.

@@ -17,7 +17,7 @@ import (
 func MergeRaw(l Layer) (*Tree, error) {
 	m := &merger{layers: []Layer{l}, raw: true}
 	m.root = &mnode{children: map[string]*mnode{}, ino: implicitDir()}
-	if err := m.apply(l.Index); err != nil {
+	if err := m.apply(l.Index, nil); err != nil {
 		return nil, err
 	}
 	return freeze(m.root, m.layers), nil
@@ -60,7 +60,7 @@ func MergeSteps(layers []Layer, step func(layer int, lookup func(path string) (I
 	}
 	for li, l := range layers {
 		m.layer = li
-		if err := m.apply(l.Index); err != nil {
+		if err := m.apply(l.Index, l.Hide); err != nil {
 			return err
 		}
 		if err := step(li, look); err != nil {

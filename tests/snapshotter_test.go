@@ -501,6 +501,49 @@ func TestContainerdSnapshotter(t *testing.T) {
 		}
 		checkSnapOutput(t, e.run(ref("e")), "marker-e")
 	})
+	t.Run("toc", func(t *testing.T) {
+		// eStargz and zstd:chunked images (stargz-snapshotter's writer):
+		// each layer is served from its TOC, with no published index and
+		// no full pass; the probe of each layer reads its first chunk
+		// through the TOC reader (the blob has no chunk table, so a plain
+		// ReadAt of it would refuse and the layer fall back to
+		// containerd's download).
+		e.t = t
+		for i, kind := range []string{"estargz", "zstd-chunked"} {
+			name := "toc-" + kind
+			img := snapImage(t, "marker-"+name, uint64(20+i), false)
+			for j, l := range img.Layers {
+				if kind == "estargz" {
+					img.Layers[j] = tartest.EStargz(t, l.Tar, 256<<10).Layer(tartest.Gzip)
+				} else {
+					img.Layers[j] = tartest.ZstdChunked(t, l.Tar, 256<<10).Layer(tartest.Zstd)
+				}
+			}
+			info := tartest.WriteOCILayoutInfo(t, filepath.Join(work, name), img)[0]
+			if err := pushLayout(reg.Host, filepath.Join(work, name), "snap/"+name+":v1"); err != nil {
+				t.Fatal(err)
+			}
+			before := len(e.remoteMounts())
+			e.pull(ref(name), true)
+			if n := len(e.remoteMounts()) - before; n != 3 {
+				t.Fatalf("%s: %d remote snapshots, want 3\n%s", kind, n, e.snapshotterLog())
+			}
+			content := e.contentDigests()
+			for j, l := range info.Layers {
+				d := l.Digest.String()
+				if strings.Contains(content, d) {
+					t.Errorf("%s: layer %d (%s) is in containerd's content store: containerd fetched it", kind, j, d)
+				}
+				if _, whole, _ := proxy.counts(d); whole != 0 {
+					t.Errorf("%s: layer %d (%s): %d whole-blob GETs (a full pass, not the TOC)", kind, j, d, whole)
+				}
+			}
+			checkSnapOutput(t, e.run(ref(name)), "marker-"+name)
+		}
+		if log := e.snapshotterLog(); strings.Contains(log, "reading the whole layer instead") {
+			t.Errorf("a TOC was refused:\n%s", log)
+		}
+	})
 	t.Run("registry-gone", func(t *testing.T) {
 		// After the pull the registry fails every read: what the first
 		// container read is served from the range cache, the rest fails

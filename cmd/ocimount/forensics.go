@@ -401,7 +401,7 @@ func loadSourceWith(c *cli.Context, arg string, entries bool, view loader.View, 
 	}
 	logf := func(f string, a ...any) { fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...) }
 	bo.Remote.Logf = logf
-	lo := loader.Options{CacheDir: dir, KeepEntries: entries, View: view, NoRemoteIndex: c.Bool("no-remote-index"), Logf: logf}
+	lo := loader.Options{CacheDir: dir, KeepEntries: entries, View: view, NoRemoteIndex: c.Bool("no-remote-index"), NoTOC: c.Bool("no-toc"), Logf: logf}
 	if showProgress && isTerminal(os.Stderr) {
 		pg := newProgress(os.Stderr, 0)
 		lo.Progress = pg.update
@@ -411,5 +411,9 @@ func loadSourceWith(c *cli.Context, arg string, entries bool, view loader.View, 
 }
 
 func forensicsImage(im *loader.Image) *forensics.Image {
-	return &forensics.Image{Meta: im.Image, Layers: im.Tree.Layers(), Tree: im.Tree}
+	fi := &forensics.Image{Meta: im.Image, Layers: im.Tree.Layers(), Tree: im.Tree}
+	for _, s := range im.Sources {
+		fi.Sources = append(fi.Sources, string(s))
+	}
+	return fi
 }

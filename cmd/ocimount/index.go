@@ -74,7 +74,7 @@ func indexAction(c *cli.Context) error {
 		}
 		im.Close()
 	}
-	lo := loader.Options{CacheDir: dir, Rebuild: verify, KeepEntries: true, NoRemoteIndex: c.Bool("no-remote-index"), Logf: func(f string, a ...any) {
+	lo := loader.Options{CacheDir: dir, Rebuild: verify, KeepEntries: true, NoTOC: true, NoRemoteIndex: c.Bool("no-remote-index"), Logf: func(f string, a ...any) {
 		fmt.Fprintf(os.Stderr, "ocimount: "+f+"\n", a...)
 	}}
 	var pg *progress

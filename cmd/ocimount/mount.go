@@ -260,6 +260,8 @@ func loadImage(ctx context.Context, cancelLoad context.CancelFunc, o mountOption
 		Logf:          func(f string, a ...any) { logger.Warn(fmt.Sprintf(f, a...)) },
 		Prefetch:      o.flag("prefetch"),
 		NoRemoteIndex: o.flag("no-remote-index"),
+		NoTOC:         o.flag("no-toc"),
+		TOCPrefetch:   true,
 		RemoteIndex: func(art digest.Digest, used, offered int) {
 			// After the layers are indexed: says what was used, not what
 			// was found (the reasons for the others are logged above).

@@ -19,6 +19,7 @@ func remoteFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "tls-verify", Value: true, Usage: "verify registry TLS certificates (--tls-verify=false also allows plain HTTP)"},
 		&cli.BoolFlag{Name: "plain-http", Usage: "talk plain HTTP to the registry (loopback registries may anyway)"},
 		&cli.BoolFlag{Name: "no-remote-index", Usage: "do not use indexes published in the registry (ocimount index --push); stream every uncached layer"},
+		&cli.BoolFlag{Name: "no-toc", Usage: "ignore eStargz and zstd:chunked tables of contents: index those layers like any other (a published index, or one full pass, which also checks the DiffID)"},
 		// Unset stands for blobs.DefaultChunkCacheMax; the help shows what that is.
 		&cli.StringFlag{Name: "range-cache-max", Usage: "bound of the on-disk cache of fetched registry ranges, a `SIZE` such as 500M or 20G", DefaultText: humanSize(blobs.DefaultChunkCacheMax)},
 	}

@@ -67,6 +67,9 @@ func collectStatus(mnt string, im *loader.Image, since time.Time) Status {
 		format := "unknown"
 		if f, err := layerindex.Detect(l.Descriptor.MediaType, l.Blob); err == nil {
 			format = f.Name
+			if tf := layerindex.TOCFormatOf(f, l.Descriptor.Annotations); tf != nil {
+				format = tf.Name
+			}
 		}
 		ls := LayerStatus{Index: l.Index, Digest: string(l.Descriptor.Digest), Format: format, Size: l.Blob.Size(), FullyLocal: true}
 		if rb, ok := l.Blob.(*blobs.RemoteBlob); ok {
@@ -137,9 +140,11 @@ func statusCommand() *cli.Command {
 			fmt.Printf("%s: %s (manifest %s), server pid %d, up %v, %d entries\n", st.Mountpoint, st.Source, short(st.Manifest),
 				st.PID, time.Since(st.Since).Round(time.Second), st.Entries)
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			// FETCHED: bytes received and verified; REJECTED: received and
-			// thrown away (wrong digest, cut short, too slow); FAILING:
-			// chunks that just failed and fail reads at once for a while.
+			// FETCHED: bytes received and verified (a TOC layer's by its
+			// chunk digests as they are decoded: BlobStats.Unverified);
+			// REJECTED: received and thrown away (wrong digest, cut short,
+			// too slow); FAILING: chunks that just failed and fail reads
+			// at once for a while.
 			fmt.Fprintln(tw, "LAYER\tDIGEST\tFORMAT\tSIZE\tFETCHED\tREJECTED\tSERVED\tREQUESTS\tRETRIES\tHITS\tMISSES\tFAILING\tLOCAL")
 			for _, l := range st.Layers {
 				if !l.Remote {

@@ -34,6 +34,10 @@ type Image struct {
 	Meta   *blobs.Image // nil in tests that build layers directly; Inspect needs it
 	Layers []overlay.Layer
 	Tree   *overlay.Tree
+	// Sources[i], if set, says where layer i's index came from (built,
+	// cached, ocimount artifact, eStargz TOC, zstd:chunked TOC), for
+	// inspect.
+	Sources []string
 }
 
 // Errors callers can test for; messages name the path.

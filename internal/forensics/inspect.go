@@ -11,6 +11,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/ocimount/ocimount/layerindex"
 	"github.com/ocimount/ocimount/overlay"
 )
 
@@ -41,6 +42,8 @@ type InspectLayer struct {
 	Digest           string `json:"digest"`
 	DiffID           string `json:"diff_id"`
 	MediaType        string `json:"media_type"`
+	Format           string `json:"format"`                 // how the blob is read: tar, tar+gzip, tar+zstd, eStargz, zstd:chunked
+	IndexSource      string `json:"index_source,omitempty"` // where its index came from
 	CompressedSize   int64  `json:"compressed_size"`
 	UncompressedSize int64  `json:"uncompressed_size"`
 	Entries          int    `json:"entries"`
@@ -135,11 +138,25 @@ func Inspect(im *Image) (*InspectResult, error) {
 		if i < len(m.Manifest.Layers) {
 			row.MediaType = m.Manifest.Layers[i].MediaType // as the manifest says, not normalised
 		}
-		if row.MediaType == "" {
+		f, _ := l.Index.Compression.Format()
+		if row.MediaType == "" && f != nil {
 			// docker-archive: no media types; say what the bytes are.
-			if f, err := l.Index.Compression.Format(); err == nil {
-				row.MediaType = f.MediaType
+			row.MediaType = f.MediaType
+		}
+		if f != nil {
+			row.Format = f.Name
+		}
+		if l.Index.TOC != nil {
+			row.Format = l.Index.TOC.Format.Name
+		} else if i < len(m.Manifest.Layers) {
+			// A TOC layer indexed by a pass (its TOC refused, or
+			// `ocimount index`) is still of that format.
+			if tf := layerindex.TOCFormatOf(f, m.Manifest.Layers[i].Annotations); tf != nil {
+				row.Format = tf.Name
 			}
+		}
+		if i < len(im.Sources) {
+			row.IndexSource = im.Sources[i]
 		}
 		row.Whiteouts, row.OpaqueDirs = countWhiteouts(l)
 		if h := hist[i]; h != nil {
@@ -232,10 +249,14 @@ func WriteInspect(w io.Writer, r *InspectResult, asJSON bool) error {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "LAYER\tDIGEST\tMEDIA TYPE\tCOMPRESSED\tUNCOMPRESSED\tENTRIES\tWHITEOUTS\tOPAQUE\tCREATED BY")
+	fmt.Fprintln(tw, "LAYER\tDIGEST\tMEDIA TYPE\tFORMAT\tINDEX\tCOMPRESSED\tUNCOMPRESSED\tENTRIES\tWHITEOUTS\tOPAQUE\tCREATED BY")
 	for _, l := range r.Layers {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", l.Index, shortDigest(l.Digest), shortMediaType(l.MediaType),
-			l.CompressedSize, l.UncompressedSize, l.Entries, l.Whiteouts, l.OpaqueDirs, oneLine(l.CreatedBy, 60))
+		src := l.IndexSource
+		if src == "" {
+			src = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", l.Index, shortDigest(l.Digest), shortMediaType(l.MediaType),
+			l.Format, src, l.CompressedSize, l.UncompressedSize, l.Entries, l.Whiteouts, l.OpaqueDirs, oneLine(l.CreatedBy, 60))
 	}
 	if r.UnmatchedHistory > 0 {
 		fmt.Fprintf(tw, "(%d history entries match no layer)\n", r.UnmatchedHistory)

@@ -24,6 +24,8 @@ type (
 		Digest           *string `json:"digest"`
 		DiffID           *string `json:"diff_id"`
 		MediaType        *string `json:"media_type"`
+		Format           *string `json:"format"`
+		IndexSource      string  `json:"index_source"`
 		CompressedSize   *int64  `json:"compressed_size"`
 		UncompressedSize *int64  `json:"uncompressed_size"`
 		Entries          *int    `json:"entries"`
@@ -183,7 +185,7 @@ func TestJSONSchema(t *testing.T) {
 		}
 		for i, l := range s.Layers {
 			if l.Index == nil || *l.Index != i || l.Digest == nil || !reDigest.MatchString(*l.Digest) || l.DiffID == nil ||
-				l.MediaType == nil || l.CompressedSize == nil || l.UncompressedSize == nil || l.Entries == nil ||
+				l.MediaType == nil || l.Format == nil || *l.Format == "" || l.CompressedSize == nil || l.UncompressedSize == nil || l.Entries == nil ||
 				l.Whiteouts == nil || l.OpaqueDirs == nil {
 				t.Errorf("layer %d: %+v", i, l)
 			}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"text/tabwriter"
 
@@ -21,7 +22,7 @@ type WasteEntry struct {
 	// layer stores the path twice); -1 if the cause was not found by name
 	// (a path reached through a symlinked parent).
 	HiddenBy int    `json:"hidden_by"`
-	How      string `json:"how"` // "overwritten", "whiteout", "opaque", "parent replaced", "duplicate in layer", "unknown"
+	How      string `json:"how"` // "overwritten", "whiteout", "opaque", "parent replaced", "duplicate in layer", "bookkeeping", "unknown"
 }
 
 // WasteResult is `ocimount waste --json` (docs/json-schema.md).
@@ -51,7 +52,13 @@ func Waste(layers []overlay.Layer, t *overlay.Tree) (*WasteResult, error) {
 				continue // whiteout markers, empty files: no bytes hidden
 			}
 			w := WasteEntry{Path: e.Name, Layer: li, Size: size, HiddenBy: -1, How: "unknown"}
-			w.HiddenBy, w.How = fx.hiddenBy(li, ei, e.Name)
+			if slices.Contains(l.Hide, e.Name) {
+				// A TOC format's own entry (eStargz's stargz.index.json),
+				// hidden by the layer's format, not by what came later.
+				w.HiddenBy, w.How = li, "bookkeeping"
+			} else {
+				w.HiddenBy, w.How = fx.hiddenBy(li, ei, e.Name)
+			}
 			res.TotalBytes += size
 			res.Entries = append(res.Entries, w)
 		}

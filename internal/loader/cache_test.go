@@ -432,7 +432,7 @@ func TestPublishedDecodedDigestsIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := indexLayer(context.Background(), l, f, Options{CacheDir: cacheDir, Rebuild: true}, b) // the decoded copy is there
+	r, err := indexLayer(context.Background(), l, f, nil, Options{CacheDir: cacheDir, Rebuild: true}, b) // the decoded copy is there
 	if err != nil {
 		t.Fatal(err)
 	}

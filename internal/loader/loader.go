@@ -54,7 +54,9 @@ type Options struct {
 	// (the containerd snapshotter) bounds their decoded spans together.
 	// Spans are keyed by blob digest and checkpoint table (spanKey), so
 	// images that share a layer share its spans, and two indexes of one
-	// blob with different checkpoints never see each other's spans.
+	// blob with different checkpoints never see each other's spans; a TOC
+	// layer's chunks are keyed by blob and TOC digest (tocSpanKey), apart
+	// from any built index of the same blob.
 	SpanCache *layerindex.SpanCache
 	// Jobs bounds parallel layer indexing (0: number of CPUs).
 	Jobs int
@@ -76,6 +78,14 @@ type Options struct {
 	// View selects a forensic view instead of the whole image; only the
 	// layers it needs are indexed.
 	View View
+	// NoTOC ignores the tables of contents of eStargz and zstd:chunked
+	// layers: such layers are indexed by a pass like any other (what
+	// `ocimount index` does, since only a pass checks the DiffID).
+	NoTOC bool
+	// TOCPrefetch, for a mount, fetches in the background (into the range
+	// cache) the chunks of the files an eStargz image lists before its
+	// prefetch landmark, or with Prefetch every chunk of its TOC layers.
+	TOCPrefetch bool
 }
 
 // View is what tree Load builds: the merged image (the zero value), the
@@ -149,15 +159,26 @@ type Image struct {
 	Cache   *layerindex.SpanCache
 	// FromCache[i] says whether layer i's index came from the cache.
 	FromCache []bool
-	closers   []io.Closer
+	// Sources[i] says where layer i's index came from (see Source).
+	Sources []Source
+	closers []io.Closer
 	// sharedCache: Cache is Options.SpanCache, closed by its owner.
 	sharedCache bool
+	// cancelPrefetch stops the TOC prefetch, prefetchDone is closed when
+	// it has (nil: none).
+	cancelPrefetch func()
+	prefetchDone   chan struct{}
 }
 
 // Close waits for the span decodes and read-ahead still running (unless
 // the span cache is shared: its owner closes it), then releases blob files
 // and decoded caches.
 func (im *Image) Close() error {
+	if im.cancelPrefetch != nil {
+		// Waited for last: closing the blobs ends a fetch in flight.
+		im.cancelPrefetch()
+		defer func() { <-im.prefetchDone }()
+	}
 	if im.Cache != nil && !im.sharedCache {
 		im.Cache.Close()
 	}
@@ -170,6 +191,16 @@ func (im *Image) Close() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Source is where a layer's index came from.
+type Source string
+
+const (
+	SourceBuilt    Source = "built"             // a pass over the layer, now
+	SourceCached   Source = "cached"            // the cache (built here earlier)
+	SourceArtifact Source = "ocimount artifact" // an index published in the registry (now or earlier)
+	// else the TOC format's Source ("eStargz TOC", "zstd:chunked TOC")
+)
 
 // LayerError names the layer (position and digest) a failure belongs to.
 type LayerError struct {
@@ -248,20 +279,30 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 		return nil, fmt.Errorf("%s: %w", src, err)
 	}
 	im.Tree = tree
+	if o.TOCPrefetch {
+		im.startPrefetch(layers[lo:hi], o)
+	}
 	ids := make([]overlay.LayerID, 0, hi-lo)
+	treeDir := dir
 	for _, ix := range im.Indexes[lo:hi] {
 		ids = append(ids, overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize})
+		if ix.TOC != nil {
+			// Its offsets are into the TOC's stream: a cached tree would
+			// be served against the tar stream of a built index later.
+			// (No warm path uses it either: TOC indexes are not cached.)
+			treeDir = cache.Dir{}
+		}
 	}
 	switch {
 	case !o.KeepEntries:
 		for _, ix := range im.Indexes[lo:hi] {
 			ix.Entries = nil // the tree has what reads need; free the tables
 		}
-		if t := freeze(tree, ids, layers[lo:hi], dir, o.View.treeKey(bi.ManifestDigest), o); t != nil {
+		if t := freeze(tree, ids, layers[lo:hi], treeDir, o.View.treeKey(bi.ManifestDigest), o); t != nil {
 			im.Tree = t
 			debug.FreeOSMemory() // the built tree's heap, now garbage
 		}
-	case dir.Enabled():
+	case treeDir.Enabled():
 		// Forensics keep the entries and the built tree; the next mount
 		// still finds the tree file.
 		if b, err := tree.MarshalBinary(ids); err != nil {
@@ -271,6 +312,37 @@ func Load(ctx context.Context, src blobs.Source, bo blobs.Options, o Options) (_
 		}
 	}
 	return im, nil
+}
+
+// startPrefetch fetches TOC layers' chunks ahead of reads, one layer
+// after the other, in one goroutine that Close stops.
+func (im *Image) startPrefetch(layers []overlay.Layer, o Options) {
+	var rs []*layerindex.TOCReader
+	var digests []digest.Digest
+	for _, l := range layers {
+		if r, ok := l.Content.(*layerindex.TOCReader); ok {
+			rs = append(rs, r)
+			digests = append(digests, l.Index.Digest)
+		}
+	}
+	if len(rs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i, r := range rs {
+			n, err := r.Prefetch(ctx, o.Prefetch)
+			if ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				logf(o, "prefetch of blob %s stopped after %d chunks: %v", digests[i], n, err)
+			}
+		}
+	}()
+	im.cancelPrefetch, im.prefetchDone = cancel, done
 }
 
 // indexAll gets the index of every layer in [lo, hi): from the cache,
@@ -283,6 +355,7 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 	var used atomic.Int64
 	im.Indexes = make([]*layerindex.Index, n)
 	im.FromCache = make([]bool, n)
+	im.Sources = make([]Source, n)
 	layers := make([]overlay.Layer, n)
 	closers := make([]io.Closer, n)
 	defer func() {
@@ -314,7 +387,8 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 				return err
 			}
 			l := &bi.Layers[i]
-			r, err := indexLayer(ctx, l, fmts[i], o, published[cacheKey(l, fmts[i])])
+			tf := layerindex.TOCFormatOf(fmts[i], l.Descriptor.Annotations)
+			r, err := indexLayer(ctx, l, fmts[i], tf, o, published[cacheKey(l, fmts[i])])
 			if err != nil {
 				return &LayerError{Index: i, Digest: l.Descriptor.Digest, Err: err}
 			}
@@ -327,9 +401,26 @@ func indexAll(ctx context.Context, bi *blobs.Image, fmts []*layerindex.Format, l
 			// An index that came from the registry, now or on an earlier
 			// mount, is checked against the layer's tar headers as files
 			// are read.
-			untrusted := r.published || (r.cached && dir.Enabled() && dir.Published(cacheKey(l, fmts[i])))
+			marked := r.cached && dir.Enabled() && dir.Published(cacheKey(l, fmts[i]))
+			untrusted := r.published || marked
 			layers[i] = overlay.Layer{Index: r.ix, Content: r.content, CheckHeaders: untrusted}
-			if r.content == nil {
+			switch {
+			case r.ix.TOC != nil:
+				// Chunk digests, not the tar headers, tie bytes to files.
+				layers[i].CheckHeaders = false
+				layers[i].Content = r.ix.TOC.NewReaderAt(unverifiedBlob(l.Blob), im.Cache, tocSpanKey(r.ix), tocDiskCache(l.Blob))
+				im.Sources[i] = Source(r.ix.TOC.Format.Source)
+			case untrusted:
+				im.Sources[i] = SourceArtifact
+			case r.cached:
+				im.Sources[i] = SourceCached
+			default:
+				im.Sources[i] = SourceBuilt
+			}
+			if tf != nil {
+				layers[i].Hide = tf.Hidden()
+			}
+			if r.content == nil && r.ix.TOC == nil {
 				layers[i].Content = r.ix.Checkpoints.NewReaderAt(l.Blob, im.Cache, spanKey(r.ix))
 			}
 			return nil
@@ -436,6 +527,9 @@ func loadWarm(bi *blobs.Image, fmts []*layerindex.Format, o Options, im *Image) 
 		}
 		indexes[i] = ix
 		layers[i] = overlay.Layer{Index: ix, Content: content, CheckHeaders: dir.Published(key)}
+		if tf := layerindex.TOCFormatOf(f, l.Descriptor.Annotations); tf != nil {
+			layers[i].Hide = tf.Hidden()
+		}
 		ids[i] = overlay.LayerID{Digest: ix.Digest, DiffID: ix.DiffID, UncompressedSize: ix.UncompressedSize}
 	}
 	tp, err := dir.TreePath(o.View.treeKey(bi.ManifestDigest))
@@ -452,8 +546,13 @@ func loadWarm(bi *blobs.Image, fmts []*layerindex.Format, o Options, im *Image) 
 	cache.Touch(tp) // last use, for prune
 	im.Indexes, im.Tree, im.closers = indexes, tree, closers
 	im.FromCache = make([]bool, n)
+	im.Sources = make([]Source, n)
 	for i := lo; i < hi; i++ {
 		im.FromCache[i] = true
+		im.Sources[i] = SourceCached
+		if layers[i].CheckHeaders {
+			im.Sources[i] = SourceArtifact
+		}
 		if o.Progress != nil {
 			o.Progress(i, bi.Layers[i].Blob.Size(), bi.Layers[i].Blob.Size())
 		}
@@ -504,7 +603,37 @@ type (
 	chunkChecked interface {
 		SetChunkSums(size int64, sums [][32]byte) error
 	}
+	// unverifiedRanges blobs (a registry's) give their bytes unchecked,
+	// for a reader that checks them against digests of its own: a TOC's
+	// chunk digests.
+	unverifiedRanges interface {
+		Unverified() io.ReaderAt
+	}
+	// tocChunks blobs keep a TOC reader's checked chunks on disk.
+	tocChunks interface {
+		TOCChunks() (load func(sum [32]byte) ([]byte, bool), store func(sum [32]byte, data []byte))
+	}
 )
+
+// tocDiskCache is the on-disk cache of a TOC layer's decoded chunks: the
+// registry's range cache, if the blob has one.
+func tocDiskCache(b blobs.Blob) layerindex.ChunkCache {
+	if t, ok := b.(tocChunks); ok {
+		load, store := t.TOCChunks()
+		return layerindex.ChunkCache{Load: load, Store: store}
+	}
+	return layerindex.ChunkCache{}
+}
+
+// unverifiedBlob is what a TOC reader reads compressed bytes from: the
+// blob itself when local (a layout or archive: trusted as such), a
+// registry blob's unchecked ranges.
+func unverifiedBlob(b blobs.Blob) io.ReaderAt {
+	if u, ok := b.(unverifiedRanges); ok {
+		return u.Unverified()
+	}
+	return b
+}
 
 // indexed is what indexLayer found for one layer.
 type indexed struct {
@@ -520,9 +649,11 @@ type indexed struct {
 }
 
 // indexLayer returns a layer's index — from the cache when a valid one is
-// there (reading no layer bytes), else from a published one, else from one
-// indexing pass over the blob — and how the layer is served.
-func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Options, published []byte) (indexed, error) {
+// there (reading no layer bytes), else from the layer's own table of
+// contents (tf: eStargz, zstd:chunked; footer and TOC only), else from a
+// published one, else from one indexing pass over the blob — and how the
+// layer is served.
+func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, tf *layerindex.TOCFormat, o Options, published []byte) (indexed, error) {
 	dir := cache.Dir{Root: o.CacheDir}
 	key := cacheKey(l, f)
 	matches := func(ix *layerindex.Index) bool {
@@ -542,6 +673,19 @@ func indexLayer(ctx context.Context, l *blobs.Layer, f *layerindex.Format, o Opt
 		case !errors.Is(err, fs.ErrNotExist):
 			logf(o, "cached index of %s unusable (%v); rebuilding", key, err)
 		}
+	}
+	if tf != nil && !o.NoTOC && !o.Rebuild {
+		// The TOC, covered by the manifest through its annotation, makes
+		// a pass unnecessary; one that cannot be trusted is only logged.
+		ix, err := tf.Load(ctx, unverifiedBlob(l.Blob), l.Blob.Size(), l.Descriptor.Digest, l.DiffID, l.Descriptor.Annotations)
+		if err == nil {
+			progressDone(o, l)
+			return indexed{ix: ix}, nil
+		}
+		if ctx.Err() != nil {
+			return indexed{}, ctx.Err()
+		}
+		logf(o, "layer %d (blob %s): %s unusable (%v); reading the whole layer instead", l.Index, l.Descriptor.Digest, tf.Source, err)
 	}
 	if published != nil {
 		ix, err := layerindex.UnmarshalIndex(published)
@@ -755,6 +899,12 @@ func fetchPublished(ctx context.Context, bi *blobs.Image, fmts []*layerindex.For
 	}
 	want := map[digest.Digest]int64{}
 	for i := lo; i < hi; i++ {
+		if !o.NoTOC && layerindex.TOCFormatOf(fmts[i], bi.Layers[i].Descriptor.Annotations) != nil {
+			// Its TOC comes first (indexLayer); one that is refused
+			// costs a full pass, not a published index fetched for
+			// nothing on every mount.
+			continue
+		}
 		key := cacheKey(&bi.Layers[i], fmts[i])
 		if !dir.Enabled() || !dir.HasIndex(key) {
 			want[key] = bi.Layers[i].Blob.Size()
@@ -785,6 +935,15 @@ func spanKey(ix *layerindex.Index) string {
 		h.Write(b[:])
 	}
 	return fmt.Sprintf("%s/%x", ix.Digest, h.Sum(nil)[:12])
+}
+
+// tocSpanKey names a TOC layer's decoded chunks in the span cache: the
+// blob digest and the TOC's digest. Chunk i of a TOC is not span i of a
+// built index of the same blob (NewReaderAt also keeps the two kinds
+// apart by a prefix), and the manifest's annotation, which names the TOC,
+// is what the chunk table was read from.
+func tocSpanKey(ix *layerindex.Index) string {
+	return fmt.Sprintf("%s/toc/%s", ix.Digest, ix.TOC.Digest)
 }
 
 func logf(o Options, format string, args ...any) {

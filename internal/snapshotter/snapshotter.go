@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -606,16 +607,14 @@ func (s *Snapshotter) prepareRemote(ctx context.Context, key, parent, target str
 		im.Close()
 		return fmt.Errorf("layer %d of %s is %s, the label says %s", n, src, got, labels[LabelLayerDigest])
 	}
-	// A layer known only from a published index has not been read: read
-	// its first piece (checked against the index), so that a blob the
+	// A layer known only from a published index or its TOC has not been
+	// read: read its first piece as it will be served (checked against
+	// the index's chunk digests or the TOC's), so that a blob the
 	// registry lacks or serves wrong fails here, and containerd's own
 	// download then fails the pull, rather than a container's reads.
-	if b := im.Image.Layers[n].Blob; b.Size() > 0 {
-		var one [1]byte
-		if _, err := b.ReadAt(one[:], 0); err != nil {
-			im.Close()
-			return fmt.Errorf("layer %d (%s): %w", n, spec.Layers[n], err)
-		}
+	if err := probeLayer(im, n); err != nil {
+		im.Close()
+		return fmt.Errorf("layer %d (%s): %w", n, spec.Layers[n], err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -724,6 +723,33 @@ func (s *Snapshotter) load(ctx context.Context, spec *remoteSpec) (*loader.Image
 		return nil, fmt.Errorf("layers 0..%d of %s have chain ID %s, not %s", spec.Layer, spec.Source, got, spec.Chain)
 	}
 	return im, nil
+}
+
+// probeLayer reads the first byte of layer n as reads will get it. A TOC
+// layer's blob has no chunk table (its ReadAt refuses): its first byte is
+// read through the layer's TOC reader, which fetches the chunk holding it
+// and checks it against the TOC's chunk digest.
+func probeLayer(im *loader.Image, n int) error {
+	var one [1]byte
+	if ix := im.Indexes[n]; ix != nil && ix.TOC != nil {
+		ls := im.Tree.Layers()
+		if n >= len(ls) || ls[n].Content == nil {
+			return fmt.Errorf("no reader for TOC layer %d", n)
+		}
+		if ix.TOC.Size == 0 {
+			return nil // no file data: its footer and TOC were read to load it
+		}
+		if _, err := ls[n].Content.ReadAt(one[:], 0); err != nil && err != io.EOF {
+			return err
+		}
+		return nil
+	}
+	if b := im.Image.Layers[n].Blob; b.Size() > 0 {
+		if _, err := b.ReadAt(one[:], 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // serve mounts im's tree at the snapshot's fs directory.

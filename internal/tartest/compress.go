@@ -3,6 +3,7 @@ package tartest
 import (
 	"bytes"
 	"encoding/binary"
+	"io"
 	"testing"
 
 	"github.com/klauspost/compress/gzip"
@@ -77,4 +78,33 @@ func ZstdSkippable(payload, stream []byte) []byte {
 	binary.LittleEndian.PutUint32(hdr[4:8], uint32(len(payload)))
 	out := append(hdr, payload...)
 	return append(out, stream...)
+}
+
+// Decompress decodes a gzip (all members) or zstd (all frames, skippable
+// ones skipped) blob.
+func Decompress(t testing.TB, c Compression, blob []byte) []byte {
+	t.Helper()
+	var r io.Reader
+	switch c {
+	case Gzip:
+		zr, err := gzip.NewReader(bytes.NewReader(blob))
+		if err != nil {
+			t.Fatalf("tartest: gunzip: %v", err)
+		}
+		r = zr
+	case Zstd:
+		zr, err := zstd.NewReader(bytes.NewReader(blob))
+		if err != nil {
+			t.Fatalf("tartest: zstd: %v", err)
+		}
+		defer zr.Close()
+		r = zr
+	default:
+		return append([]byte{}, blob...)
+	}
+	out, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatalf("tartest: decompress %s: %v", c, err)
+	}
+	return out
 }
