@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/ocimount/ocimount/internal/forensics"
 )
 
 // parseSize reads a size as the user writes it: "123", "10K", "500M",
@@ -28,16 +30,5 @@ func parseSize(arg string) (int64, error) {
 	return int64(v * mult), nil
 }
 
-func humanSize(n int64) string {
-	const u = "KMGTP"
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	f := float64(n)
-	i := -1
-	for f >= 1024 && i < len(u)-1 {
-		f /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", f, u[i])
-}
+// humanSize is forensics.HumanSize.
+func humanSize(n int64) string { return forensics.HumanSize(n) }

@@ -830,20 +830,8 @@ func kindName(k layerindex.Kind) string {
 	return "unknown"
 }
 
-// human is a size in binary units, short enough for a column.
-func human(n int64) string {
-	const u = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	f := float64(n)
-	i := -1
-	for f >= 1024 && i < len(u)-1 {
-		f /= 1024
-		i++
-	}
-	return fmt.Sprintf("%.1f %ciB", f, u[i])
-}
+// human is forensics.HumanSize.
+func human(n int64) string { return forensics.HumanSize(n) }
 
 // fit truncates s (plain text, escaped) to w cells, padding to exactly w.
 func fit(s string, w int) string {

@@ -148,6 +148,22 @@ func kindName(k layerindex.Kind) string {
 	return "unknown"
 }
 
+// HumanSize is a size in binary units, short enough for a column
+// (`cache ls`, `status`, explore's panes share it).
+func HumanSize(n int64) string {
+	const u = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d B", n)
+	}
+	f := float64(n)
+	i := -1
+	for f >= 1024 && i < len(u)-1 {
+		f /= 1024
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", f, u[i])
+}
+
 // ModeString renders type and permission bits as ls -l does.
 func ModeString(k layerindex.Kind, mode uint32) string {
 	b := []byte("?rwxrwxrwx")
