@@ -89,6 +89,10 @@ const (
 	maxTOCJSON       = 512 << 20 // the TOC JSON
 	maxTOCChunk      = 64 << 20  // one chunk's bytes, and what precedes it in its member
 	maxTOCEntries    = 8 << 20
+	// The sum of the chunks' Skip (placeChunks) may be this many times
+	// the layer's size, plus the slack.
+	maxTOCSkipFactor = 64
+	maxTOCSkipSlack  = 1 << 30
 )
 
 // Load builds the index of a layer blob (digest d, size bytes; diffID as
@@ -337,6 +341,21 @@ func (b *tocBuild) placeChunks(dataEnd int64) error {
 		if k > 0 && b.chunks[idx[k-1]].In != b.chunks[idx[k]].In {
 			next = b.chunks[idx[k]].In
 		}
+	}
+	// Reading a chunk decodes its member from the start, Skip bytes of it
+	// thrown away: chunks packed into one member (innerOffset) cost the
+	// sum of their skips to read. Writers pack small files into small
+	// members; a TOC that packs thousands of tiny chunks deep into 64 MiB
+	// members makes each read inflate gigabytes (a tiny blob that pins
+	// the server's cores). Past a bound a few times a full pass, the TOC
+	// is refused and the layer read by one pass instead.
+	var skips int64
+	for _, i := range idx {
+		skips += b.chunks[i].Skip // each <= maxTOCChunk, at most maxTOCEntries
+	}
+	if limit := maxTOCSkipFactor*b.out + maxTOCSkipSlack; skips > limit {
+		return fmt.Errorf("TOC chunks lie %d bytes deep into their members in all, more than %d (%d× the layer's %d bytes + %d): reading them would inflate that much: %w",
+			skips, limit, maxTOCSkipFactor, b.out, maxTOCSkipSlack, ErrBadTOC)
 	}
 	for k, i := range idx {
 		c := &b.chunks[i]

@@ -3,6 +3,7 @@ package layerindex
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 
@@ -59,4 +60,25 @@ func TestTOCReadersOfOneBlobShareSpanCache(t *testing.T) {
 	}
 	read(int64(len(blob1)), ann1, a)
 	read(int64(len(blob)), ann2, b)
+}
+
+// TestTOCDeepPackedChunksRefused: a TOC whose thousands of 16-byte chunks
+// lie up to 64 MiB deep into one gzip member (innerOffset) would make
+// every read inflate tens of megabytes per chunk, terabytes for the file,
+// from a blob of a few kilobytes; it is refused (ErrBadTOC: the loader
+// reads the layer by one pass instead). It loaded before the bound.
+func TestTOCDeepPackedChunksRefused(t *testing.T) {
+	var js bytes.Buffer
+	const n, size = 4096, 16
+	fmt.Fprintf(&js, `{"version":1,"entries":[{"name":"f","type":"reg","mode":420,"size":%d,"offset":3,"innerOffset":0,"chunkSize":%d,"chunkDigest":"sha256:%064x"}`, n*size, size, 0)
+	for k := 1; k < n; k++ {
+		fmt.Fprintf(&js, `,{"name":"f","type":"chunk","offset":3,"innerOffset":%d,"chunkOffset":%d,"chunkSize":%d,"chunkDigest":"sha256:%064x"}`, k*(16<<10), k*size, size, 0)
+	}
+	js.WriteString("]}")
+	blob, ann := tocBlob(t, false, []byte("pad0123456789"), js.Bytes())
+	_, err := estargzFormat.Load(context.Background(), bytes.NewReader(blob), int64(len(blob)), digest.FromBytes(blob), "", ann)
+	if !errors.Is(err, ErrBadTOC) {
+		t.Fatalf("TOC of %d chunks packed 64 MiB deep: err %v, want ErrBadTOC", n, err)
+	}
+	t.Log(err)
 }
