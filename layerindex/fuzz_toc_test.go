@@ -37,9 +37,13 @@ func tocBlob(tb testing.TB, zstdChunked bool, data, js []byte) ([]byte, map[stri
 		tw.Write(js)
 		tw.Close()
 		zw.Close()
-		zw = gzip.NewWriter(&b)
-		zw.Extra = append([]byte{'S', 'G', 22, 0}, fmt.Sprintf("%016xSTARGZ", off)...)
-		zw.Close()
+		// The footer: an empty gzip member with the STARGZ extra field
+		// and one empty stored block, 51 bytes as stargz's writer makes
+		// it (gzip.Writer ends an empty member with a fixed block: 48
+		// bytes, which is no footer, and no TOC of this helper loaded).
+		b.Write([]byte{0x1f, 0x8b, 8, 4, 0, 0, 0, 0, 0, 0xff, 26, 0, 'S', 'G', 22, 0})
+		b.WriteString(fmt.Sprintf("%016xSTARGZ", off))
+		b.Write([]byte{1, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0})
 		return b.Bytes(), map[string]string{annotationStargzTOC: digest.FromBytes(js).String()}
 	}
 	z := bytes.NewBuffer(tocEncoder.EncodeAll(js, nil))

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -88,6 +89,10 @@ const (
 	maxTOCJSON       = 512 << 20 // the TOC JSON
 	maxTOCChunk      = 64 << 20  // one chunk's bytes, and what precedes it in its member
 	maxTOCEntries    = 8 << 20
+	// The sum of the chunks' Skip (placeChunks) may be this many times
+	// the layer's size, plus the slack.
+	maxTOCSkipFactor = 64
+	maxTOCSkipSlack  = 1 << 30
 )
 
 // Load builds the index of a layer blob (digest d, size bytes; diffID as
@@ -337,6 +342,21 @@ func (b *tocBuild) placeChunks(dataEnd int64) error {
 			next = b.chunks[idx[k]].In
 		}
 	}
+	// Reading a chunk decodes its member from the start, Skip bytes of it
+	// thrown away: chunks packed into one member (innerOffset) cost the
+	// sum of their skips to read. Writers pack small files into small
+	// members; a TOC that packs thousands of tiny chunks deep into 64 MiB
+	// members makes each read inflate gigabytes (a tiny blob that pins
+	// the server's cores). Past a bound a few times a full pass, the TOC
+	// is refused and the layer read by one pass instead.
+	var skips int64
+	for _, i := range idx {
+		skips += b.chunks[i].Skip // each <= maxTOCChunk, at most maxTOCEntries
+	}
+	if limit := maxTOCSkipFactor*b.out + maxTOCSkipSlack; skips > limit {
+		return fmt.Errorf("TOC chunks lie %d bytes deep into their members in all, more than %d (%d× the layer's %d bytes + %d): reading them would inflate that much: %w",
+			skips, limit, maxTOCSkipFactor, b.out, maxTOCSkipSlack, ErrBadTOC)
+	}
 	for k, i := range idx {
 		c := &b.chunks[i]
 		next := nextIn[k]
@@ -445,11 +465,40 @@ func readRange(blob io.ReaderAt, off, n int64) ([]byte, error) {
 // NewReaderAt gives random access to the index's uncompressed stream,
 // reading compressed bytes from raw: the blob itself, or (a registry blob)
 // its unverified ranges: every chunk is checked against its digest before
-// any byte of it is served. Decoded chunks go through cache under key,
-// and through disk if it has functions (a registry's range cache, which
-// keeps them across mounts).
+// any byte of it is served. Decoded chunks go through cache under key and
+// a digest of the chunk table, and through disk if it has functions (a
+// registry's range cache, which keeps them across mounts).
+//
+// The table's digest is part of the key because a cached chunk is served
+// unchecked: one blob digest can carry two chunk tables (a blob holding a
+// second TOC that ends where a short descriptor size says the blob does,
+// which a registry answering ranges with a total of "*" does not give
+// away), and chunk i of one must never be served as chunk i of the other.
 func (t *TOC) NewReaderAt(raw io.ReaderAt, cache *SpanCache, key string, disk ChunkCache) *TOCReader {
-	return &TOCReader{t: t, raw: raw, cache: cache, key: "toc\x00" + key, disk: disk}
+	return &TOCReader{t: t, raw: raw, cache: cache, key: "toc\x00" + key + "\x00" + t.tableKey(), disk: disk}
+}
+
+// tableKey is a digest of the chunk table: what each chunk is read from
+// and what it must hash to.
+func (t *TOC) tableKey() string {
+	h := sha256.New()
+	var b [8 * 5]byte
+	for i := range t.Chunks {
+		c := &t.Chunks[i]
+		binary.LittleEndian.PutUint64(b[0:], uint64(c.Out))
+		binary.LittleEndian.PutUint64(b[8:], uint64(c.Len))
+		binary.LittleEndian.PutUint64(b[16:], uint64(c.In))
+		binary.LittleEndian.PutUint64(b[24:], uint64(c.InEnd))
+		binary.LittleEndian.PutUint64(b[32:], uint64(c.Skip))
+		h.Write(b[:])
+		h.Write(c.Sum[:])
+		if c.Zeros {
+			h.Write([]byte{1})
+		} else {
+			h.Write([]byte{0})
+		}
+	}
+	return fmt.Sprintf("%x", h.Sum(nil)[:16])
 }
 
 // ChunkCache keeps decoded TOC chunks by digest across mounts. What Load

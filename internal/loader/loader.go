@@ -938,10 +938,11 @@ func spanKey(ix *layerindex.Index) string {
 }
 
 // tocSpanKey names a TOC layer's decoded chunks in the span cache: the
-// blob digest and the TOC's digest. Chunk i of a TOC is not span i of a
-// built index of the same blob (NewReaderAt also keeps the two kinds
-// apart by a prefix), and the manifest's annotation, which names the TOC,
-// is what the chunk table was read from.
+// blob digest (TOC.Digest is the blob's too). Chunk i of a TOC is not span
+// i of a built index of the same blob (NewReaderAt also keeps the two
+// kinds apart by a prefix), and NewReaderAt adds a digest of the chunk
+// table: one blob digest can carry two tables (a blob that also holds a
+// TOC ending where a short descriptor size says it ends).
 func tocSpanKey(ix *layerindex.Index) string {
 	return fmt.Sprintf("%s/toc/%s", ix.Digest, ix.TOC.Digest)
 }
