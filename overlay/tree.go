@@ -256,6 +256,52 @@ func (t *Tree) Children(dir NodeID) (first NodeID, count int) {
 	return n.first, int(n.count)
 }
 
+// ZipChildren walks the children of directory da of a and directory db
+// of b together, in name order, pairing equal names: fn gets (i, 0) for a
+// name only a has, (0, j) for one only b has, (i, j) for both (NodeID 0 is
+// never a node). A side given as 0, or as a node that is not a directory,
+// has no children. It is the one merge of two sorted child lists (diff,
+// explore's tree); it stops at fn's first error.
+func ZipChildren(a *Tree, da NodeID, b *Tree, db NodeID, fn func(i, j NodeID) error) error {
+	var fa, fb NodeID
+	var na, nb int
+	if da != 0 && a.Kind(da) == layerindex.KindDir {
+		fa, na = a.Children(da)
+	}
+	if db != 0 && b.Kind(db) == layerindex.KindDir {
+		fb, nb = b.Children(db)
+	}
+	i, j := fa, fb
+	ea, eb := fa+NodeID(na), fb+NodeID(nb)
+	for i < ea || j < eb {
+		var c int
+		switch {
+		case i >= ea:
+			c = 1
+		case j >= eb:
+			c = -1
+		default:
+			c = strings.Compare(a.Name(i), b.Name(j))
+		}
+		var err error
+		switch {
+		case c < 0:
+			err = fn(i, 0)
+			i++
+		case c > 0:
+			err = fn(0, j)
+			j++
+		default:
+			err = fn(i, j)
+			i, j = i+1, j+1
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Lookup finds name in directory dir.
 func (t *Tree) Lookup(dir NodeID, name string) (NodeID, bool) {
 	n := &t.nodes[dir]

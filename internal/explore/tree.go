@@ -40,37 +40,12 @@ func (s *treeState) filtering() bool { return s.filter != "" || s.kinds != nil }
 // them in), restricted by the changes-only toggle and the filter.
 func (s *treeState) children(dir Row) []Row {
 	var out []Row
-	var fa, fb overlay.NodeID
-	var na, nb int
-	if dir.A != 0 && s.v.After.Kind(dir.A) == layerindex.KindDir {
-		fa, na = s.v.After.Children(dir.A)
-	}
-	if dir.B != 0 && s.v.Before.Kind(dir.B) == layerindex.KindDir {
-		fb, nb = s.v.Before.Children(dir.B)
-	}
-	i, j := fa, fb
-	ea, eb := fa+overlay.NodeID(na), fb+overlay.NodeID(nb)
-	for i < ea || j < eb {
-		var c int
-		switch {
-		case i >= ea:
-			c = 1
-		case j >= eb:
-			c = -1
-		default:
-			c = strings.Compare(s.v.After.Name(i), s.v.Before.Name(j))
-		}
-		r := Row{Depth: dir.Depth + 1}
-		switch {
-		case c < 0:
-			r.A, r.Name = i, s.v.After.Name(i)
-			i++
-		case c > 0:
-			r.B, r.Name = j, s.v.Before.Name(j)
-			j++
-		default:
-			r.A, r.B, r.Name = i, j, s.v.After.Name(i)
-			i, j = i+1, j+1
+	overlay.ZipChildren(s.v.After, dir.A, s.v.Before, dir.B, func(i, j overlay.NodeID) error {
+		r := Row{Depth: dir.Depth + 1, A: i, B: j}
+		if i != 0 {
+			r.Name = s.v.After.Name(i)
+		} else {
+			r.Name = s.v.Before.Name(j)
 		}
 		r.Path = joinPath(dir.Path, r.Name)
 		// A row opens when it is a directory on either side: a directory
@@ -78,13 +53,14 @@ func (s *treeState) children(dir Row) []Row {
 		r.Dir = r.A != 0 && s.v.After.Kind(r.A) == layerindex.KindDir || r.B != 0 && s.v.Before.Kind(r.B) == layerindex.KindDir
 		r.Change = s.v.Changes[r.Path]
 		if s.changesOnly && r.Change == Unchanged && !s.v.Dirty[r.Path] {
-			continue
+			return nil
 		}
 		if s.keep != nil && !s.keep[r.Path] {
-			continue
+			return nil
 		}
 		out = append(out, r)
-	}
+		return nil
+	})
 	return out
 }
 

@@ -205,39 +205,18 @@ func sameVersion(a *overlay.Tree, ia overlay.NodeID, b *overlay.Tree, ib overlay
 		slices.Equal(x.SparseMap, y.SparseMap)
 }
 
-// children merges two sorted child lists.
+// children merges two sorted child lists (overlay.ZipChildren).
 func (d *differ) children(ia, ib overlay.NodeID) error {
-	fa, na := d.a.Children(ia)
-	fb, nb := d.b.Children(ib)
-	i, j := fa, fb
-	ea, eb := fa+overlay.NodeID(na), fb+overlay.NodeID(nb)
-	for i < ea || j < eb {
-		var c int
+	return overlay.ZipChildren(d.a, ia, d.b, ib, func(i, j overlay.NodeID) error {
 		switch {
-		case i >= ea:
-			c = 1
-		case j >= eb:
-			c = -1
+		case j == 0:
+			return d.one(d.a, i, Removed)
+		case i == 0:
+			return d.one(d.b, j, Added)
 		default:
-			c = strings.Compare(d.a.Name(i), d.b.Name(j))
+			return d.node(i, j)
 		}
-		var err error
-		switch {
-		case c < 0:
-			err = d.one(d.a, i, Removed)
-			i++
-		case c > 0:
-			err = d.one(d.b, j, Added)
-			j++
-		default:
-			err = d.node(i, j)
-			i, j = i+1, j+1
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	})
 }
 
 // one emits a path that exists on one side only, and everything below it.
